@@ -1,0 +1,1 @@
+"""Video input pipeline: sources, PyAV decoding, PySlowFast-style sampling, augmentation, grain loaders."""
