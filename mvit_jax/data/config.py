@@ -1,0 +1,75 @@
+"""Every key of the video input pipeline, with PySlowFast's MViT Kinetics values as defaults.
+
+The trainer embeds this as `config.data`; the sources, decoder, sampler, augmentations and grain loaders read
+their settings from it and from nothing else.
+"""
+import ml_collections
+
+
+def default_data_config() -> ml_collections.ConfigDict:
+  """Returns the data config (MViT-B 16x4 Kinetics recipe; SlowFast key names in comments)."""
+  c = ml_collections.ConfigDict()
+
+  # --- Source -----------------------------------------------------------------------------------------------
+  c.dataset_kind = 'manifest'      # 'manifest' (video files) | 'frames' (folders of JPEG frames) | 'tfds'.
+  c.root = ''                      # Manifest paths are relative to this folder (DATA.PATH_PREFIX).
+  c.train_manifest = ''            # `path label` per line, split on the last whitespace (train.csv).
+  c.eval_manifest = ''             # Same format (val.csv / test.csv).
+  c.classes_file = ''              # Optional: one class name per line; line i names label i.
+  c.num_classes = 0                # 0: from classes_file, else 1 + the largest label in the train manifest.
+  c.multi_label = False            # Labels are comma-separated ints -> float32 multi-hot (B, C) (Charades).
+  c.frame_glob = '*.jpg'           # 'frames' kind: frame files inside each video folder, sorted by name.
+  c.frames_fps = 30.0              # 'frames' and 'tfds' kinds: frame rate the frames were extracted at.
+  c.tfds_name = ''                 # 'tfds' kind: dataset name, e.g. 'ucf101'.
+  c.tfds_data_dir = ''             # 'tfds' kind: where it was prepared ('' = TFDS default).
+  c.tfds_train_split = 'train'
+  c.tfds_eval_split = 'test'
+  c.tfds_video_key = 'video'       # Feature holding the (N, H, W, 3) uint8 frames.
+  c.tfds_label_key = 'label'
+
+  # --- Temporal sampling (decoder.py) -----------------------------------------------------------------------
+  c.num_frames = 16                # T (DATA.NUM_FRAMES).
+  c.sampling_rate = 4              # tau, in frames at target_fps (DATA.SAMPLING_RATE).
+  c.target_fps = 30.0              # DATA.TARGET_FPS.
+  c.segment_sampling = False       # SSv2-style: one frame per T equal segments (random in train, middle in test).
+  c.test_num_clips = 5             # K temporal views (TEST.NUM_ENSEMBLE_VIEWS).
+  c.test_num_crops = 1             # S spatial views, 1 (centre) or 3 (TEST.NUM_SPATIAL_CROPS).
+  c.use_offset_sampling = True     # Test clips from first to last possible start (DATA.USE_OFFSET_SAMPLING).
+
+  # --- Decoding -----------------------------------------------------------------------------------------------
+  c.train_short_side = 256         # Short side after decode for training, before augmentation; 0 keeps native.
+  c.test_short_side = 256          # Short side for evaluation (decode-time resize and eval_transform).
+  c.decode_threads = 1             # PyAV codec threads per decode (keep 1 when using several workers).
+
+  # --- Augmentation (transforms.py) ------------------------------------------------------------------------
+  c.crop_size = 224                # DATA.TRAIN_CROP_SIZE / TEST_CROP_SIZE.
+  c.random_resized_crop = True     # Inception-style crop (TRAIN_JITTER_SCALES_RELATIVE given); else jitter + crop.
+  c.rrc_area = (0.08, 1.0)         # DATA.TRAIN_JITTER_SCALES_RELATIVE.
+  c.rrc_aspect = (0.75, 1.3333)    # DATA.TRAIN_JITTER_ASPECT_RELATIVE.
+  c.train_jitter_scales = (256, 320)  # DATA.TRAIN_JITTER_SCALES: short-side range when not using RRC.
+  c.inverse_uniform_sampling = False  # DATA.INV_UNIFORM_SAMPLE: sample 1/scale uniformly (SSv2 configs).
+  c.random_flip = True             # DATA.RANDOM_FLIP (False for SSv2).
+  c.randaugment = True             # AUG.AA_TYPE rand-m7-n4-mstd0.5-inc1, same ops on every frame of a clip.
+  c.randaugment_num_layers = 4
+  c.randaugment_magnitude = 7
+  c.randaugment_mstd = 0.5
+  c.random_erasing_prob = 0.25     # AUG.RE_PROB, one box shared by all frames (cube).
+  c.mean = (0.45, 0.45, 0.45)      # DATA.MEAN, on [0, 1] pixels.
+  c.std = (0.225, 0.225, 0.225)    # DATA.STD.
+  c.num_repeated_samples = 2       # AUG.NUM_SAMPLE: augmented copies per decoded video, flattened into the batch.
+
+  # On-device batch transforms (applied by the trainer, not by the loader).
+  c.mixup_alpha = 0.8              # MIXUP.ALPHA.
+  c.cutmix_alpha = 1.0             # MIXUP.CUTMIX_ALPHA.
+  c.mixup_switch_prob = 0.5        # MIXUP.SWITCH_PROB.
+  c.mixup_prob = 1.0               # MIXUP.PROB.
+  c.label_smoothing = 0.1          # MIXUP.LABEL_SMOOTH_VALUE.
+
+  # --- Loader (grain) -----------------------------------------------------------------------------------------
+  c.num_workers = 2                # grain worker processes; 0 decodes in the main process.
+  c.worker_buffer_size = 2         # Batches each worker prepares ahead.
+  c.read_threads = 1               # Threads per worker that decode elements ahead of batching.
+  c.read_prefetch = 4              # Elements those threads keep ready (decoded clips use lots of memory).
+  c.max_failure_fraction = 0.01    # Stop when more than this fraction of the (local) videos failed to decode.
+  c.max_replacement_attempts = 10  # A bad video is replaced by up to this many other videos, then it raises.
+  return c
