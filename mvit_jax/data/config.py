@@ -53,6 +53,7 @@ def default_data_config() -> ml_collections.ConfigDict:
   c.randaugment_num_layers = 4
   c.randaugment_magnitude = 7
   c.randaugment_mstd = 0.5
+  c.randaugment_interpolation = 'bicubic'
   c.random_erasing_prob = 0.25     # AUG.RE_PROB, one box shared by all frames (cube).
   c.mean = (0.45, 0.45, 0.45)      # DATA.MEAN, on [0, 1] pixels.
   c.std = (0.225, 0.225, 0.225)    # DATA.STD.

@@ -1,0 +1,192 @@
+"""Decode only the frames a clip needs, with PyAV (video files) or Pillow (folders of JPEG frames).
+
+Frames are addressed by index on the video's nominal frame grid (index i is time i / fps from the stream start);
+frame i is the frame shown at that time (the last frame whose timestamp is at most half a nominal frame later),
+so variable-frame-rate files are sampled by time, not by decode order. A video shorter than the clip repeats
+frames because the sampler clamps indices (sampling.py). Only the first video stream is read; audio and further
+video streams are ignored.
+
+Hand-written rather than a library call: PyAV has no "decode these indices" API, and the selective seek + forward
+decode + convert-only-the-sampled-frames loop is what makes decoding a 16x4 clip cheap.
+"""
+from collections.abc import Callable
+import dataclasses
+import glob
+import os
+
+import av
+import numpy as np
+from PIL import Image
+
+# EOF this many nominal frames (or this fraction of the video) before a requested frame means a truncated file.
+_MAX_MISSING_FRAMES = 2
+_MAX_MISSING_FRACTION = 0.05
+
+
+class DecodeError(Exception):
+  """The file cannot give the requested frames; the message says why."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Clip:
+  """Decoded frames (N, H, W, 3) uint8 for `indices` (N,), and what the decoder learnt about the video."""
+  frames: np.ndarray
+  indices: np.ndarray
+  fps: float
+  num_video_frames: int
+  num_decoded: int  # Frames the decoder produced (including those before the clip after a keyframe seek).
+
+
+IndexFn = Callable[[int, float], np.ndarray]  # (num_video_frames, fps) -> frame indices (N,), any order/repeats.
+
+
+def resized_shape(height: int, width: int, short_side: int) -> tuple[int, int]:
+  """(height, width) after scaling the short side to `short_side` (0 keeps the size), rounding the long side."""
+  if not short_side or min(height, width) == short_side:
+    return height, width
+  if height <= width:
+    return short_side, int(round(width * short_side / height))
+  return int(round(height * short_side / width)), short_side
+
+
+def decode_video(path: str, index_fn: IndexFn, *, short_side: int = 0, threads: int = 1) -> Clip:
+  """Decodes the frames `index_fn(num_video_frames, fps)` asks for from a video file.
+
+  Seeks to the keyframe before the first requested frame, decodes forward until the last one, RGB-converts (and
+  resizes to `short_side`) only the requested frames, and closes the file. Raises DecodeError naming the cause.
+  """
+  try:
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
+      raise DecodeError('empty file (0 bytes)')
+    container = av.open(path)
+  except FileNotFoundError:
+    raise DecodeError('missing file') from None
+  except (av.error.FFmpegError, OSError, ValueError) as e:
+    raise DecodeError(f'cannot open: {e}') from None
+  try:
+    if not container.streams.video:
+      raise DecodeError('no video stream')
+    stream = container.streams.video[0]
+    if threads != 1:
+      stream.thread_type = 'AUTO'
+      stream.codec_context.thread_count = threads
+    return _decode(container, stream, index_fn, short_side)
+  except DecodeError:
+    raise
+  except Exception as e:  # Anything the demuxer/decoder throws is a property of this file.
+    raise DecodeError(f'{type(e).__name__} while decoding: {e}') from None
+  finally:
+    container.close()
+
+
+def _decode(container, stream, index_fn, short_side):
+  fps = float(stream.average_rate or stream.guessed_rate or 0)
+  tb = float(stream.time_base)
+  start_pts = stream.start_time or 0
+  duration = stream.duration * tb if stream.duration else (container.duration or 0) / av.time_base
+  num_video_frames = stream.frames or int(round(duration * fps))
+  if fps <= 0 or num_video_frames <= 0:
+    return _decode_all(container, stream, index_fn, short_side)
+
+  indices = np.asarray(index_fn(num_video_frames, fps), np.int64)
+  wanted = np.unique(indices)
+  # Index i is answered by the last frame with pts <= pts(i) + half a nominal frame.
+  frame_pts = 1.0 / fps / float(stream.time_base)
+  thresholds = start_pts + (wanted + 0.5) * frame_pts
+  result = _decode_forward(container, stream, thresholds, short_side, seek_pts=thresholds[0] - 2 * frame_pts)
+  if result is None:  # The seek landed after the first wanted frame (imprecise index): decode from the start.
+    result = _decode_forward(container, stream, thresholds, short_side, seek_pts=start_pts)
+  if result is None:
+    raise DecodeError('the first frame starts after the requested time')
+  arrays, last_pts, last_array, num_decoded = result
+  if len(arrays) < len(wanted):  # EOF first: the last frame stands for requested frames just past it.
+    last_index = (last_pts - start_pts) / frame_pts
+    if wanted[-1] - last_index > max(_MAX_MISSING_FRAMES, _MAX_MISSING_FRACTION * num_video_frames):
+      raise DecodeError(f'stream ends at frame {last_index:.0f} but the header promises {num_video_frames} '
+                        'frames (truncated?)')
+    arrays += [last_array] * (len(wanted) - len(arrays))
+  lookup = dict(zip(wanted.tolist(), arrays))
+  frames = np.stack([lookup[i] for i in indices.tolist()])
+  return Clip(frames, indices, fps, num_video_frames, num_decoded)
+
+
+def _decode_forward(container, stream, thresholds, short_side, seek_pts):
+  """Seeks to the keyframe at or before `seek_pts` and decodes forward until the last of `thresholds`.
+
+  Returns (RGB arrays for the thresholds reached, pts of the last frame, its RGB array or None, frames decoded),
+  or None when the first decoded frame already lies past thresholds[0].
+  """
+  container.seek(max(int(seek_pts), stream.start_time or 0), backward=True, any_frame=False, stream=stream)
+  arrays, held, held_array, num_decoded, j = [], None, None, 0, 0
+  for frame in container.decode(stream):
+    pts = frame.pts if frame.pts is not None else frame.dts
+    while j < len(thresholds) and pts > thresholds[j]:
+      if held is None:
+        return None
+      if held_array is None:  # Convert each sampled frame once, however many indices it answers.
+        held_array = _to_rgb(held, short_side)
+      arrays.append(held_array)
+      j += 1
+    if j == len(thresholds):
+      return arrays, pts, None, num_decoded
+    held, held_pts, held_array = frame, pts, None
+    num_decoded += 1
+  if held is None:
+    raise DecodeError('no frames decoded at or after the requested time (truncated?)')
+  return arrays, held_pts, _to_rgb(held, short_side) if held_array is None else held_array, num_decoded
+
+
+def _decode_all(container, stream, index_fn, short_side):
+  """Fallback when the header lacks frame rate or length: decode everything, index frames in decode order."""
+  frames = list(container.decode(stream))
+  if not frames:
+    raise DecodeError('no decodable video frames')
+  pts = [f.pts for f in frames if f.pts is not None]
+  span = (max(pts) - min(pts)) * float(stream.time_base) if len(pts) > 1 else 0.0
+  fps = (len(pts) - 1) / span if span > 0 else 30.0
+  indices = np.asarray(index_fn(len(frames), fps), np.int64)
+  cache = {}
+  for i in np.unique(indices).tolist():
+    cache[i] = _to_rgb(frames[i], short_side)
+  return Clip(np.stack([cache[i] for i in indices.tolist()]), indices, fps, len(frames), len(frames))
+
+
+def _to_rgb(frame, short_side):
+  height, width = resized_shape(frame.height, frame.width, short_side)
+  return frame.to_ndarray(format='rgb24', width=width, height=height)
+
+
+def probe_video(path: str) -> None:
+  """Opens `path`, decodes its first and last frames and checks the length; raises DecodeError if bad."""
+  decode_video(path, lambda n, fps: np.array([0, n - 1]))
+
+
+def list_frame_files(folder: str, pattern: str = '*.jpg') -> list[str]:
+  """Sorted frame files of a frame folder; raises DecodeError when there are none."""
+  files = sorted(glob.glob(os.path.join(glob.escape(folder), pattern)))
+  if not files:
+    raise DecodeError(f'no frames matching {pattern!r} in folder')
+  return files
+
+
+def decode_frame_folder(folder: str, index_fn: IndexFn, *, fps: float, pattern: str = '*.jpg',
+                        short_side: int = 0) -> Clip:
+  """Loads the frames `index_fn(num_frames, fps)` asks for from a folder of image files (sorted by name).
+
+  JPEGs are decoded at reduced size when `short_side` allows it (Pillow draft mode), then resized exactly.
+  """
+  files = list_frame_files(folder, pattern)
+  indices = np.asarray(index_fn(len(files), fps), np.int64)
+  cache = {}
+  for i in np.unique(indices).tolist():
+    try:
+      with Image.open(files[i]) as image:
+        if short_side:
+          height, width = resized_shape(image.height, image.width, short_side)
+          image.draft('RGB', (width, height))
+          cache[i] = np.asarray(image.convert('RGB').resize((width, height), Image.BILINEAR))
+        else:
+          cache[i] = np.asarray(image.convert('RGB'))
+    except (OSError, ValueError) as e:
+      raise DecodeError(f'cannot read frame {files[i]}: {e}') from None
+  return Clip(np.stack([cache[i] for i in indices.tolist()]), indices, fps, len(files), len(cache))

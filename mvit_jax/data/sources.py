@@ -1,0 +1,185 @@
+"""Where videos come from: PySlowFast manifests of video files or frame folders, and prepared TFDS datasets.
+
+Every source gives random access by integer index (what grain's global shuffle needs): `len(source)`,
+`source.label(i)`, `source.describe(i)` (a path for messages) and `source.load(i, index_fn, short_side)`, which
+decodes only the frames `index_fn(num_video_frames, fps)` asks for (decode.py).
+"""
+import dataclasses
+import os
+
+import numpy as np
+
+from mvit_jax.data import decode
+
+
+class ManifestError(ValueError):
+  """A manifest or classes file that cannot be used; the message names the file and line."""
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoRecord:
+  path: str                    # Absolute or root-joined path of a video file or frame folder.
+  label: int | tuple[int, ...]  # Class index, or the class indices of a multi-label video.
+
+
+def read_class_names(path: str) -> list[str]:
+  """Class names, one per non-empty line; line i (counting non-empty lines) names label i."""
+  try:
+    with open(path) as f:
+      names = [line.strip() for line in f if line.strip()]
+  except OSError as e:
+    raise ManifestError(f'cannot read classes file {path}: {e}') from None
+  if not names:
+    raise ManifestError(f'classes file {path} is empty')
+  return names
+
+
+def read_manifest(path: str, root: str = '', *, num_classes: int = 0,
+                  multi_label: bool = False) -> list[VideoRecord]:
+  """Parses `path label` lines (PySlowFast format; blank lines skipped).
+
+  The label is split off at the last whitespace, so paths may contain spaces; paths are joined to `root`.
+  Multi-label lines carry comma-separated indices (`path 3,17`). With num_classes > 0, labels outside
+  [0, num_classes) are errors. Raises ManifestError naming file and line.
+  """
+  try:
+    with open(path) as f:
+      lines = f.read().splitlines()
+  except OSError as e:
+    raise ManifestError(f'cannot read manifest {path}: {e}') from None
+  records = []
+  for lineno, line in enumerate(lines, 1):
+    if not line.strip():
+      continue
+    parts = line.strip().rsplit(None, 1)
+    where = f'{path}:{lineno}'
+    if len(parts) != 2:
+      raise ManifestError(f'{where}: expected "path label", got {line!r}')
+    rel, label_text = parts
+    try:
+      labels = tuple(int(x) for x in label_text.split(',')) if multi_label else (int(label_text),)
+    except ValueError:
+      raise ManifestError(f'{where}: label {label_text!r} is not an integer'
+                          + (' list' if multi_label else '')) from None
+    for label in labels:
+      if label < 0 or (num_classes and label >= num_classes):
+        raise ManifestError(f'{where}: label {label} outside [0, {num_classes or "inf"})')
+    records.append(VideoRecord(os.path.join(root, rel), labels if multi_label else labels[0]))
+  if not records:
+    raise ManifestError(f'manifest {path} has no entries')
+  return records
+
+
+def num_classes_from_config(cfg) -> int:
+  """cfg.num_classes if set, else the classes file's length, else 1 + the largest train-manifest label."""
+  if cfg.num_classes:
+    return cfg.num_classes
+  if cfg.classes_file:
+    return len(read_class_names(cfg.classes_file))
+  if cfg.dataset_kind == 'tfds':
+    return _tfds_builder(cfg).info.features[cfg.tfds_label_key].num_classes
+  records = read_manifest(cfg.train_manifest, cfg.root, multi_label=cfg.multi_label)
+  return 1 + max(max(np.atleast_1d(r.label)) for r in records)
+
+
+class FileSource:
+  """Video files listed in a manifest, decoded with PyAV."""
+
+  def __init__(self, records: list[VideoRecord], *, decode_threads: int = 1):
+    self.records = records
+    self.decode_threads = decode_threads
+
+  def __len__(self) -> int:
+    return len(self.records)
+
+  def label(self, i: int):
+    return self.records[i].label
+
+  def describe(self, i: int) -> str:
+    return self.records[i].path
+
+  def load(self, i: int, index_fn: decode.IndexFn, short_side: int = 0) -> decode.Clip:
+    return decode.decode_video(self.records[i].path, index_fn, short_side=short_side, threads=self.decode_threads)
+
+
+class FrameFolderSource(FileSource):
+  """Frame folders (one JPEG per frame, sorted by name) listed in a manifest, at a known frame rate."""
+
+  def __init__(self, records: list[VideoRecord], *, fps: float, pattern: str = '*.jpg'):
+    super().__init__(records)
+    self.fps = fps
+    self.pattern = pattern
+
+  def load(self, i: int, index_fn: decode.IndexFn, short_side: int = 0) -> decode.Clip:
+    return decode.decode_frame_folder(self.records[i].path, index_fn, fps=self.fps, pattern=self.pattern,
+                                      short_side=short_side)
+
+
+class TfdsSource:
+  """A prepared TFDS video dataset read through `tfds.data_sources` (random access; tfds imported lazily)."""
+
+  def __init__(self, name: str, split: str, *, data_dir: str = '', fps: float = 30.0, video_key: str = 'video',
+               label_key: str = 'label'):
+    self.name, self.split, self.data_dir = name, split, data_dir or None
+    self.fps, self.video_key, self.label_key = fps, video_key, label_key
+    self._source, self._cached = None, (-1, None)
+    self._len = len(self._data_source())
+
+  def __getstate__(self):  # Workers reopen the data source themselves.
+    return {**self.__dict__, '_source': None, '_cached': (-1, None)}
+
+  def _data_source(self):
+    if self._source is None:
+      import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+      self._source = tfds.data_source(self.name, split=self.split, data_dir=self.data_dir)
+    return self._source
+
+  def __len__(self) -> int:
+    return self._len
+
+  def _example(self, i: int) -> dict:
+    if self._cached[0] != i:  # label(i) and load(i) come in pairs: read the record once.
+      self._cached = (i, self._data_source()[i])
+    return self._cached[1]
+
+  def label(self, i: int):
+    return int(self._example(i)[self.label_key])
+
+  def describe(self, i: int) -> str:
+    return f'tfds:{self.name}/{self.split}[{i}]'
+
+  def load(self, i: int, index_fn: decode.IndexFn, short_side: int = 0) -> decode.Clip:
+    video = np.asarray(self._example(i)[self.video_key])
+    if video.ndim != 4 or video.shape[0] == 0:
+      raise decode.DecodeError(f'feature {self.video_key!r} has shape {video.shape}, expected (N, H, W, 3)')
+    indices = np.asarray(index_fn(len(video), self.fps), np.int64)
+    frames = video[indices]
+    height, width = decode.resized_shape(*frames.shape[1:3], short_side)
+    if (height, width) != frames.shape[1:3]:
+      from PIL import Image  # pylint: disable=g-import-not-at-top
+      frames = np.stack([np.asarray(Image.fromarray(f).resize((width, height), Image.BILINEAR)) for f in frames])
+    return decode.Clip(frames, indices, self.fps, len(video), len(video))
+
+
+def _tfds_builder(cfg):
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  return tfds.builder(cfg.tfds_name, data_dir=cfg.tfds_data_dir or None)
+
+
+def make_source(cfg, split: str):
+  """The source of `split` ('train' or 'eval') described by the data config (dataset_kind and its keys)."""
+  if split not in ('train', 'eval'):
+    raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
+  if cfg.dataset_kind == 'tfds':
+    return TfdsSource(cfg.tfds_name, cfg.tfds_train_split if split == 'train' else cfg.tfds_eval_split,
+                      data_dir=cfg.tfds_data_dir, fps=cfg.frames_fps, video_key=cfg.tfds_video_key,
+                      label_key=cfg.tfds_label_key)
+  manifest = cfg.train_manifest if split == 'train' else cfg.eval_manifest
+  if not manifest:
+    raise ManifestError(f'data config has no {split}_manifest')
+  records = read_manifest(manifest, cfg.root, num_classes=num_classes_from_config(cfg), multi_label=cfg.multi_label)
+  if cfg.dataset_kind == 'manifest':
+    return FileSource(records, decode_threads=cfg.decode_threads)
+  if cfg.dataset_kind == 'frames':
+    return FrameFolderSource(records, fps=cfg.frames_fps, pattern=cfg.frame_glob)
+  raise ValueError(f"data config dataset_kind must be 'manifest', 'frames' or 'tfds', got {cfg.dataset_kind!r}")
