@@ -1,0 +1,397 @@
+"""Host-side clip transforms on uint8 clips (T, H, W, 3), as PySlowFast's Kinetics loader applies them.
+
+Train order (`train_transform`): RandAugment (one op sequence, one set of magnitudes for the whole clip) ->
+random-resized crop, or short-side jitter + random crop -> horizontal flip -> normalisation -> random erasing
+(one box for every frame). PySlowFast normalises before the spatial ops; normalisation is per-channel affine and
+the bilinear weights sum to one, so doing it last, on the small crop, gives the same values up to the uint8
+rounding of the resized pixels (< 0.5 / 255) and is several times cheaper.
+
+Geometry runs through OpenCV (`cv2.resize` INTER_LINEAR = PyTorch's `interpolate(mode='bilinear',
+align_corners=False)` that PySlowFast uses, without antialiasing): it is 5-8x faster than Pillow here. The
+RandAugment colour ops use Pillow, as timm (which PySlowFast copies) defines them; its affine ops use
+`cv2.warpAffine` with Pillow's matrices, because Pillow's bicubic affine warp costs ~4 ms per frame.
+
+All randomness comes from the `np.random.Generator` passed in, so a fixed seed gives a fixed result.
+"""
+import math
+from typing import Callable, Sequence
+
+import cv2
+import numpy as np
+from PIL import Image, ImageEnhance, ImageOps
+
+# Each grain worker is one process; OpenCV's own thread pool would oversubscribe the cores.
+cv2.setNumThreads(1)
+
+Box = tuple[int, int, int, int]  # (top, left, height, width) in pixels.
+
+
+def _check_clip(frames: np.ndarray) -> None:
+  if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+    raise ValueError(
+        'Clip transforms take a uint8 array (T, H, W, 3); got '
+        f'{type(frames).__name__} {getattr(frames, "dtype", None)} {getattr(frames, "shape", None)}.')
+
+
+# --- Geometry --------------------------------------------------------------------------------------------------
+
+
+def short_side_shape(height: int, width: int, size: int) -> tuple[int, int]:
+  """(new_h, new_w) with the short side equal to `size`; PySlowFast floors the long side."""
+  if width <= height:
+    return int(math.floor(height / width * size)), size
+  return size, int(math.floor(width / height * size))
+
+
+def resize(frames: np.ndarray, height: int, width: int) -> np.ndarray:
+  """Bilinear resize of every frame: (T, H, W, 3) uint8 -> (T, height, width, 3) uint8."""
+  if frames.shape[1:3] == (height, width):
+    return frames
+  out = np.empty((frames.shape[0], height, width, 3), np.uint8)
+  for t in range(frames.shape[0]):
+    cv2.resize(frames[t], (width, height), dst=out[t], interpolation=cv2.INTER_LINEAR)
+  return out
+
+
+def resize_short_side(frames: np.ndarray, size: int) -> np.ndarray:
+  """Resizes the short side to `size` keeping the aspect ratio: (T, H, W, 3) -> (T, H', W', 3) uint8."""
+  _check_clip(frames)
+  return resize(frames, *short_side_shape(frames.shape[1], frames.shape[2], size))
+
+
+def crop(frames: np.ndarray, box: Box) -> np.ndarray:
+  """The same (top, left, height, width) window of every frame (a view): (T, H, W, 3) -> (T, h, w, 3)."""
+  top, left, height, width = box
+  if top < 0 or left < 0 or top + height > frames.shape[1] or left + width > frames.shape[2]:
+    raise ValueError(f'Crop box {box} does not fit in frames of size {frames.shape[1:3]}.')
+  return frames[:, top:top + height, left:left + width]
+
+
+def uniform_crop_box(height: int, width: int, size: int, spatial_idx: int) -> Box:
+  """PySlowFast `uniform_crop`: 0/1/2 = left/centre/right (top/centre/bottom if H > W) `size` square."""
+  if spatial_idx not in (0, 1, 2):
+    raise ValueError(f'spatial_idx must be 0, 1 or 2, got {spatial_idx}.')
+  if size > height or size > width:
+    raise ValueError(f'Crop size {size} is larger than the frames ({height}, {width}).')
+  top = int(math.ceil((height - size) / 2))
+  left = int(math.ceil((width - size) / 2))
+  if height > width:
+    top = {0: 0, 1: top, 2: height - size}[spatial_idx]
+  else:
+    left = {0: 0, 1: left, 2: width - size}[spatial_idx]
+  return top, left, size, size
+
+
+def sample_random_resized_crop_box(
+    rng: np.random.Generator, height: int, width: int, area: Sequence[float], aspect: Sequence[float]) -> Box:
+  """Inception-style box (torchvision `RandomResizedCrop.get_params`, PySlowFast `_get_param_spatial_crop`).
+
+  Area fraction uniform in `area`, aspect ratio w/h log-uniform in `aspect`; 10 tries, then the largest
+  centred box whose aspect ratio is clamped into `aspect`.
+  """
+  frame_area = height * width
+  log_aspect = (math.log(aspect[0]), math.log(aspect[1]))
+  for _ in range(10):
+    target_area = frame_area * rng.uniform(area[0], area[1])
+    ratio = math.exp(rng.uniform(*log_aspect))
+    w = int(round(math.sqrt(target_area * ratio)))
+    h = int(round(math.sqrt(target_area / ratio)))
+    if 0 < w <= width and 0 < h <= height:
+      return int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1)), h, w
+  in_ratio = width / height
+  if in_ratio < min(aspect):
+    w, h = width, int(round(width / min(aspect)))
+  elif in_ratio > max(aspect):
+    h, w = height, int(round(height * max(aspect)))
+  else:
+    h, w = height, width
+  return (height - h) // 2, (width - w) // 2, h, w
+
+
+def random_resized_crop(frames: np.ndarray, rng: np.random.Generator, size: int, area: Sequence[float],
+                        aspect: Sequence[float]) -> np.ndarray:
+  """One random-resized-crop box for the clip, resized to `size`: (T, H, W, 3) -> (T, size, size, 3) uint8."""
+  _check_clip(frames)
+  box = sample_random_resized_crop_box(rng, frames.shape[1], frames.shape[2], area, aspect)
+  return resize(crop(frames, box), size, size)
+
+
+def random_short_side_jitter_crop(frames: np.ndarray, rng: np.random.Generator, size: int,
+                                  scales: Sequence[int], inverse_uniform: bool = False) -> np.ndarray:
+  """Short side resized to a random scale in `scales`, then a random `size` crop: -> (T, size, size, 3).
+
+  Scale: uniform in [min, max] (or 1/scale uniform when `inverse_uniform`), rounded (PySlowFast
+  `random_short_side_scale_jitter`). The crop offset is uniform over every valid position, including the last
+  one (PySlowFast's `np.random.randint(0, H - size)` never picks the last).
+  """
+  _check_clip(frames)
+  lo, hi = scales
+  if lo < size:
+    raise ValueError(f'train_jitter_scales {tuple(scales)} must not be smaller than crop_size {size}.')
+  if inverse_uniform:
+    scale = int(round(1.0 / rng.uniform(1.0 / hi, 1.0 / lo)))
+  else:
+    scale = int(round(rng.uniform(lo, hi)))
+  height, width = short_side_shape(frames.shape[1], frames.shape[2], scale)
+  top = int(rng.integers(0, height - size + 1))
+  left = int(rng.integers(0, width - size + 1))
+  # Resizing only the source rows/columns the crop needs would save work, but cv2.resize cannot take a
+  # fractional source window; the full-frame resize costs ~2-5 ms per clip.
+  return crop(resize(frames, height, width), (top, left, size, size))
+
+
+def horizontal_flip(frames: np.ndarray) -> np.ndarray:
+  """Mirrors every frame left-right: (T, H, W, 3) uint8 -> (T, H, W, 3) uint8 (contiguous)."""
+  out = np.empty(frames.shape, np.uint8)
+  for t in range(frames.shape[0]):
+    cv2.flip(frames[t], 1, dst=out[t])
+  return out
+
+
+# --- Normalisation and random erasing --------------------------------------------------------------------------
+
+
+def normalize(frames: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+  """(pixel / 255 - mean) / std per channel: (T, H, W, 3) uint8 -> (T, H, W, 3) float32.
+
+  `mean` and `std` are on the [0, 1] scale (PySlowFast DATA.MEAN / DATA.STD).
+  """
+  if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+    raise ValueError(f'mean and std need 3 values each and std > 0; got mean={mean}, std={std}.')
+  t, h, w, c = frames.shape
+  std = np.asarray(std, np.float64)
+  # One multiply-subtract over rows tiled to the full row length: a (3,) broadcast makes numpy's inner loop 3
+  # elements long and the whole op ~8x slower.
+  scale = np.tile(1.0 / (255.0 * std), w).astype(np.float32)
+  offset = np.tile(np.asarray(mean, np.float64) / std, w).astype(np.float32)
+  out = frames.astype(np.float32).reshape(t * h, w * c)  # astype packs a cropped view densely.
+  out *= scale
+  out -= offset
+  return out.reshape(t, h, w, c)
+
+
+def sample_erasing_box(rng: np.random.Generator, height: int, width: int, min_area: float = 0.02,
+                       max_area: float = 1 / 3, min_aspect: float = 0.3, attempts: int = 100) -> Box | None:
+  """timm/PySlowFast `RandomErasing` box: area fraction uniform, aspect h/w log-uniform in [a, 1/a].
+
+  Returns None when no box fits after `attempts` tries (PySlowFast's cube mode tries 100 times).
+  """
+  log_aspect = (math.log(min_aspect), math.log(1 / min_aspect))
+  for _ in range(attempts):
+    target_area = rng.uniform(min_area, max_area) * height * width
+    ratio = math.exp(rng.uniform(*log_aspect))
+    h = int(round(math.sqrt(target_area * ratio)))
+    w = int(round(math.sqrt(target_area / ratio)))
+    if w < width and h < height:
+      return int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1)), h, w
+  return None
+
+
+def random_erasing(frames: np.ndarray, rng: np.random.Generator, prob: float) -> np.ndarray:
+  """With probability `prob`, fills one box (the same on every frame) with N(0, 1) noise, in place.
+
+  Mode 'pixel', count 1, cube=True as in PySlowFast's `RandomErasing` (fresh noise for every frame and pixel);
+  meant for normalised clips. (T, H, W, C) float32 -> the same array.
+  """
+  if rng.random() >= prob:
+    return frames
+  box = sample_erasing_box(rng, frames.shape[1], frames.shape[2])
+  if box is not None:
+    top, left, h, w = box
+    frames[:, top:top + h, left:left + w] = rng.standard_normal((frames.shape[0], h, w, frames.shape[3]),
+                                                                dtype=np.float32)
+  return frames
+
+
+# --- RandAugment -----------------------------------------------------------------------------------------------
+# timm's `rand_augment_transform('rand-m{M}-n{N}-mstd{S}-inc1')` as PySlowFast vendors it
+# (slowfast/datasets/rand_augment.py): N ops drawn with replacement, each applied with probability 0.5 at a
+# magnitude drawn from N(M, S) and clipped to [0, 10]. Written here because timm draws its parameters per image
+# (we need one draw per clip) and torchvision's RandAugment has a different op set and magnitude scale.
+
+_MAX_LEVEL = 10.0
+_FILL = (128, 128, 128)
+_INTERPOLATION = {'bilinear': cv2.INTER_LINEAR, 'bicubic': cv2.INTER_CUBIC}
+
+
+def _signed(rng: np.random.Generator, value: float) -> float:
+  return -value if rng.random() > 0.5 else value
+
+
+def _lut_op(lut: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+  return lambda frames: lut[frames]
+
+
+def _pil_op(fn: Callable[[Image.Image], Image.Image]) -> Callable[[np.ndarray], np.ndarray]:
+  def apply(frames):
+    return np.stack([np.asarray(fn(Image.fromarray(frame))) for frame in frames])
+  return apply
+
+
+def _affine_op(matrix: Callable[[int, int], np.ndarray], interpolation: str) -> Callable[[np.ndarray], np.ndarray]:
+  """`matrix(h, w)` is Pillow's output->input affine map (a, b, c, d, e, f) in pixel-edge coordinates."""
+  def apply(frames):
+    h, w = frames.shape[1:3]
+    a, b, c, d, e, f = matrix(h, w)
+    # Pillow samples at pixel centres (x + 0.5); OpenCV indexes pixel centres at integers.
+    m = np.array([[a, b, c + 0.5 * (a + b - 1)], [d, e, f + 0.5 * (d + e - 1)]], np.float64)
+    out = np.empty_like(frames)
+    for t in range(frames.shape[0]):
+      cv2.warpAffine(frames[t], m, (w, h), dst=out[t], flags=_INTERPOLATION[interpolation] | cv2.WARP_INVERSE_MAP,
+                     borderMode=cv2.BORDER_CONSTANT, borderValue=_FILL)
+    return out
+  return apply
+
+
+def _rotation(degrees: float) -> Callable[[int, int], np.ndarray]:
+  """Pillow `Image.rotate(degrees)` (counter-clockwise about the centre) as an output->input affine map."""
+  def matrix(h, w):
+    angle = -math.radians(degrees)
+    cos, sin = math.cos(angle), math.sin(angle)
+    cx, cy = w / 2.0, h / 2.0
+    return (cos, sin, cx - cos * cx - sin * cy, -sin, cos, cy + sin * cx - cos * cy)
+  return matrix
+
+
+def _solarize_add_lut(add: int) -> np.ndarray:
+  x = np.arange(256)
+  return np.where(x < 128, np.minimum(255, x + add), x).astype(np.uint8)
+
+
+RAND_AUGMENT_OPS = (
+    'AutoContrast', 'Equalize', 'Invert', 'Rotate', 'PosterizeIncreasing', 'SolarizeIncreasing', 'SolarizeAdd',
+    'ColorIncreasing', 'ContrastIncreasing', 'BrightnessIncreasing', 'SharpnessIncreasing', 'ShearX', 'ShearY',
+    'TranslateXRel', 'TranslateYRel')
+
+
+def rand_augment_level_args(name: str, level: float, rng: np.random.Generator) -> tuple[float, ...]:
+  """timm's `LEVEL_TO_ARG` for the 'inc1' op set: magnitude level in [0, 10] -> the op's argument(s)."""
+  if name in ('AutoContrast', 'Equalize', 'Invert'):
+    return ()
+  if name == 'Rotate':
+    return (_signed(rng, level / _MAX_LEVEL * 30.0),)
+  if name == 'PosterizeIncreasing':
+    return (4 - int(level / _MAX_LEVEL * 4),)
+  if name == 'SolarizeIncreasing':
+    return (256 - int(level / _MAX_LEVEL * 256),)
+  if name == 'SolarizeAdd':
+    return (int(level / _MAX_LEVEL * 110),)
+  if name.endswith('Increasing'):  # Colour, Contrast, Brightness, Sharpness: factor 1 +- 0.9 * level / 10.
+    return (1.0 + _signed(rng, level / _MAX_LEVEL * 0.9),)
+  if name in ('ShearX', 'ShearY'):
+    return (_signed(rng, level / _MAX_LEVEL * 0.3),)
+  if name in ('TranslateXRel', 'TranslateYRel'):
+    return (_signed(rng, level / _MAX_LEVEL * 0.45),)
+  raise ValueError(f'Unknown RandAugment op {name!r}; known: {RAND_AUGMENT_OPS}.')
+
+
+def rand_augment_op(name: str, args: Sequence[float], interpolation: str = 'bicubic'
+                    ) -> Callable[[np.ndarray], np.ndarray]:
+  """The clip function (T, H, W, 3) uint8 -> same, applying op `name` with `args` identically to every frame."""
+  identity = np.arange(256)
+  if name == 'AutoContrast':
+    return _pil_op(ImageOps.autocontrast)
+  if name == 'Equalize':
+    return _pil_op(ImageOps.equalize)
+  if name == 'Invert':
+    return _lut_op((255 - identity).astype(np.uint8))
+  if name == 'PosterizeIncreasing':
+    bits = int(args[0])
+    return _lut_op((identity & (0xFF << (8 - bits)) & 0xFF).astype(np.uint8))
+  if name == 'SolarizeIncreasing':
+    return _lut_op(np.where(identity < args[0], identity, 255 - identity).astype(np.uint8))
+  if name == 'SolarizeAdd':
+    return _lut_op(_solarize_add_lut(int(args[0])))
+  if name == 'BrightnessIncreasing':  # Pillow blends with black: trunc(clip(x * factor)).
+    return _lut_op(np.clip(identity * args[0], 0, 255).astype(np.uint8))
+  if name == 'ColorIncreasing':
+    return _pil_op(lambda im: ImageEnhance.Color(im).enhance(args[0]))
+  if name == 'ContrastIncreasing':
+    return _pil_op(lambda im: ImageEnhance.Contrast(im).enhance(args[0]))
+  if name == 'SharpnessIncreasing':
+    return _pil_op(lambda im: ImageEnhance.Sharpness(im).enhance(args[0]))
+  if name == 'Rotate':
+    return _affine_op(_rotation(args[0]), interpolation)
+  if name == 'ShearX':
+    return _affine_op(lambda h, w: (1, args[0], 0, 0, 1, 0), interpolation)
+  if name == 'ShearY':
+    return _affine_op(lambda h, w: (1, 0, 0, args[0], 1, 0), interpolation)
+  if name == 'TranslateXRel':
+    return _affine_op(lambda h, w: (1, 0, args[0] * w, 0, 1, 0), interpolation)
+  if name == 'TranslateYRel':
+    return _affine_op(lambda h, w: (1, 0, 0, 0, 1, args[0] * h), interpolation)
+  raise ValueError(f'Unknown RandAugment op {name!r}; known: {RAND_AUGMENT_OPS}.')
+
+
+def sample_rand_augment(rng: np.random.Generator, num_layers: int, magnitude: float,
+                        magnitude_std: float) -> list[tuple[str, tuple[float, ...]]]:
+  """One clip's RandAugment draw: the (op name, args) pairs to apply, in order (skipped ops left out)."""
+  ops = []
+  for index in rng.integers(0, len(RAND_AUGMENT_OPS), size=num_layers):
+    if rng.random() > 0.5:  # Each chosen op runs with probability 0.5.
+      continue
+    level = rng.normal(magnitude, magnitude_std) if magnitude_std > 0 else magnitude
+    level = min(_MAX_LEVEL, max(0.0, level))
+    name = RAND_AUGMENT_OPS[index]
+    ops.append((name, rand_augment_level_args(name, level, rng)))
+  return ops
+
+
+def rand_augment(frames: np.ndarray, rng: np.random.Generator, num_layers: int = 4, magnitude: float = 7,
+                 magnitude_std: float = 0.5, interpolation: str = 'bicubic') -> np.ndarray:
+  """RandAugment 'rand-m{magnitude}-n{num_layers}-mstd{magnitude_std}-inc1', the same draw for every frame.
+
+  (T, H, W, 3) uint8 -> (T, H, W, 3) uint8. Geometric ops fill uncovered pixels with (128, 128, 128).
+  """
+  _check_clip(frames)
+  if interpolation not in _INTERPOLATION:
+    raise ValueError(f'randaugment interpolation must be one of {tuple(_INTERPOLATION)}, got {interpolation!r}.')
+  for name, args in sample_rand_augment(rng, num_layers, magnitude, magnitude_std):
+    frames = rand_augment_op(name, args, interpolation)(frames)
+  return frames
+
+
+# --- Full train / eval transforms ------------------------------------------------------------------------------
+
+
+def train_transform(frames: np.ndarray, rng: np.random.Generator, cfg) -> np.ndarray:
+  """Training augmentation of one decoded clip: (T, H, W, 3) uint8 -> (T, crop, crop, 3) float32.
+
+  Reads cfg keys: randaugment, randaugment_num_layers, randaugment_magnitude, randaugment_mstd,
+  random_resized_crop, rrc_area, rrc_aspect, train_jitter_scales, inverse_uniform_sampling, crop_size,
+  random_flip, mean, std, random_erasing_prob (see `mvit_jax.data.config`).
+  """
+  _check_clip(frames)
+  if cfg.randaugment:
+    frames = rand_augment(frames, rng, cfg.randaugment_num_layers, cfg.randaugment_magnitude,
+                          cfg.randaugment_mstd, cfg.get('randaugment_interpolation', 'bicubic'))
+  if cfg.random_resized_crop:
+    frames = random_resized_crop(frames, rng, cfg.crop_size, cfg.rrc_area, cfg.rrc_aspect)
+  else:
+    frames = random_short_side_jitter_crop(frames, rng, cfg.crop_size, cfg.train_jitter_scales,
+                                           cfg.get('inverse_uniform_sampling', False))
+  if cfg.random_flip and rng.random() < 0.5:
+    frames = horizontal_flip(frames)
+  out = normalize(frames, cfg.mean, cfg.std)
+  if cfg.random_erasing_prob > 0:
+    out = random_erasing(out, rng, cfg.random_erasing_prob)
+  return out
+
+
+def eval_transform(frames: np.ndarray, spatial_idx: int, num_crops: int, cfg) -> np.ndarray:
+  """Test view of one clip: (T, H, W, 3) uint8 -> (T, crop, crop, 3) float32.
+
+  One crop: short side resized to cfg.test_short_side, centre crop (`spatial_idx` ignored). Three crops: short
+  side resized to cfg.crop_size, crop `spatial_idx` (0/1/2 = left/centre/right along the long side), as
+  PySlowFast's test mode does.
+  """
+  _check_clip(frames)
+  if num_crops == 1:
+    short_side, spatial_idx = cfg.test_short_side, 1
+  elif num_crops == 3:
+    short_side = cfg.crop_size
+  else:
+    raise ValueError(f'test_num_crops must be 1 or 3, got {num_crops}.')
+  frames = resize_short_side(frames, short_side)
+  box = uniform_crop_box(frames.shape[1], frames.shape[2], cfg.crop_size, spatial_idx)
+  return normalize(crop(frames, box), cfg.mean, cfg.std)
