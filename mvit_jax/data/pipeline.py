@@ -1,0 +1,251 @@
+"""grain loaders for training and evaluation: shuffle, shard, decode + augment in workers, batch, prefetch.
+
+Train: source indices of this process -> seeded global shuffle (new order every epoch) -> repeat forever ->
+random_map(decode a random clip, `num_repeated_samples` augmentations) -> batch -> flatten the copies -> workers.
+Eval: every (video, view) pair of this process in order, padded with masked rows to the same number of full
+batches on every process.
+
+Bad input: a video that fails to decode is replaced (train) by another video drawn from the element's own seeded
+RNG, so the replacement is the same on every run; in eval its rows are masked out. Workers report failures in the
+batch ('_failures'); the main process logs each bad path once, counts it in `skip_stats()` and raises
+TooManyBadVideosError when more than `max_failure_fraction` of this process's videos are bad.
+"""
+import dataclasses
+import json
+import math
+import threading
+
+from absl import flags
+from absl import logging
+import grain
+import numpy as np
+
+from mvit_jax.data import decode
+from mvit_jax.data import sampling
+from mvit_jax.data import sources
+from mvit_jax.data import transforms
+
+_FAILURES = '_failures'
+
+
+class TooManyBadVideosError(RuntimeError):
+  """More videos failed to decode than data_config.max_failure_fraction allows."""
+
+
+@dataclasses.dataclass
+class SkipStats:
+  """Counts of this process's loaders (train and eval together), for logging by the trainer.
+
+  examples: clips delivered (padding rows excluded); skipped: failed decode attempts (each replaced or masked);
+  bad_videos: path -> reason of every distinct video that failed.
+  """
+  examples: int = 0
+  skipped: int = 0
+  bad_videos: dict[str, str] = dataclasses.field(default_factory=dict)
+
+  def as_dict(self) -> dict[str, int]:
+    """Scalars for a metric writer."""
+    return {'data/examples': self.examples, 'data/skipped': self.skipped, 'data/bad_videos': len(self.bad_videos)}
+
+
+_STATS = SkipStats()
+_STATS_LOCK = threading.Lock()
+
+
+def skip_stats() -> SkipStats:
+  """This process's running SkipStats (the live object; read it, do not modify it)."""
+  return _STATS
+
+
+def _process_info(process_index, process_count):
+  if process_index is None or process_count is None:
+    import jax  # pylint: disable=g-import-not-at-top
+    process_index = jax.process_index() if process_index is None else process_index
+    process_count = jax.process_count() if process_count is None else process_count
+  if not 0 <= process_index < process_count:
+    raise ValueError(f'process_index {process_index} not in [0, {process_count})')
+  return process_index, process_count
+
+
+def _label_array(label, num_classes: int, multi_label: bool) -> np.ndarray:
+  """int32 () class index, or float32 (C,) multi-hot when multi_label."""
+  if not multi_label:
+    return np.int32(label)
+  hot = np.zeros(num_classes, np.float32)
+  hot[list(np.atleast_1d(label))] = 1.0
+  return hot
+
+
+class _TrainExample(grain.transforms.RandomMap):
+  """Source index -> {'video': (R, T, crop, crop, 3) float32, 'label', '_failures': JSON [[path, reason], ...]}."""
+
+  def __init__(self, source, cfg, num_classes: int):
+    self.source, self.cfg, self.num_classes = source, cfg, num_classes
+
+  def random_map(self, index, rng: np.random.Generator):
+    cfg, failures = self.cfg, []
+    for _ in range(cfg.max_replacement_attempts + 1):
+      try:
+        clip = self.source.load(
+            int(index), lambda n, fps: sampling.train_clip_indices(n, fps, cfg, rng), cfg.train_short_side)
+        break
+      except decode.DecodeError as e:
+        failures.append((self.source.describe(index), str(e)))
+        index = rng.integers(len(self.source))
+    else:
+      raise TooManyBadVideosError(
+          f'{len(failures)} videos in a row failed to decode; last: {failures[-1][0]}: {failures[-1][1]}')
+    video = np.stack([transforms.train_transform(clip.frames, rng, cfg) for _ in range(cfg.num_repeated_samples)])
+    return {'video': video, 'label': _label_array(self.source.label(index), self.num_classes, cfg.multi_label),
+            _FAILURES: json.dumps(failures)}
+
+
+def _flatten_repeats(batch):
+  """(Bv, R, ...) videos -> (Bv*R, ...), labels repeated to match; copies of one video stay adjacent."""
+  repeats = batch['video'].shape[1]
+  return {'video': batch['video'].reshape((-1,) + batch['video'].shape[2:]),
+          'label': np.repeat(batch['label'], repeats, axis=0), _FAILURES: batch[_FAILURES]}
+
+
+class _EvalExample(grain.transforms.Map):
+  """Row index -> one view {'video', 'label', 'video_index', 'view_index', 'mask', '_failures'}."""
+
+  def __init__(self, source, cfg, num_classes: int, video_indices: list[int]):
+    self.source, self.cfg, self.num_classes = source, cfg, num_classes
+    self.video_indices = video_indices
+    self.num_views = cfg.test_num_clips * cfg.test_num_crops
+    self._last = None  # (video, clip) -> frames: views of one clip differ only in the spatial crop.
+
+  def __getstate__(self):
+    return {**self.__dict__, '_last': None}
+
+  def map(self, row):
+    cfg = self.cfg
+    video_pos, view = divmod(int(row), self.num_views)
+    padding = {'video': np.zeros((cfg.num_frames, cfg.crop_size, cfg.crop_size, 3), np.float32),
+               'label': _label_array(0 if not cfg.multi_label else [], self.num_classes, cfg.multi_label),
+               'video_index': np.int32(-1), 'view_index': np.int32(-1), 'mask': np.bool_(False), _FAILURES: '[]'}
+    if video_pos >= len(self.video_indices):
+      return padding
+    index = self.video_indices[video_pos]
+    clip_idx, crop_idx = sampling.test_view(view, cfg.test_num_crops)
+    last = self._last
+    if last is not None and last[0] == (index, clip_idx):
+      frames = last[1]
+    else:
+      try:
+        frames = self.source.load(
+            index, lambda n, fps: sampling.test_clip_indices(n, fps, clip_idx, cfg), cfg.test_short_side).frames
+      except decode.DecodeError as e:
+        return {**padding, 'video_index': np.int32(index), 'view_index': np.int32(view),
+                _FAILURES: json.dumps([(self.source.describe(index), str(e))])}
+      self._last = ((index, clip_idx), frames)
+    return {'video': transforms.eval_transform(frames, crop_idx, cfg.test_num_crops, cfg),
+            'label': _label_array(self.source.label(index), self.num_classes, cfg.multi_label),
+            'video_index': np.int32(index), 'view_index': np.int32(view), 'mask': np.bool_(True), _FAILURES: '[]'}
+
+
+class _AccountFailures(grain.transforms.Map):
+  """Main process: logs new bad paths once, counts them, enforces max_failure_fraction, drops '_failures'."""
+
+  def __init__(self, num_videos: int, max_failure_fraction: float):
+    self.num_videos, self.max_failure_fraction = num_videos, max_failure_fraction
+    self.bad_videos = {}  # This iterator's bad videos (the threshold is per loader).
+
+  def map(self, batch):
+    batch = dict(batch)
+    failures = [f for text in np.atleast_1d(batch.pop(_FAILURES)).tolist() for f in json.loads(text)]
+    with _STATS_LOCK:
+      _STATS.examples += int(batch['mask'].sum()) if 'mask' in batch else len(batch['label'])
+      _STATS.skipped += len(failures)
+      for path, reason in failures:
+        if path not in _STATS.bad_videos:
+          logging.warning('Skipping bad video %s: %s', path, reason)
+          _STATS.bad_videos[path] = reason
+        self.bad_videos.setdefault(path, reason)
+    if len(self.bad_videos) > self.max_failure_fraction * self.num_videos:
+      listing = '\n'.join(f'  {p}: {r}' for p, r in list(self.bad_videos.items())[:10])
+      raise TooManyBadVideosError(
+          f'{len(self.bad_videos)} of {self.num_videos} videos failed to decode, more than max_failure_fraction='
+          f'{self.max_failure_fraction} allows. Check the data with `python -m mvit_jax.data.scan --manifest ...`.'
+          f' First failures:\n{listing}')
+    return batch
+
+
+def _finish(ds: grain.MapDataset, cfg, num_videos: int):
+  """MapDataset of batches -> prefetching IterDataset with failure accounting in the main process."""
+  it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=cfg.read_threads, prefetch_buffer_size=cfg.read_prefetch))
+  if cfg.num_workers > 0:
+    if not flags.FLAGS.is_parsed():  # grain's workers read absl flags; outside absl.app.run use their defaults.
+      flags.FLAGS.mark_as_parsed()
+    it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=cfg.num_workers,
+                                                           per_worker_buffer_size=cfg.worker_buffer_size))
+  return it_ds.map(_AccountFailures(num_videos, cfg.max_failure_fraction))
+
+
+def _local_batch_size(global_batch_size: int, process_count: int, multiple: int = 1) -> int:
+  if global_batch_size % (process_count * multiple):
+    raise ValueError(f'global_batch_size {global_batch_size} must be divisible by process_count {process_count}'
+                     + (f' x num_repeated_samples {multiple}' if multiple > 1 else ''))
+  return global_batch_size // process_count
+
+
+def make_train_iterator(data_config, *, global_batch_size: int, seed: int, process_index: int | None = None,
+                        process_count: int | None = None) -> grain.DatasetIterator:
+  """Infinite iterator of {'video': float32 (B, T, crop, crop, 3), 'label': int32 (B,) | float32 (B, C)}.
+
+  B = global_batch_size // process_count clips; each decoded video gives num_repeated_samples adjacent clips.
+  Each process reads a disjoint 1/process_count of the videos; the order is reshuffled every epoch from `seed`.
+  Supports get_state()/set_state() (grain.checkpoint.CheckpointSave/Restore).
+  """
+  cfg = data_config
+  process_index, process_count = _process_info(process_index, process_count)
+  local_batch = _local_batch_size(global_batch_size, process_count, cfg.num_repeated_samples)
+  source = sources.make_source(cfg, 'train')
+  num_classes = sources.num_classes_from_config(cfg)
+  ds = train_index_dataset(len(source), seed=seed, process_index=process_index, process_count=process_count)
+  num_local = len(ds)
+  ds = (ds.repeat(None)
+        .random_map(_TrainExample(source, cfg, num_classes))
+        .batch(local_batch // cfg.num_repeated_samples, drop_remainder=True)
+        .map(_flatten_repeats))
+  return iter(_finish(ds, cfg, num_local))
+
+
+def train_index_dataset(num_videos: int, *, seed: int, process_index: int, process_count: int) -> grain.MapDataset:
+  """One epoch of this process's source indices, shuffled by `seed`; after .repeat() each epoch reshuffles."""
+  ds = grain.MapDataset.range(num_videos)[process_index::process_count]
+  if len(ds) == 0:
+    raise ValueError(f'process {process_index} of {process_count} has no training videos ({num_videos} in all)')
+  return ds.seed(seed).shuffle()
+
+
+def num_eval_batches(num_videos: int, data_config, *, global_batch_size: int, process_count: int = 1) -> int:
+  """Batches every process yields in eval: enough for the process holding the most videos."""
+  views = data_config.test_num_clips * data_config.test_num_crops
+  max_local_videos = math.ceil(num_videos / process_count)
+  return math.ceil(max_local_videos * views / _local_batch_size(global_batch_size, process_count))
+
+
+def make_eval_iterator(data_config, *, global_batch_size: int, process_index: int | None = None,
+                       process_count: int | None = None) -> grain.DatasetIterator:
+  """Finite iterator over every view (test_num_clips x test_num_crops) of this process's share of the videos.
+
+  Yields {'video': float32 (B, T, crop, crop, 3), 'label', 'video_index': int32 (B,) (index in the manifest),
+  'view_index': int32 (B,) (clip * test_num_crops + crop), 'mask': bool (B,)}. Views of a video are adjacent;
+  rows that are padding or whose video failed to decode have mask False. Every process yields the same number of
+  batches (num_eval_batches). Close the iterator when done: it owns worker processes.
+  """
+  cfg = data_config
+  process_index, process_count = _process_info(process_index, process_count)
+  local_batch = _local_batch_size(global_batch_size, process_count)
+  if cfg.test_num_crops not in (1, 3):
+    raise ValueError(f'test_num_crops must be 1 or 3, got {cfg.test_num_crops}')
+  source = sources.make_source(cfg, 'eval')
+  num_classes = sources.num_classes_from_config(cfg)
+  video_indices = list(range(len(source)))[process_index::process_count]
+  num_batches = num_eval_batches(len(source), cfg, global_batch_size=global_batch_size, process_count=process_count)
+  ds = (grain.MapDataset.range(num_batches * local_batch)
+        .map(_EvalExample(source, cfg, num_classes, video_indices))
+        .batch(local_batch))
+  return iter(_finish(ds, cfg, max(1, len(video_indices))))
