@@ -156,9 +156,14 @@ def _to_rgb(frame, short_side):
   return frame.to_ndarray(format='rgb24', width=width, height=height)
 
 
-def probe_video(path: str) -> None:
-  """Opens `path`, decodes its first and last frames and checks the length; raises DecodeError if bad."""
-  decode_video(path, lambda n, fps: np.array([0, n - 1]))
+def probe_video(path: str) -> Clip:
+  """Decodes the first frame, then seeks to and decodes the last one (a truncated stream fails there).
+
+  Returns the first frame's Clip (length, fps, size); raises DecodeError if the file is bad.
+  """
+  first = decode_video(path, lambda n, fps: np.array([0]))
+  decode_video(path, lambda n, fps: np.array([n - 1]))
+  return first
 
 
 def list_frame_files(folder: str, pattern: str = '*.jpg') -> list[str]:

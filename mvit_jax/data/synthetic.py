@@ -1,8 +1,8 @@
 """A small synthetic video-classification dataset of real H.264 mp4 files, written with PyAV.
 
-Class k is a shape moving in direction 2*pi*k/N on a wrap-around canvas. Start position, colours and size are
-random, so every position is equally likely in every class: no single frame tells the classes apart, only the
-motion does. Usage:
+Class k is a square doing motion CLASS_NAMES[k] (up, down, sideways, still, growing, shrinking) on a wrap-around
+canvas. Start position, colours and (where it does not change) size are random, so no single frame tells the
+classes apart, only the motion does; horizontal flips and crops keep the class. Usage:
 
   python -m mvit_jax.data.synthetic --out DIR [--num-classes N] [--videos-per-class M] [--seed S]
 
@@ -68,23 +68,37 @@ def _chain(first, rest):
   yield from rest
 
 
-def moving_shape_frames(label: int, num_classes: int, rng: np.random.Generator, *, num_frames: int, height: int,
-                        width: int, speed: float) -> np.ndarray:
-  """(num_frames, H, W, 3) uint8: a square moving `speed` px/frame in direction 2*pi*label/num_classes.
+# Motion classes, in label order; --num-classes N uses the first N. Each is unchanged by horizontal flips and
+# crops (the default training augmentations), and none can be told from a single frame.
+CLASS_NAMES = ('moving_up', 'moving_down', 'moving_sideways', 'standing_still', 'growing', 'shrinking')
 
-  The canvas wraps around, the start point is uniform, and shape size and colours are random.
+
+def motion_frames(label: int, rng: np.random.Generator, *, num_frames: int, height: int, width: int,
+                  speed: float) -> np.ndarray:
+  """(num_frames, H, W, 3) uint8: a square doing motion CLASS_NAMES[label] on a wrap-around canvas.
+
+  Start position is uniform and colours random; moving squares go `speed` px/frame (sideways: left or right at
+  random); the size is random, or for growing/shrinking runs linearly between min(H, W)/8 and min(H, W)/2.
   """
-  angle = 2 * np.pi * label / num_classes
-  velocity = speed * np.array([np.sin(angle), np.cos(angle)])  # (dy, dx); class 0 moves right.
-  start = rng.uniform((0, 0), (height, width))
-  side = rng.integers(max(4, min(height, width) // 6), max(5, min(height, width) // 3))
+  name = CLASS_NAMES[label]
+  short = min(height, width)
+  small, large = max(3, short // 8), max(4, short // 2)
+  velocity = {'moving_up': (-speed, 0.0), 'moving_down': (speed, 0.0),
+              'moving_sideways': (0.0, speed * rng.choice([-1, 1]))}.get(name, (0.0, 0.0))
+  sizes = np.full(num_frames, rng.integers(small, (small + large) // 2 + 1), np.float64)
+  if name in ('growing', 'shrinking'):
+    sizes = np.linspace(small, large, num_frames)[::1 if name == 'growing' else -1]
+  centre = rng.uniform((0, 0), (height, width))
   background = rng.integers(0, 100, size=3)
   colour = rng.integers(155, 256, size=3)
   yy, xx = np.mgrid[:height, :width]
   frames = np.empty((num_frames, height, width, 3), np.uint8)
   for t in range(num_frames):
-    y0, x0 = start + t * velocity
-    inside = (((yy - y0) % height) < side) & (((xx - x0) % width) < side)
+    cy, cx = centre + t * np.asarray(velocity)
+    half = sizes[t] / 2
+    dy = (yy - cy + height / 2) % height - height / 2  # Signed wrap-around distance to the centre.
+    dx = (xx - cx + width / 2) % width - width / 2
+    inside = (np.abs(dy) < half) & (np.abs(dx) < half)
     frames[t] = np.where(inside[..., None], colour, background)
   noise = rng.integers(-8, 9, size=frames.shape)
   return np.clip(frames.astype(np.int16) + noise, 0, 255).astype(np.uint8)
@@ -94,8 +108,8 @@ def write_dataset(out: str, *, num_classes: int = 4, videos_per_class: int = 40,
                   num_frames: int = 32, height: int = 48, width: int = 64, fps: float = 10, speed: float = 2.0,
                   val_fraction: float = 0.25) -> None:
   """Writes the dataset described in the module docstring (val_fraction of each class goes to val.csv)."""
-  if num_classes < 2:
-    raise ValueError(f'num_classes must be >= 2, got {num_classes}')
+  if not 2 <= num_classes <= len(CLASS_NAMES):
+    raise ValueError(f'num_classes must be in [2, {len(CLASS_NAMES)}], got {num_classes}')
   if height % 2 or width % 2:
     raise ValueError(f'H.264 needs even frame sizes, got {height}x{width}')
   rng = np.random.default_rng(seed)
@@ -105,19 +119,18 @@ def write_dataset(out: str, *, num_classes: int = 4, videos_per_class: int = 40,
   for label in range(num_classes):
     for i in range(videos_per_class):
       rel = os.path.join('videos', f'class{label:02d}_{i:04d}.mp4')
-      frames = moving_shape_frames(label, num_classes, rng, num_frames=num_frames, height=height, width=width,
-                                   speed=speed)
+      frames = motion_frames(label, rng, num_frames=num_frames, height=height, width=width, speed=speed)
       write_video(os.path.join(out, rel), frames, fps=fps, gop=8)
       lines['val' if i < num_val else 'train'].append(f'{rel} {label}\n')
   for split, split_lines in lines.items():
     with open(os.path.join(out, f'{split}.csv'), 'w') as f:
       f.writelines(split_lines)
   with open(os.path.join(out, 'classes.txt'), 'w') as f:
-    f.writelines(f'moving_{round(360 * k / num_classes)}deg\n' for k in range(num_classes))
+    f.writelines(f'{name}\n' for name in CLASS_NAMES[:num_classes])
 
 
 _OUT = flags.DEFINE_string('out', None, 'Output folder.', required=True)
-_NUM_CLASSES = flags.DEFINE_integer('num_classes', 4, 'Number of motion directions (classes).')
+_NUM_CLASSES = flags.DEFINE_integer('num_classes', 4, f'Number of classes, the first of {CLASS_NAMES}.')
 _VIDEOS_PER_CLASS = flags.DEFINE_integer('videos_per_class', 40, 'Videos per class (a quarter go to val).')
 _SEED = flags.DEFINE_integer('seed', 0, 'Random seed.')
 _NUM_FRAMES = flags.DEFINE_integer('num_frames', 32, 'Frames per video.')

@@ -1,0 +1,78 @@
+"""Contact sheet of one augmented training batch: look at what the model will see.
+
+  python -m mvit_jax.data.preview --manifest M [--root R] [--config CFG] --out grid.png
+
+One row per clip, one column per sampled frame, each row titled with its label (and class name when the config
+has a classes file). Prints the batch's shapes, value range and skip count. --config takes a trainer experiment
+file (its `.data` is used) or a data config file; `--config.data.num_frames=8`-style overrides work.
+"""
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+import numpy as np
+from PIL import Image
+from PIL import ImageDraw
+
+from mvit_jax.data import config as config_lib
+from mvit_jax.data import pipeline
+from mvit_jax.data import sources
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment or data config file (default: defaults).')
+_MANIFEST = flags.DEFINE_string('manifest', None, 'Training manifest (overrides the config).', required=True)
+_ROOT = flags.DEFINE_string('root', None, 'Root of the manifest paths (overrides the config).')
+_OUT = flags.DEFINE_string('out', 'grid.png', 'PNG to write.')
+_BATCH = flags.DEFINE_integer('batch_size', 4, 'Clips in the batch (a multiple of num_repeated_samples).')
+_SEED = flags.DEFINE_integer('seed', 0, 'Loader seed.')
+_CELL = flags.DEFINE_integer('min_cell', 112, 'Frames smaller than this are enlarged (nearest) for viewing.')
+
+_TITLE_HEIGHT = 14
+
+
+def contact_sheet(video: np.ndarray, titles: list[str], mean, std, min_cell: int = 112) -> Image.Image:
+  """(B, T, H, W, 3) normalised clips -> RGB image: row b holds clip b's T frames under titles[b]."""
+  pixels = np.clip((video * np.asarray(std) + np.asarray(mean)) * 255 + 0.5, 0, 255).astype(np.uint8)
+  b, t, h, w, _ = pixels.shape
+  scale = max(1, -(-min_cell // max(h, w)))
+  h, w = h * scale, w * scale
+  sheet = Image.new('RGB', (t * (w + 2), b * (h + _TITLE_HEIGHT + 2)), 'white')
+  draw = ImageDraw.Draw(sheet)
+  for i in range(b):
+    top = i * (h + _TITLE_HEIGHT + 2)
+    draw.text((2, top + 1), titles[i], fill='black')
+    for j in range(t):
+      frame = Image.fromarray(pixels[i, j]).resize((w, h), Image.NEAREST)
+      sheet.paste(frame, (j * (w + 2), top + _TITLE_HEIGHT))
+  return sheet
+
+
+def main(argv):
+  del argv
+  cfg = _CONFIG.value if _CONFIG.value is not None else config_lib.default_data_config()
+  cfg = cfg.data if 'data' in cfg else cfg
+  with cfg.unlocked():
+    cfg.train_manifest = _MANIFEST.value
+    cfg.dataset_kind = 'manifest' if cfg.dataset_kind == 'tfds' else cfg.dataset_kind
+    if _ROOT.value is not None:
+      cfg.root = _ROOT.value
+    cfg.num_workers = 0
+  it = pipeline.make_train_iterator(cfg, global_batch_size=_BATCH.value, seed=_SEED.value, process_index=0,
+                                    process_count=1)
+  batch = next(it)
+  it.close()
+  video, labels = batch['video'], batch['label']
+  names = sources.read_class_names(cfg.classes_file) if cfg.classes_file else None
+  titles = []
+  for i, label in enumerate(labels):
+    ids = np.flatnonzero(label).tolist() if cfg.multi_label else [int(label)]
+    text = ','.join(f'{k} ({names[k]})' if names else str(k) for k in ids)
+    titles.append(f'clip {i}: label {text}')
+  contact_sheet(video, titles, cfg.mean, cfg.std, _CELL.value).save(_OUT.value)
+  stats = pipeline.skip_stats()
+  print(f'video {video.shape} {video.dtype}  range [{video.min():.3f}, {video.max():.3f}]  mean {video.mean():.3f}')
+  print(f'label {labels.shape} {labels.dtype}: {labels.tolist()}')
+  print(f'skipped {stats.skipped} (bad videos: {len(stats.bad_videos)})')
+  print(f'wrote {_OUT.value}')
+
+
+if __name__ == '__main__':
+  app.run(main)

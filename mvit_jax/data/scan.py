@@ -1,0 +1,67 @@
+"""Check every video of a manifest before training: open it, decode its first and last frames, check its length.
+
+  python -m mvit_jax.data.scan --manifest M [--root R] [--report FILE] [--workers N]
+
+Prints a summary and one line per bad video with the reason; --report writes `path<TAB>ok|bad<TAB>detail` for
+every video. Exit status 0 when all are good, 1 when any is bad (or the manifest does not parse). Uses all cores.
+Manifest entries that are folders are checked as frame folders (first and last frame readable).
+"""
+import multiprocessing
+import os
+import sys
+
+from absl import app
+from absl import flags
+
+from mvit_jax.data import decode
+from mvit_jax.data import sources
+
+_MANIFEST = flags.DEFINE_string('manifest', None, 'PySlowFast manifest (`path label` lines).', required=True)
+_ROOT = flags.DEFINE_string('root', '', 'Folder the manifest paths are relative to.')
+_REPORT = flags.DEFINE_string('report', None, 'Optional TSV report of every video.')
+_WORKERS = flags.DEFINE_integer('workers', 0, 'Processes (0: all cores).')
+_MULTI_LABEL = flags.DEFINE_bool('multi_label', False, 'Labels are comma-separated lists.')
+
+
+def check_video(path: str) -> tuple[str, bool, str]:
+  """(path, ok, detail): detail is 'frames x fps, HxW' for good videos and the reason for bad ones."""
+  try:
+    if os.path.isdir(path):
+      clip = decode.decode_frame_folder(path, lambda n, fps: [0, n - 1], fps=0.0)
+      return path, True, f'{clip.num_video_frames} frames, {clip.frames.shape[1]}x{clip.frames.shape[2]}'
+    clip = decode.probe_video(path)
+    return path, True, (f'{clip.num_video_frames} frames @ {clip.fps:.2f} fps, '
+                        f'{clip.frames.shape[1]}x{clip.frames.shape[2]}')
+  except decode.DecodeError as e:
+    return path, False, str(e)
+
+
+def scan(paths: list[str], workers: int = 0) -> list[tuple[str, bool, str]]:
+  """check_video on every path, in manifest order, across `workers` processes (0: all cores)."""
+  workers = min(workers or os.cpu_count() or 1, max(1, len(paths)))
+  if workers == 1:
+    return [check_video(p) for p in paths]
+  with multiprocessing.get_context('spawn').Pool(workers) as pool:
+    return pool.map(check_video, paths, chunksize=max(1, min(64, len(paths) // (4 * workers))))
+
+
+def main(argv):
+  del argv
+  try:
+    records = sources.read_manifest(_MANIFEST.value, _ROOT.value, multi_label=_MULTI_LABEL.value)
+  except sources.ManifestError as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(1)
+  results = scan([r.path for r in records], _WORKERS.value)
+  bad = [(path, detail) for path, ok, detail in results if not ok]
+  if _REPORT.value:
+    with open(_REPORT.value, 'w') as f:
+      f.writelines(f'{path}\t{"ok" if ok else "bad"}\t{detail}\n' for path, ok, detail in results)
+  for path, reason in bad:
+    print(f'BAD {path}: {reason}')
+  print(f'scanned {len(results)} videos: {len(results) - len(bad)} good, {len(bad)} bad')
+  sys.exit(1 if bad else 0)
+
+
+if __name__ == '__main__':
+  app.run(main)
