@@ -1,6 +1,7 @@
 """Clip transforms: crops land where they should, flips mirror, RandAugment is one draw per clip, erasing is a tube."""
 import math
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image, ImageEnhance, ImageOps
@@ -271,14 +272,34 @@ def _pil_on_frames(clip, fn):
     ('SolarizeAdd', (77,), lambda im: im.point([min(255, i + 77) if i < 128 else i for i in range(256)] * 3)),
     ('BrightnessIncreasing', (1.63,), lambda im: ImageEnhance.Brightness(im).enhance(1.63)),
     ('BrightnessIncreasing', (0.37,), lambda im: ImageEnhance.Brightness(im).enhance(0.37)),
+    ('AutoContrast', (), ImageOps.autocontrast),
+    ('Equalize', (), ImageOps.equalize),
     ('TranslateXRel', (0.25,), lambda im: im.transform(im.size, Image.AFFINE, (1, 0, 14, 0, 1, 0),
                                                        resample=Image.BICUBIC, fillcolor=(128, 128, 128))),
     ('TranslateYRel', (-0.3,), lambda im: im.transform(im.size, Image.AFFINE, (1, 0, 0, 0, 1, -12),
                                                        resample=Image.BICUBIC, fillcolor=(128, 128, 128))),
 ])
 def test_rand_augment_ops_match_pillow_exactly(name, args, pil_fn):
-  clip = smooth_clip()  # 40 x 56: the translations above are whole pixels.
+  # 40 x 56 (the translations above are whole pixels); a low-contrast and a flat frame exercise AutoContrast's
+  # and Equalize's special cases.
+  clip = np.concatenate([smooth_clip(), smooth_clip(num_frames=1, seed=1) // 3 + 60, np.full((1, 40, 56, 3), 9,
+                                                                                              np.uint8)])
   np.testing.assert_array_equal(transforms.rand_augment_op(name, args)(clip), _pil_on_frames(clip, pil_fn))
+
+
+@pytest.mark.parametrize('name, args, pil_fn', [
+    ('ContrastIncreasing', (1.63,), lambda im: ImageEnhance.Contrast(im).enhance(1.63)),
+    ('ContrastIncreasing', (0.37,), lambda im: ImageEnhance.Contrast(im).enhance(0.37)),
+    ('ColorIncreasing', (1.81,), lambda im: ImageEnhance.Color(im).enhance(1.81)),
+    ('ColorIncreasing', (0.19,), lambda im: ImageEnhance.Color(im).enhance(0.19)),
+    ('SharpnessIncreasing', (1.9,), lambda im: ImageEnhance.Sharpness(im).enhance(1.9)),
+    ('SharpnessIncreasing', (0.1,), lambda im: ImageEnhance.Sharpness(im).enhance(0.1)),
+])
+def test_rand_augment_blend_ops_match_pillow_within_one_level(name, args, pil_fn):
+  # Pillow computes the grey and smoothed images with its own fixed-point rounding: allow one grey level.
+  clip = np.concatenate([smooth_clip(), smooth_clip(seed=1)[:, ::-1] // 2])
+  diff = np.abs(transforms.rand_augment_op(name, args)(clip).astype(int) - _pil_on_frames(clip, pil_fn))
+  assert diff.max() <= 1 and (diff == 0).mean() > 0.95
 
 
 @pytest.mark.parametrize('name, args, pil_fn', [
@@ -351,3 +372,37 @@ def test_train_transform_jitter_path_and_input_checks():
     transforms.train_transform(np.zeros((2, 20, 20, 3), np.float32), np.random.default_rng(0), cfg)
   with pytest.raises(ValueError, match='test_num_crops'):
     transforms.eval_transform(smooth_clip(), 0, 2, cfg)
+
+
+def test_normalising_after_the_crop_matches_pyslowfast_order():
+  # PySlowFast normalises float frames, then crops and resizes them; we resize uint8 and normalise last.
+  cfg = default_data_config()
+  clip = smooth_clip(num_frames=2, height=48, width=64)
+  ours = transforms.normalize(transforms.random_resized_crop(clip, np.random.default_rng(5), 24, cfg.rrc_area,
+                                                             cfg.rrc_aspect), cfg.mean, cfg.std)
+  top, left, h, w = transforms.sample_random_resized_crop_box(np.random.default_rng(5), 48, 64, cfg.rrc_area,
+                                                              cfg.rrc_aspect)
+  normalised = (clip / 255.0 - np.array(cfg.mean)) / np.array(cfg.std)
+  theirs = np.stack([cv2.resize(f[top:top + h, left:left + w].astype(np.float32), (24, 24),
+                                interpolation=cv2.INTER_LINEAR) for f in normalised])
+  np.testing.assert_allclose(ours, theirs, atol=1.01 / 255 / 0.225)  # One uint8 level.
+
+
+def _pytorch_bilinear_weights(in_size, out_size):
+  """PyTorch `interpolate(mode='bilinear', align_corners=False)` along one axis as an (out, in) matrix."""
+  src = np.maximum((np.arange(out_size) + 0.5) * in_size / out_size - 0.5, 0)
+  i0 = src.astype(int)
+  i1 = np.minimum(i0 + 1, in_size - 1)
+  weights = np.zeros((out_size, in_size))
+  np.add.at(weights, (np.arange(out_size), i0), 1 - (src - i0))
+  np.add.at(weights, (np.arange(out_size), i1), src - i0)
+  return weights
+
+
+def test_bilinear_resize_is_pytorch_interpolate():
+  clip = smooth_clip(num_frames=2, height=40, width=56)
+  for height, width in [(24, 30), (64, 90)]:  # Down- and up-sampling.
+    ours = transforms.resize(clip, height, width).astype(np.float64)
+    theirs = np.einsum('yh,thwc,xw->tyxc', _pytorch_bilinear_weights(40, height), clip.astype(np.float64),
+                       _pytorch_bilinear_weights(56, width))
+    np.testing.assert_allclose(ours, theirs, atol=1.0)

@@ -6,10 +6,11 @@ random-resized crop, or short-side jitter + random crop -> horizontal flip -> no
 the bilinear weights sum to one, so doing it last, on the small crop, gives the same values up to the uint8
 rounding of the resized pixels (< 0.5 / 255) and is several times cheaper.
 
-Geometry runs through OpenCV (`cv2.resize` INTER_LINEAR = PyTorch's `interpolate(mode='bilinear',
-align_corners=False)` that PySlowFast uses, without antialiasing): it is 5-8x faster than Pillow here. The
-RandAugment colour ops use Pillow, as timm (which PySlowFast copies) defines them; its affine ops use
-`cv2.warpAffine` with Pillow's matrices, because Pillow's bicubic affine warp costs ~4 ms per frame.
+Everything runs through OpenCV on whole clips or frame by frame: `cv2.resize` INTER_LINEAR is PyTorch's
+`interpolate(mode='bilinear', align_corners=False)` that PySlowFast uses (no antialiasing) and is 5-8x faster
+than Pillow here. RandAugment's ops are defined by Pillow (timm, which PySlowFast copies, calls Pillow); they are
+re-implemented here with OpenCV LUTs, blends and affine warps following Pillow's formulas (the tests compare them
+with Pillow), because Pillow's bicubic affine warp alone costs ~4 ms per frame.
 
 All randomness comes from the `np.random.Generator` passed in, so a fixed seed gives a fixed result.
 """
@@ -18,7 +19,6 @@ from typing import Callable, Sequence
 
 import cv2
 import numpy as np
-from PIL import Image, ImageEnhance, ImageOps
 
 # Each grain worker is one process; OpenCV's own thread pool would oversubscribe the cores.
 cv2.setNumThreads(1)
@@ -208,6 +208,7 @@ def random_erasing(frames: np.ndarray, rng: np.random.Generator, prob: float) ->
 # (slowfast/datasets/rand_augment.py): N ops drawn with replacement, each applied with probability 0.5 at a
 # magnitude drawn from N(M, S) and clipped to [0, 10]. Written here because timm draws its parameters per image
 # (we need one draw per clip) and torchvision's RandAugment has a different op set and magnitude scale.
+# Geometric ops fill with grey (128) and use bicubic interpolation (PySlowFast AUG.INTERPOLATION).
 
 _MAX_LEVEL = 10.0
 _FILL = (128, 128, 128)
@@ -218,14 +219,86 @@ def _signed(rng: np.random.Generator, value: float) -> float:
   return -value if rng.random() > 0.5 else value
 
 
-def _lut_op(lut: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
-  return lambda frames: lut[frames]
+def _apply_lut(frames: np.ndarray, lut: np.ndarray) -> np.ndarray:
+  """lut: uint8 (256,) for the whole clip, or (T, 256, 3) per frame and channel."""
+  frames = np.ascontiguousarray(frames)
+  out = np.empty_like(frames)
+  t, h, w, c = frames.shape
+  if lut.ndim == 1:
+    cv2.LUT(frames.reshape(t * h, w * c), lut, dst=out.reshape(t * h, w * c))
+  else:
+    for i in range(t):
+      cv2.LUT(frames[i], lut[i][None], dst=out[i])
+  return out
 
 
-def _pil_op(fn: Callable[[Image.Image], Image.Image]) -> Callable[[np.ndarray], np.ndarray]:
-  def apply(frames):
-    return np.stack([np.asarray(fn(Image.fromarray(frame))) for frame in frames])
-  return apply
+def _blend(degenerate: np.ndarray, frames: np.ndarray, factor: float) -> np.ndarray:
+  """Pillow `Image.blend(degenerate, frames, factor)`: trunc(clip(d + factor * (x - d))), uint8 (T, H, W, 3).
+
+  OpenCV rounds to nearest; the -0.499 offset turns that into Pillow's truncation (except within 0.001 below an
+  integer).
+  """
+  t, h, w, c = frames.shape
+  out = cv2.addWeighted(np.ascontiguousarray(frames).reshape(t * h, w * c), factor,
+                        degenerate.reshape(t * h, w * c), 1.0 - factor, -0.499)
+  return out.reshape(t, h, w, c)
+
+
+def _blend_lut(degenerate_value, factor: float) -> np.ndarray:
+  """Pillow's blend with a constant degenerate image as a LUT (float32 arithmetic, truncation, like Blend.c)."""
+  values = np.float32(degenerate_value) + np.float32(factor) * (np.arange(256, dtype=np.float32)
+                                                                 - np.float32(degenerate_value))
+  return np.clip(values, 0, 255).astype(np.uint8)
+
+
+def _gray(frames: np.ndarray) -> np.ndarray:
+  """Pillow's RGB -> L (ITU-R 601 luma): (T, H, W, 3) uint8 -> (T, H, W) uint8."""
+  t, h, w, _ = frames.shape
+  return cv2.cvtColor(np.ascontiguousarray(frames).reshape(t * h, w, 3), cv2.COLOR_RGB2GRAY).reshape(t, h, w)
+
+
+def _histograms(frames: np.ndarray) -> np.ndarray:
+  """Per frame and channel pixel counts: (T, H, W, 3) uint8 -> (T, 3, 256) int64."""
+  return np.array([[cv2.calcHist([frame], [c], None, [256], [0, 256]).ravel() for c in range(3)]
+                   for frame in frames]).astype(np.int64)
+
+
+def _autocontrast(frames: np.ndarray) -> np.ndarray:
+  """Pillow `ImageOps.autocontrast` (cutoff 0) per frame and channel: stretch [min, max] to [0, 255]."""
+  present = _histograms(frames) > 0
+  lo = present.argmax(-1)[..., None].astype(np.float64)
+  hi = 255 - present[..., ::-1].argmax(-1)[..., None].astype(np.float64)
+  identity = np.arange(256, dtype=np.float64)
+  with np.errstate(divide='ignore', invalid='ignore'):
+    scale = 255.0 / (hi - lo)
+    stretched = np.clip(np.trunc(identity * scale - lo * scale), 0, 255)
+  lut = np.where(hi > lo, stretched, identity).astype(np.uint8)  # (T, 3, 256)
+  return _apply_lut(frames, lut.transpose(0, 2, 1))
+
+
+def _equalize(frames: np.ndarray) -> np.ndarray:
+  """Pillow `ImageOps.equalize` per frame and channel (its step and rounding rules)."""
+  hist = _histograms(frames)
+  last_nonzero = 255 - (hist[..., ::-1] > 0).argmax(-1)
+  last_count = np.take_along_axis(hist, last_nonzero[..., None], -1)[..., 0]
+  step = (hist.sum(-1) - last_count) // 255
+  before = np.cumsum(hist, -1) - hist  # Pixels in the bins below each value.
+  equalized = np.minimum(255, (step[..., None] // 2 + before) // np.maximum(step, 1)[..., None])
+  keep = ((hist > 0).sum(-1) <= 1) | (step == 0)
+  lut = np.where(keep[..., None], np.arange(256), equalized).astype(np.uint8)
+  return _apply_lut(frames, lut.transpose(0, 2, 1))
+
+
+def _sharpness(frames: np.ndarray, factor: float) -> np.ndarray:
+  """Pillow `ImageEnhance.Sharpness`: blend with the SMOOTH-filtered frame (whose border pixels stay as is)."""
+  t, h, w, c = frames.shape
+  kernel = np.array([[1, 1, 1], [1, 5, 1], [1, 1, 1]], np.float32) / 13
+  # Filtering the frames stacked vertically only mixes frames in each frame's first and last rows, which are
+  # restored from the original below.
+  smooth = cv2.filter2D(np.ascontiguousarray(frames).reshape(t * h, w, c), -1, kernel).reshape(t, h, w, c)
+  smooth[:, [0, -1]] = frames[:, [0, -1]]
+  smooth[:, :, [0, -1]] = frames[:, :, [0, -1]]
+  return _blend(smooth, frames, factor)
 
 
 def _affine_op(matrix: Callable[[int, int], np.ndarray], interpolation: str) -> Callable[[np.ndarray], np.ndarray]:
@@ -290,26 +363,34 @@ def rand_augment_op(name: str, args: Sequence[float], interpolation: str = 'bicu
   """The clip function (T, H, W, 3) uint8 -> same, applying op `name` with `args` identically to every frame."""
   identity = np.arange(256)
   if name == 'AutoContrast':
-    return _pil_op(ImageOps.autocontrast)
+    return _autocontrast
   if name == 'Equalize':
-    return _pil_op(ImageOps.equalize)
+    return _equalize
   if name == 'Invert':
-    return _lut_op((255 - identity).astype(np.uint8))
-  if name == 'PosterizeIncreasing':
-    bits = int(args[0])
-    return _lut_op((identity & (0xFF << (8 - bits)) & 0xFF).astype(np.uint8))
+    return lambda frames: _apply_lut(frames, (255 - identity).astype(np.uint8))
+  if name == 'PosterizeIncreasing':  # Keep the top `bits` bits; 0 bits gives black (Pillow 13 refuses 0).
+    mask = 0xFF & (0xFF << (8 - int(args[0])))
+    return lambda frames: _apply_lut(frames, (identity & mask).astype(np.uint8))
   if name == 'SolarizeIncreasing':
-    return _lut_op(np.where(identity < args[0], identity, 255 - identity).astype(np.uint8))
+    return lambda frames: _apply_lut(frames, np.where(identity < args[0], identity, 255 - identity).astype(np.uint8))
   if name == 'SolarizeAdd':
-    return _lut_op(_solarize_add_lut(int(args[0])))
-  if name == 'BrightnessIncreasing':  # Pillow blends with black: trunc(clip(x * factor)).
-    return _lut_op(np.clip(identity * args[0], 0, 255).astype(np.uint8))
-  if name == 'ColorIncreasing':
-    return _pil_op(lambda im: ImageEnhance.Color(im).enhance(args[0]))
-  if name == 'ContrastIncreasing':
-    return _pil_op(lambda im: ImageEnhance.Contrast(im).enhance(args[0]))
+    return lambda frames: _apply_lut(frames, _solarize_add_lut(int(args[0])))
+  if name == 'BrightnessIncreasing':  # Blend with black.
+    return lambda frames: _apply_lut(frames, _blend_lut(0, args[0]))
+  if name == 'ContrastIncreasing':  # Blend with the frame's mean grey level, rounded.
+    def contrast(frames):
+      means = _gray(frames).reshape(frames.shape[0], -1).mean(-1)
+      luts = np.stack([_blend_lut(int(mean + 0.5), args[0]) for mean in means])
+      return _apply_lut(frames, np.repeat(luts[:, :, None], 3, -1))
+    return contrast
+  if name == 'ColorIncreasing':  # Blend with the frame's grey version.
+    def color(frames):
+      t, h, w, _ = frames.shape
+      grey = cv2.cvtColor(_gray(frames).reshape(t * h, w), cv2.COLOR_GRAY2RGB).reshape(t, h, w, 3)
+      return _blend(grey, frames, args[0])
+    return color
   if name == 'SharpnessIncreasing':
-    return _pil_op(lambda im: ImageEnhance.Sharpness(im).enhance(args[0]))
+    return lambda frames: _sharpness(frames, args[0])
   if name == 'Rotate':
     return _affine_op(_rotation(args[0]), interpolation)
   if name == 'ShearX':
