@@ -1,0 +1,113 @@
+"""Orbax checkpoints of a training run: WORKDIR/checkpoints/<step>/{params, state, data_iter}.
+
+- params: the unboxed model parameters (what `latest_params` and `mvit_jax.models.load_pretrained` read);
+- state: {'opt_state': optax state, 'rng': uint32 key data of the run's base PRNG key};
+- data_iter: the grain iterator state, one `process_<i>-of-<n>.json` per process.
+
+Saves are asynchronous (the device->host copy happens inside `save`, so donated buffers can be reused right away)
+and keep the newest `keep` steps. Restores take abstract targets carrying the *current* shardings, so a checkpoint
+written on one mesh, device count or process count restores onto another (orbax #648).
+"""
+import os
+import re
+
+from absl import logging
+import grain
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+ITEMS = ('params', 'state', 'data_iter')
+
+
+def checkpoint_dir(workdir: str) -> str:
+  return os.path.join(os.path.abspath(workdir), 'checkpoints')
+
+
+def create_manager(workdir: str, *, keep: int = 3, read_only: bool = False,
+                   asynchronous: bool = True) -> ocp.CheckpointManager:
+  """CheckpointManager for WORKDIR/checkpoints; every `save` call with force=False is gated by `should_save`."""
+  options = ocp.CheckpointManagerOptions(
+      max_to_keep=keep, create=not read_only, read_only=read_only, enable_async_checkpointing=asynchronous)
+  handlers = {'params': ocp.StandardCheckpointHandler(), 'state': ocp.StandardCheckpointHandler(),
+              'data_iter': grain.checkpoint.CheckpointHandler()}
+  return ocp.CheckpointManager(checkpoint_dir(workdir), options=options, item_handlers=handlers)
+
+
+def save(manager: ocp.CheckpointManager, step: int, params, opt_state, rng: jax.Array, data_iter) -> None:
+  """Starts an asynchronous save of step `step` (forced: the caller decides when to save)."""
+  state = {'opt_state': opt_state, 'rng': np.asarray(jax.random.key_data(rng))}
+  manager.save(step, force=True, args=ocp.args.Composite(
+      params=ocp.args.StandardSave(params), state=ocp.args.StandardSave(state),
+      data_iter=grain.checkpoint.CheckpointSave(data_iter)))
+
+
+def saved_process_count(manager: ocp.CheckpointManager, step: int) -> int | None:
+  """Process count that wrote the data-iterator state of `step` (from its file names), None if absent."""
+  folder = os.path.join(str(manager.directory), str(step), 'data_iter')
+  if not os.path.isdir(folder):
+    return None
+  counts = {int(m.group(1)) for f in os.listdir(folder) if (m := re.fullmatch(r'process_\d+-of-(\d+)\.json', f))}
+  return counts.pop() if len(counts) == 1 else None
+
+
+def restore(manager: ocp.CheckpointManager, step: int, abstract_params, abstract_opt_state, data_iter):
+  """Restores step `step` onto the shardings held by the abstract targets (jax.ShapeDtypeStruct leaves).
+
+  Returns (params, opt_state, rng, data_restored). The data iterator is restored in place when the checkpoint
+  was written by the same number of processes; otherwise data_restored is False and the caller restarts the
+  loader (grain iterator state is per process and cannot be re-split).
+  """
+  abstract_state = {'opt_state': abstract_opt_state,
+                    'rng': jax.ShapeDtypeStruct((2,), np.uint32,
+                                                sharding=_replicated_like(abstract_params))}
+  args = {'params': ocp.args.StandardRestore(abstract_params), 'state': ocp.args.StandardRestore(abstract_state)}
+  written_by = saved_process_count(manager, step)
+  data_restored = data_iter is not None and written_by == jax.process_count()
+  if data_restored:
+    args['data_iter'] = grain.checkpoint.CheckpointRestore(data_iter)
+  elif data_iter is not None:
+    logging.warning(
+        'Checkpoint step %d holds data-loader state of %s processes but this run has %d: the loader restarts '
+        'from a fresh shuffle (seed folded with the step) instead of the exact data position.',
+        step, written_by, jax.process_count())
+  restored = manager.restore(step, args=ocp.args.Composite(**args))
+  rng = jax.random.wrap_key_data(np.asarray(restored['state']['rng']))
+  return restored['params'], restored['state']['opt_state'], rng, data_restored
+
+
+def restore_params(manager: ocp.CheckpointManager, step: int, abstract_params):
+  """Only the params of step `step`, onto the shardings of the abstract target."""
+  args = ocp.args.Composite(params=ocp.args.StandardRestore(abstract_params))
+  return manager.restore(step, args=args)['params']
+
+
+def _replicated_like(abstract_params):
+  leaf = jax.tree.leaves(abstract_params)[0]
+  sharding = getattr(leaf, 'sharding', None)
+  if isinstance(sharding, jax.NamedSharding):
+    return jax.NamedSharding(sharding.mesh, jax.P())
+  return jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+
+
+def latest_step(workdir: str) -> int | None:
+  """Newest complete checkpoint step in WORKDIR/checkpoints, or None."""
+  if not os.path.isdir(checkpoint_dir(workdir)):
+    return None
+  with create_manager(workdir, read_only=True) as manager:
+    return manager.latest_step()
+
+
+def latest_params(workdir: str):
+  """Unboxed params (jax arrays on the first local device) of the newest checkpoint in a training workdir."""
+  with create_manager(workdir, read_only=True) as manager:
+    step = manager.latest_step()
+    if step is None:
+      raise FileNotFoundError(f'No checkpoint in {checkpoint_dir(workdir)}')
+    metadata = manager.item_metadata(step)['params']
+    metadata = getattr(metadata, 'tree', metadata)
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), metadata)
+    params = restore_params(manager, step, target)
+  logging.info('Restored params of step %d from %s', step, checkpoint_dir(workdir))
+  return params

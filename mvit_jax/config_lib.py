@@ -1,0 +1,144 @@
+"""Trainer config schema, validation and helpers shared by `experiments/*.py`.
+
+Every experiment starts from `base_config()` and changes values; `validate()` compares a config against that
+schema before anything is compiled: an unknown key or a value of the wrong type raises `ConfigError` naming the
+dotted key (e.g. `config.optimizer.base_lr`).
+"""
+from collections.abc import Mapping
+
+import ml_collections
+from ml_collections import config_dict
+
+from mvit_jax.data import config as data_config_lib
+
+# Model constructor overrides the trainer passes to `mvit_jax.models.create_model` (None: the model's default).
+MODEL_OVERRIDES = {
+    'num_classes': int,      # None: from the data (config.data.num_classes or the manifest/classes file).
+    'num_frames': int,       # None: config.data.num_frames.
+    'input_size': int,       # None: config.data.crop_size.
+    'drop_path_rate': float,
+    'head_dropout_rate': float,
+    'pool_impl': str,
+}
+
+REMAT_POLICIES = ('', 'nothing_saveable', 'everything_saveable', 'dots_saveable',
+                  'dots_with_no_batch_dims_saveable')
+
+
+class ConfigError(ValueError):
+  """A config key is unknown or holds a value of the wrong type."""
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Every trainer key with its default (MViT-B 16x4 Kinetics-400 recipe where one applies)."""
+  c = ml_collections.ConfigDict()
+  c.mode = 'train'                 # 'train' (with periodic eval) | 'eval' (latest checkpoint or init_from).
+  c.seed = 0
+  c.init_from = ''                 # Fine-tune: converted-checkpoint folder or training workdir ('' = scratch).
+
+  # --- Steps (micro-steps: one loader batch each) -------------------------------------------------------------
+  c.num_train_steps = 1000
+  c.batch_size = 512               # Global clips per micro-step (all processes together).
+  c.eval_batch_size = 64           # Global views per eval batch.
+  c.grad_accum_steps = 1           # Optimizer update every k micro-steps (optax.MultiSteps).
+  c.log_every_steps = 50
+  c.checkpoint_every_steps = 1000
+  c.keep_checkpoints = 3
+  c.eval_every_steps = 0           # 0: evaluate only after the last step. -1: never.
+  c.profile_steps = 0              # > 0: clu Profile of this many steps (after the first 10).
+
+  # --- Model --------------------------------------------------------------------------------------------------
+  c.model = ml_collections.ConfigDict()
+  c.model.name = 'mvit_b_16x4'
+  for key, kind in MODEL_OVERRIDES.items():
+    c.model[key] = config_dict.placeholder(kind)
+  c.half_precision = True          # bfloat16 compute; parameters and optimizer state stay float32.
+  c.remat_policy = ''              # '' (no remat) or a jax.checkpoint_policies name, per block.
+
+  # --- Optimizer ----------------------------------------------------------------------------------------------
+  c.optimizer = ml_collections.ConfigDict()
+  c.optimizer.name = 'adamw'       # 'adamw' | 'sgd'.
+  c.optimizer.base_lr = 1.6e-3     # Peak LR per base_batch_size clips (scaled linearly with the effective batch).
+  c.optimizer.base_batch_size = 512
+  c.optimizer.warmup_start_lr = 1.6e-5  # Also per base_batch_size.
+  c.optimizer.end_lr = 1.6e-5      # Cosine end value, per base_batch_size.
+  c.optimizer.warmup_steps = 0     # Micro-steps.
+  c.optimizer.schedule = 'cosine'  # 'cosine' | 'constant' (after warm-up).
+  c.optimizer.weight_decay = 0.05  # Not applied to biases and other 1-D parameters.
+  c.optimizer.b1 = 0.9
+  c.optimizer.b2 = 0.999
+  c.optimizer.eps = 1e-8
+  c.optimizer.momentum = 0.9       # SGD only.
+  c.optimizer.nesterov = False     # SGD only.
+  c.optimizer.grad_clip_norm = 1.0  # Global L2 norm; 0 disables.
+
+  # --- Parallelism --------------------------------------------------------------------------------------------
+  c.mesh = ml_collections.ConfigDict({'data': -1, 'fsdp': 1, 'model': 1})  # -1: all remaining devices.
+  c.sharding_rules = (('batch', ('data', 'fsdp')), ('embed', 'fsdp'), ('mlp', 'model'), ('qkv', 'model'),
+                      ('heads', 'model'))
+
+  # --- Synthetic demo data: generated into WORKDIR/synthetic_data when missing; fills the data paths ----------
+  c.synthetic_data = ml_collections.ConfigDict()
+  c.synthetic_data.enabled = False
+  c.synthetic_data.num_classes = 4
+  c.synthetic_data.videos_per_class = 40
+  c.synthetic_data.num_frames = 32
+  c.synthetic_data.height = 48
+  c.synthetic_data.width = 64
+  c.synthetic_data.seed = 0
+
+  # --- Data (mvit_jax.data) -----------------------------------------------------------------------------------
+  c.data = data_config_lib.default_data_config()
+  return c
+
+
+def steps_per_epoch(num_videos: int, batch_size: int) -> int:
+  """Micro-steps per epoch (drop remainder), for converting epoch-based recipes."""
+  return max(num_videos // batch_size, 1)
+
+
+def _type_ok(value, expected_type) -> bool:
+  if expected_type is float:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+  if expected_type is tuple:
+    return isinstance(value, (tuple, list))
+  return isinstance(value, expected_type)
+
+
+def _check(config: Mapping, schema: ml_collections.ConfigDict, prefix: str) -> None:
+  for key in config.keys():
+    name = f'{prefix}.{key}'
+    if key not in schema:
+      known = ', '.join(sorted(schema.keys()))
+      raise ConfigError(f'Unknown config key {name!r}. Known keys at this level: {known}')
+    value = config[key]
+    if isinstance(schema[key], ml_collections.ConfigDict):
+      if not isinstance(value, (ml_collections.ConfigDict, Mapping)):
+        raise ConfigError(f'Config key {name!r} must be a group of keys, got {value!r}')
+      _check(value, schema[key], name)
+      continue
+    ref = schema.get_ref(key)  # Placeholders keep their declared type while holding None.
+    expected, optional = ref.get_type(), ref.get() is None
+    if value is None:
+      if not optional:
+        raise ConfigError(f'Config key {name!r} must not be None (expected {expected.__name__})')
+    elif not _type_ok(value, expected):
+      raise ConfigError(
+          f'Config key {name!r} has type {type(value).__name__} ({value!r}); expected {expected.__name__}')
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError for unknown keys, wrong types and out-of-range values. Cheap: call before compiling."""
+  _check(config, base_config(), 'config')
+  if config.mode not in ('train', 'eval'):
+    raise ConfigError(f"config.mode must be 'train' or 'eval', got {config.mode!r}")
+  if config.remat_policy not in REMAT_POLICIES:
+    raise ConfigError(f'config.remat_policy {config.remat_policy!r} is not one of {REMAT_POLICIES}')
+  for key in ('num_train_steps', 'batch_size', 'eval_batch_size', 'grad_accum_steps', 'log_every_steps',
+              'checkpoint_every_steps', 'keep_checkpoints'):
+    if config[key] < 1:
+      raise ConfigError(f'config.{key} must be >= 1, got {config[key]}')
+  if config.optimizer.name not in ('adamw', 'sgd'):
+    raise ConfigError(f"config.optimizer.name must be 'adamw' or 'sgd', got {config.optimizer.name!r}")
+  if config.optimizer.schedule not in ('cosine', 'constant'):
+    raise ConfigError(f"config.optimizer.schedule must be 'cosine' or 'constant', got {config.optimizer.schedule!r}")

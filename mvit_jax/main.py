@@ -1,0 +1,51 @@
+r"""Entry point: `python -m mvit_jax.main --config experiments/<name>.py --workdir DIR [--config.KEY=VALUE ...]`.
+
+Multi-host: on a Cloud TPU VM pod slice run the same command on every worker with `--distributed` (JAX detects
+the coordinator and process ids); on a GPU cluster pass `--coordinator_address=HOST:PORT --num_processes=N
+--process_id=I` (or `--distributed` under SLURM/Open MPI, which JAX also detects).
+"""
+import os
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file (experiments/*.py).',
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory: checkpoints, TensorBoard events, metrics.json.')
+_DISTRIBUTED = flags.DEFINE_bool('distributed', False,
+                                 'Call jax.distributed.initialize() with cluster auto-detection (TPU pods, SLURM).')
+_COORDINATOR = flags.DEFINE_string('coordinator_address', None, 'HOST:PORT of process 0 (GPU clusters).')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Number of processes (with --coordinator_address).')
+_PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process id (with --coordinator_address).')
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def initialize_distributed() -> None:
+  """jax.distributed.initialize from the flags; must run before any JAX computation."""
+  if _COORDINATOR.value:
+    jax.distributed.initialize(coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
+                               process_id=_PROCESS_ID.value)
+  elif _DISTRIBUTED.value:
+    jax.distributed.initialize()
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  from mvit_jax import config_lib  # pylint: disable=g-import-not-at-top
+  config = _CONFIG.value
+  config_lib.validate(config)  # Unknown keys / wrong types fail here, before jax is initialised.
+  initialize_distributed()
+  logging.info('Process %d of %d, %d local devices: %s', jax.process_index(), jax.process_count(),
+               jax.local_device_count(), jax.local_devices())
+  from mvit_jax import train  # pylint: disable=g-import-not-at-top
+  workdir = os.path.abspath(os.path.expanduser(_WORKDIR.value))
+  result = train.train_and_evaluate(config, workdir)
+  logging.info('Done: %s', result)
+
+
+if __name__ == '__main__':
+  app.run(main)

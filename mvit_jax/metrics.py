@@ -1,0 +1,60 @@
+"""Metric writing through clu (TensorBoard event files + console), progress/profiling hooks, the parameter
+overview, and the non-finite guard.
+
+clu's TensorBoard writer imports tensorflow: this module imports clu's writers lazily, after torchvision if the
+process uses it (tensorflow-then-torchvision segfaults).
+"""
+from collections.abc import Mapping, Sequence
+import math
+
+from absl import logging
+import jax
+import numpy as np
+
+
+class NonFiniteError(RuntimeError):
+  """Loss or gradient norm became NaN/Inf; the run stops without saving the bad state."""
+
+
+def create_writer(workdir: str):
+  """TensorBoard + logging writer on process 0; logging only elsewhere (clu create_default_writer)."""
+  from clu import metric_writers  # pylint: disable=g-import-not-at-top  (imports tensorflow)
+  return metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0, asynchronous=True)
+
+
+def progress_hooks(workdir: str, writer, num_train_steps: int, *, log_every_steps: int,
+                   profile_steps: int = 0) -> list:
+  """clu ReportProgress (steps/s, ETA) and, when profile_steps > 0, a Profile of that many steps on process 0."""
+  from clu import periodic_actions  # pylint: disable=g-import-not-at-top
+  hooks = [periodic_actions.ReportProgress(num_train_steps=num_train_steps, writer=writer,
+                                           every_steps=log_every_steps, every_secs=None)]
+  if profile_steps > 0 and jax.process_index() == 0:
+    hooks.append(periodic_actions.Profile(logdir=workdir, num_profile_steps=profile_steps, first_profile=10,
+                                          every_steps=None, every_secs=None))
+  return hooks
+
+
+def log_parameter_overview(params) -> int:
+  """Logs a table of parameter shapes and returns the parameter count."""
+  from clu import parameter_overview  # pylint: disable=g-import-not-at-top
+  parameter_overview.log_parameter_overview(params, include_stats=False)
+  return parameter_overview.count_parameters(params)
+
+
+def average(step_metrics: Sequence[Mapping[str, np.ndarray]]) -> dict[str, float]:
+  """Averages per-step host scalar metrics (from jax.device_get) over the steps."""
+  return {k: float(np.mean([m[k] for m in step_metrics])) for k in step_metrics[0]}
+
+
+def check_finite(step_metrics: Sequence[Mapping[str, np.ndarray]], first_step: int) -> None:
+  """Raises NonFiniteError naming the first step whose loss or grad_norm is NaN/Inf.
+
+  `step_metrics[i]` belongs to step `first_step + i`.
+  """
+  for i, m in enumerate(step_metrics):
+    bad = {k: float(m[k]) for k in ('loss', 'grad_norm') if not math.isfinite(float(m[k]))}
+    if bad:
+      raise NonFiniteError(
+          f'Non-finite training metrics at step {first_step + i}: {bad}. Stopping without saving this state; the '
+          'last checkpoint in the workdir holds the last good state. Lower the learning rate, enable gradient '
+          'clipping or use float32 (half_precision=False).')
