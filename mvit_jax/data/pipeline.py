@@ -95,7 +95,8 @@ class _TrainExample(grain.transforms.RandomMap):
     else:
       raise TooManyBadVideosError(
           f'{len(failures)} videos in a row failed to decode; last: {failures[-1][0]}: {failures[-1][1]}')
-    video = np.stack([transforms.train_transform(clip.frames, rng, cfg) for _ in range(cfg.num_repeated_samples)])
+    copies = [transforms.train_transform(clip.frames, rng, cfg) for _ in range(cfg.num_repeated_samples)]
+    video = copies[0][None] if len(copies) == 1 else np.stack(copies)  # (R, T, H, W, 3); no copy when R = 1.
     return {'video': video, 'label': _label_array(self.source.label(index), self.num_classes, cfg.multi_label),
             _FAILURES: json.dumps(failures)}
 

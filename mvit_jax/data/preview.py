@@ -17,14 +17,6 @@ from mvit_jax.data import config as config_lib
 from mvit_jax.data import pipeline
 from mvit_jax.data import sources
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment or data config file (default: defaults).')
-_MANIFEST = flags.DEFINE_string('manifest', None, 'Training manifest (overrides the config).', required=True)
-_ROOT = flags.DEFINE_string('root', None, 'Root of the manifest paths (overrides the config).')
-_OUT = flags.DEFINE_string('out', 'grid.png', 'PNG to write.')
-_BATCH = flags.DEFINE_integer('batch_size', 4, 'Clips in the batch (a multiple of num_repeated_samples).')
-_SEED = flags.DEFINE_integer('seed', 0, 'Loader seed.')
-_CELL = flags.DEFINE_integer('min_cell', 112, 'Frames smaller than this are enlarged (nearest) for viewing.')
-
 _TITLE_HEIGHT = 14
 
 
@@ -47,15 +39,16 @@ def contact_sheet(video: np.ndarray, titles: list[str], mean, std, min_cell: int
 
 def main(argv):
   del argv
-  cfg = _CONFIG.value if _CONFIG.value is not None else config_lib.default_data_config()
+  FLAGS = flags.FLAGS  # pylint: disable=invalid-name
+  cfg = FLAGS.config if FLAGS.config is not None else config_lib.default_data_config()
   cfg = cfg.data if 'data' in cfg else cfg
   with cfg.unlocked():
-    cfg.train_manifest = _MANIFEST.value
+    cfg.train_manifest = FLAGS.manifest
     cfg.dataset_kind = 'manifest' if cfg.dataset_kind == 'tfds' else cfg.dataset_kind
-    if _ROOT.value is not None:
-      cfg.root = _ROOT.value
+    if FLAGS.root is not None:
+      cfg.root = FLAGS.root
     cfg.num_workers = 0
-  it = pipeline.make_train_iterator(cfg, global_batch_size=_BATCH.value, seed=_SEED.value, process_index=0,
+  it = pipeline.make_train_iterator(cfg, global_batch_size=FLAGS.batch_size, seed=FLAGS.seed, process_index=0,
                                     process_count=1)
   batch = next(it)
   it.close()
@@ -66,13 +59,25 @@ def main(argv):
     ids = np.flatnonzero(label).tolist() if cfg.multi_label else [int(label)]
     text = ','.join(f'{k} ({names[k]})' if names else str(k) for k in ids)
     titles.append(f'clip {i}: label {text}')
-  contact_sheet(video, titles, cfg.mean, cfg.std, _CELL.value).save(_OUT.value)
+  contact_sheet(video, titles, cfg.mean, cfg.std, FLAGS.min_cell).save(FLAGS.out)
   stats = pipeline.skip_stats()
   print(f'video {video.shape} {video.dtype}  range [{video.min():.3f}, {video.max():.3f}]  mean {video.mean():.3f}')
   print(f'label {labels.shape} {labels.dtype}: {labels.tolist()}')
   print(f'skipped {stats.skipped} (bad videos: {len(stats.bad_videos)})')
-  print(f'wrote {_OUT.value}')
+  print(f'wrote {FLAGS.out}')
+
+
+def _define_flags():
+  """Command-line flags, defined only when run as a program (importing the module defines none)."""
+  config_flags.DEFINE_config_file('config', None, 'Experiment or data config file (default: defaults).')
+  flags.DEFINE_string('manifest', None, 'Training manifest (overrides the config).', required=True)
+  flags.DEFINE_string('root', None, 'Root of the manifest paths (overrides the config).')
+  flags.DEFINE_string('out', 'grid.png', 'PNG to write.')
+  flags.DEFINE_integer('batch_size', 4, 'Clips in the batch (a multiple of num_repeated_samples).')
+  flags.DEFINE_integer('seed', 0, 'Loader seed.')
+  flags.DEFINE_integer('min_cell', 112, 'Frames smaller than this are enlarged (nearest) for viewing.')
 
 
 if __name__ == '__main__':
+  _define_flags()
   app.run(main)

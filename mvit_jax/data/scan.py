@@ -16,11 +16,6 @@ from absl import flags
 from mvit_jax.data import decode
 from mvit_jax.data import sources
 
-_MANIFEST = flags.DEFINE_string('manifest', None, 'PySlowFast manifest (`path label` lines).', required=True)
-_ROOT = flags.DEFINE_string('root', '', 'Folder the manifest paths are relative to.')
-_REPORT = flags.DEFINE_string('report', None, 'Optional TSV report of every video.')
-_WORKERS = flags.DEFINE_integer('workers', 0, 'Processes (0: all cores).')
-_MULTI_LABEL = flags.DEFINE_bool('multi_label', False, 'Labels are comma-separated lists.')
 
 
 def check_video(path: str) -> tuple[str, bool, str]:
@@ -47,15 +42,16 @@ def scan(paths: list[str], workers: int = 0) -> list[tuple[str, bool, str]]:
 
 def main(argv):
   del argv
+  FLAGS = flags.FLAGS  # pylint: disable=invalid-name
   try:
-    records = sources.read_manifest(_MANIFEST.value, _ROOT.value, multi_label=_MULTI_LABEL.value)
+    records = sources.read_manifest(FLAGS.manifest, FLAGS.root, multi_label=FLAGS.multi_label)
   except sources.ManifestError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(1)
-  results = scan([r.path for r in records], _WORKERS.value)
+  results = scan([r.path for r in records], FLAGS.workers)
   bad = [(path, detail) for path, ok, detail in results if not ok]
-  if _REPORT.value:
-    with open(_REPORT.value, 'w') as f:
+  if FLAGS.report:
+    with open(FLAGS.report, 'w') as f:
       f.writelines(f'{path}\t{"ok" if ok else "bad"}\t{detail}\n' for path, ok, detail in results)
   for path, reason in bad:
     print(f'BAD {path}: {reason}')
@@ -63,5 +59,15 @@ def main(argv):
   sys.exit(1 if bad else 0)
 
 
+def _define_flags():
+  """Command-line flags, defined only when run as a program (importing the module defines none)."""
+  flags.DEFINE_string('manifest', None, 'PySlowFast manifest (`path label` lines).', required=True)
+  flags.DEFINE_string('root', '', 'Folder the manifest paths are relative to.')
+  flags.DEFINE_string('report', None, 'Optional TSV report of every video.')
+  flags.DEFINE_integer('workers', 0, 'Processes (0: all cores).')
+  flags.DEFINE_bool('multi_label', False, 'Labels are comma-separated lists.')
+
+
 if __name__ == '__main__':
+  _define_flags()
   app.run(main)

@@ -129,24 +129,30 @@ def write_dataset(out: str, *, num_classes: int = 4, videos_per_class: int = 40,
     f.writelines(f'{name}\n' for name in CLASS_NAMES[:num_classes])
 
 
-_OUT = flags.DEFINE_string('out', None, 'Output folder.', required=True)
-_NUM_CLASSES = flags.DEFINE_integer('num_classes', 4, f'Number of classes, the first of {CLASS_NAMES}.')
-_VIDEOS_PER_CLASS = flags.DEFINE_integer('videos_per_class', 40, 'Videos per class (a quarter go to val).')
-_SEED = flags.DEFINE_integer('seed', 0, 'Random seed.')
-_NUM_FRAMES = flags.DEFINE_integer('num_frames', 32, 'Frames per video.')
-_HEIGHT = flags.DEFINE_integer('height', 48, 'Frame height (even).')
-_WIDTH = flags.DEFINE_integer('width', 64, 'Frame width (even).')
-_FPS = flags.DEFINE_float('fps', 10.0, 'Frame rate.')
-_SPEED = flags.DEFINE_float('speed', 2.0, 'Shape speed in pixels per frame.')
 
 
 def main(argv):
   del argv
-  write_dataset(_OUT.value, num_classes=_NUM_CLASSES.value, videos_per_class=_VIDEOS_PER_CLASS.value,
-                seed=_SEED.value, num_frames=_NUM_FRAMES.value, height=_HEIGHT.value, width=_WIDTH.value,
-                fps=_FPS.value, speed=_SPEED.value)
-  print(f'wrote {_NUM_CLASSES.value * _VIDEOS_PER_CLASS.value} videos to {_OUT.value}')
+  FLAGS = flags.FLAGS  # pylint: disable=invalid-name
+  write_dataset(FLAGS.out, num_classes=FLAGS.num_classes, videos_per_class=FLAGS.videos_per_class,
+                seed=FLAGS.seed, num_frames=FLAGS.num_frames, height=FLAGS.height, width=FLAGS.width,
+                fps=FLAGS.fps, speed=FLAGS.speed)
+  print(f'wrote {FLAGS.num_classes * FLAGS.videos_per_class} videos to {FLAGS.out}')
+
+
+def _define_flags():
+  """Command-line flags, defined only when run as a program (importing the module defines none)."""
+  flags.DEFINE_string('out', None, 'Output folder.', required=True)
+  flags.DEFINE_integer('num_classes', 4, f'Number of classes, the first of {CLASS_NAMES}.')
+  flags.DEFINE_integer('videos_per_class', 40, 'Videos per class (a quarter go to val).')
+  flags.DEFINE_integer('seed', 0, 'Random seed.')
+  flags.DEFINE_integer('num_frames', 32, 'Frames per video.')
+  flags.DEFINE_integer('height', 48, 'Frame height (even).')
+  flags.DEFINE_integer('width', 64, 'Frame width (even).')
+  flags.DEFINE_float('fps', 10.0, 'Frame rate.')
+  flags.DEFINE_float('speed', 2.0, 'Shape speed in pixels per frame.')
 
 
 if __name__ == '__main__':
+  _define_flags()
   app.run(main)

@@ -1,0 +1,118 @@
+"""Input-pipeline throughput: clips/s of 16x4 training clips from 340x256 H.264 videos, per grain worker count.
+
+Baselines measured in the same run, in one process with no pipeline around them:
+  - decode bound: PyAV decoding only the frames a random 16x4 clip needs (mvit_jax.data.decode.decode_video);
+  - decode + augment: the same plus train_transform (what one worker has to do per clip).
+Then make_train_iterator with 0, 1 and 2 workers. Ratios printed: pipeline / decode bound, and 2 workers / 1 worker.
+
+  python scripts/bench_data.py [--num_videos 8] [--clips 64] [--workers 0,1,2] [--augment light|full]
+
+--augment light: random-resized crop + flip + normalise; full: the MViT recipe (RandAugment m7 n4, erasing 0.25).
+Videos (10 s, 30 fps, keyframe every 16 frames, as scripts/prepare_videos.py writes them) are generated into
+--video_dir once and reused.
+"""
+import os
+import time
+
+from absl import app
+from absl import flags
+import numpy as np
+
+from mvit_jax.data import config as config_lib
+from mvit_jax.data import decode
+from mvit_jax.data import pipeline
+from mvit_jax.data import sampling
+from mvit_jax.data import synthetic
+from mvit_jax.data import transforms
+
+_NUM_VIDEOS = flags.DEFINE_integer('num_videos', 8, 'Videos to generate.')
+_CLIPS = flags.DEFINE_integer('clips', 64, 'Clips timed per measurement.')
+_BATCH = flags.DEFINE_integer('batch_size', 4, 'Clips per batch.')
+_WORKERS = flags.DEFINE_list('workers', ['0', '1', '2'], 'Worker counts to time.')
+_AUGMENT = flags.DEFINE_enum('augment', 'light', ['light', 'full'], 'Augmentation recipe.')
+_REPEATS = flags.DEFINE_integer('repeats', 3, 'Each rate is the best of this many timings (the machine is shared).')
+_VIDEO_DIR = flags.DEFINE_string('video_dir', '/tmp/mvit_bench_videos', 'Where the test videos live.')
+
+WIDTH, HEIGHT, FPS, SECONDS = 340, 256, 30, 10
+
+
+def make_videos(folder: str, num_videos: int) -> str:
+  """Writes num_videos 340x256 10 s clips (moving squares + noise) and a manifest of them; returns its path."""
+  os.makedirs(folder, exist_ok=True)
+  manifest = os.path.join(folder, 'train.csv')
+  lines = []
+  for i in range(num_videos):
+    path = os.path.join(folder, f'v{i}.mp4')
+    if not os.path.exists(path):
+      frames = synthetic.motion_frames(i % 6, np.random.default_rng(i), num_frames=FPS * SECONDS, height=HEIGHT,
+                                       width=WIDTH, speed=3.0)
+      synthetic.write_video(path, frames, fps=FPS, gop=16, crf=23)
+    lines.append(f'v{i}.mp4 {i % 6}\n')
+  with open(manifest, 'w') as f:  # Listed 1024 times over: a realistic index size for grain's shuffle.
+    f.writelines(lines * (1024 // len(lines)))
+  return manifest
+
+
+def bench_config(manifest: str, augment: str):
+  cfg = config_lib.default_data_config()
+  cfg.root, cfg.train_manifest, cfg.num_classes = os.path.dirname(manifest), manifest, 6
+  cfg.num_frames, cfg.sampling_rate, cfg.target_fps = 16, 4, 30.0
+  cfg.train_short_side, cfg.crop_size = 0, 224  # Videos are already at short side 256.
+  cfg.num_repeated_samples = 1
+  if augment == 'light':
+    cfg.randaugment, cfg.random_erasing_prob = False, 0.0
+  return cfg
+
+
+def time_serial(cfg, paths, num_clips: int, augment: bool) -> float:
+  """Clips/s of decode (and optionally train_transform) in this process, no pipeline."""
+  rng = np.random.default_rng(0)
+  start = time.perf_counter()
+  for i in range(num_clips):
+    clip = decode.decode_video(paths[i % len(paths)], lambda n, fps: sampling.train_clip_indices(n, fps, cfg, rng))
+    if augment:
+      transforms.train_transform(clip.frames, rng, cfg)
+  return num_clips / (time.perf_counter() - start)
+
+
+def time_pipeline(cfg, num_workers: int, num_clips: int, batch_size: int, repeats: int) -> float:
+  """Best clips/s out of make_train_iterator over `repeats` runs, after warm-up (worker start-up not counted)."""
+  cfg = cfg.copy_and_resolve_references()
+  cfg.num_workers = num_workers
+  it = pipeline.make_train_iterator(cfg, global_batch_size=batch_size, seed=0, process_index=0, process_count=1)
+  for _ in range(max(2, num_workers * cfg.worker_buffer_size)):  # Let the workers fill their buffers.
+    next(it)
+  batches, rates = num_clips // batch_size, []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    for _ in range(batches):
+      next(it)
+    rates.append(batches * batch_size / (time.perf_counter() - start))
+  it.close()
+  return max(rates)
+
+
+def main(argv):
+  del argv
+  print(f'load average before: {os.getloadavg()[0]:.2f}')
+  manifest = make_videos(_VIDEO_DIR.value, _NUM_VIDEOS.value)
+  cfg = bench_config(manifest, _AUGMENT.value)
+  paths = [os.path.join(cfg.root, f'v{i}.mp4') for i in range(_NUM_VIDEOS.value)]
+  time_serial(cfg, paths, 4, augment=True)  # Warm caches.
+  bound = max(time_serial(cfg, paths, _CLIPS.value, augment=False) for _ in range(_REPEATS.value))
+  serial = max(time_serial(cfg, paths, _CLIPS.value, augment=True) for _ in range(_REPEATS.value))
+  print(f'cpu cores: {os.cpu_count()}, videos {WIDTH}x{HEIGHT} {FPS} fps {SECONDS} s gop 16, clips 16x4, '
+        f'crop 224, augment={_AUGMENT.value}')
+  print(f'decode bound (PyAV, needed frames only): {bound:7.2f} clips/s')
+  print(f'decode + augment, serial:                {serial:7.2f} clips/s  ({serial / bound:.2f}x bound)')
+  rates = {}
+  for workers in map(int, _WORKERS.value):
+    rates[workers] = time_pipeline(cfg, workers, _CLIPS.value, _BATCH.value, _REPEATS.value)
+    extra = f', {rates[workers] / rates[1]:.2f}x 1 worker' if workers > 1 and 1 in rates else ''
+    print(f'pipeline, {workers} workers:                 {rates[workers]:7.2f} clips/s  '
+          f'({rates[workers] / bound:.2f}x bound{extra})')
+  print(f'load average after: {os.getloadavg()[0]:.2f}')
+
+
+if __name__ == '__main__':
+  app.run(main)
