@@ -301,7 +301,8 @@ def _sharpness(frames: np.ndarray, factor: float) -> np.ndarray:
   return _blend(smooth, frames, factor)
 
 
-def _affine_op(matrix: Callable[[int, int], np.ndarray], interpolation: str) -> Callable[[np.ndarray], np.ndarray]:
+def _affine_op(matrix: Callable[[int, int], tuple[float, ...]],
+               interpolation: str) -> Callable[[np.ndarray], np.ndarray]:
   """`matrix(h, w)` is Pillow's output->input affine map (a, b, c, d, e, f) in pixel-edge coordinates."""
   def apply(frames):
     h, w = frames.shape[1:3]
@@ -316,7 +317,7 @@ def _affine_op(matrix: Callable[[int, int], np.ndarray], interpolation: str) -> 
   return apply
 
 
-def _rotation(degrees: float) -> Callable[[int, int], np.ndarray]:
+def _rotation(degrees: float) -> Callable[[int, int], tuple[float, ...]]:
   """Pillow `Image.rotate(degrees)` (counter-clockwise about the centre) as an output->input affine map."""
   def matrix(h, w):
     angle = -math.radians(degrees)
