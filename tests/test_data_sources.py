@@ -117,3 +117,46 @@ def test_tfds_source_reads_frames_by_index(monkeypatch):
   clip = source.load(2, lambda n, fps: seen.append((n, fps)) or np.array([9, 0, 3]), short_side=30)
   assert seen == [(10, 25.0)] and clip.frames.shape == (3, 30, 40, 3)
   np.testing.assert_array_equal(vf.read_codes(clip.frames), [2 << 8 | 9, 2 << 8, 2 << 8 | 3])
+
+
+_TFDS_SCRIPT = r'''
+import sys
+import numpy as np
+import tensorflow_datasets as tfds
+import video_fixtures as vf
+from mvit_jax.data import config as config_lib, pipeline, sources
+
+data_dir = sys.argv[1]
+features = tfds.features.FeaturesDict({'video': tfds.features.Video(shape=(None, vf.HEIGHT, vf.WIDTH, 3)),
+                                       'label': tfds.features.ClassLabel(num_classes=3)})
+examples = [(v, {'video': np.stack([vf.code_frame(v << 8 | i) for i in range(12)]), 'label': v % 3})
+            for v in range(4)]
+tfds.dataset_builders.store_as_tfds_dataset(name='tiny_videos', version='1.0.0', features=features,
+                                            split_datasets={'train': examples}, data_dir=data_dir,
+                                            file_format='array_record')
+cfg = config_lib.default_data_config()
+cfg.dataset_kind, cfg.tfds_name, cfg.tfds_data_dir, cfg.tfds_eval_split = 'tfds', 'tiny_videos', data_dir, 'train'
+cfg.frames_fps, cfg.num_frames, cfg.sampling_rate, cfg.target_fps = 30.0, 4, 2, 30.0
+cfg.test_num_clips, cfg.test_num_crops, cfg.crop_size, cfg.test_short_side = 1, 1, vf.HEIGHT, vf.HEIGHT
+cfg.num_workers = 0
+assert sources.num_classes_from_config(cfg) == 3
+batch = next(pipeline.make_eval_iterator(cfg, global_batch_size=4, process_index=0, process_count=1))
+codes = vf.read_codes(batch['video'].reshape(-1, vf.HEIGHT, vf.HEIGHT, 3)).reshape(4, 4)
+# 12 frames, span 8: centre clip starts at floor(4 / 2) = 2 -> linspace(2, 9, 4) = 2, 4, 6, 9.
+ids = codes[:, 0] >> 8  # TFDS stores examples in its own order.
+assert sorted(ids.tolist()) == [0, 1, 2, 3]
+np.testing.assert_array_equal(codes, [[v << 8 | i for i in (2, 4, 6, 9)] for v in ids])
+np.testing.assert_array_equal(batch['label'], ids % 3)
+print('TFDS OK')
+'''
+
+
+def test_tfds_prepared_dataset_through_eval_loader(tmp_path):
+  """A real array_record TFDS dataset (in a subprocess: tensorflow must not load into the test process)."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  tests_dir = os.path.dirname(os.path.abspath(__file__))
+  env = {**os.environ, 'PYTHONPATH': os.pathsep.join([os.path.dirname(tests_dir), tests_dir])}
+  proc = subprocess.run([sys.executable, '-c', _TFDS_SCRIPT, str(tmp_path)], env=env, capture_output=True,
+                        text=True, timeout=300)
+  assert proc.returncode == 0 and 'TFDS OK' in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -116,7 +116,11 @@ class FrameFolderSource(FileSource):
 
 
 class TfdsSource:
-  """A prepared TFDS video dataset read through `tfds.data_sources` (random access; tfds imported lazily)."""
+  """A prepared TFDS video dataset read through `tfds.data_source` (random access; tfds imported lazily).
+
+  Never downloads. TFDS stores videos as encoded frames and decodes all of them on access, so this is slower
+  than a manifest of short-GOP mp4 files for long videos.
+  """
 
   def __init__(self, name: str, split: str, *, data_dir: str = '', fps: float = 30.0, video_key: str = 'video',
                label_key: str = 'label'):
@@ -131,7 +135,7 @@ class TfdsSource:
   def _data_source(self):
     if self._source is None:
       import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-      self._source = tfds.data_source(self.name, split=self.split, data_dir=self.data_dir)
+      self._source = tfds.data_source(self.name, split=self.split, data_dir=self.data_dir, download=False)
     return self._source
 
   def __len__(self) -> int:
@@ -149,7 +153,7 @@ class TfdsSource:
     return f'tfds:{self.name}/{self.split}[{i}]'
 
   def load(self, i: int, index_fn: decode.IndexFn, short_side: int = 0) -> decode.Clip:
-    video = np.asarray(self._example(i)[self.video_key])
+    video = np.asarray(self._example(i)[self.video_key])  # TFDS decodes every frame of a Video feature.
     if video.ndim != 4 or video.shape[0] == 0:
       raise decode.DecodeError(f'feature {self.video_key!r} has shape {video.shape}, expected (N, H, W, 3)')
     indices = np.asarray(index_fn(len(video), self.fps), np.int64)
