@@ -1,0 +1,269 @@
+"""Converts torchvision / PySlowFast MViT v1 checkpoints to an mvit_jax checkpoint folder.
+
+    python -m mvit_jax.convert --from torchvision --arch mvit_b_16x4 mvit_v1_b.pth OUT_DIR
+    python -m mvit_jax.convert --from pyslowfast --arch mvit_b24_32x3 k600.pyth OUT_DIR
+
+Files are read with `torch.load(..., weights_only=True)`, which never runs pickled code: a file that needs
+more than tensors and plain containers is refused. PySlowFast files keep the weights under `model_state`, with a
+fused `attn.qkv` or separate `attn.q/k/v`. The file's keys and shapes decide what the arch name leaves open (class
+count, input size, K/V pooling per block, pooling kernels), and a message says where they overrode it; keys or
+shapes the architecture cannot hold are an error naming them. Nothing is written unless conversion succeeds.
+Load the result with `mvit_jax.models.load_pretrained(OUT_DIR)`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import shutil
+import sys
+import tempfile
+
+from absl import app, flags, logging
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mvit_jax.models import pretrained
+from mvit_jax.models.config import MViTConfig, block_specs
+from mvit_jax.models.variants import VARIANTS, get_config
+
+_FROM = flags.DEFINE_enum("from", None, ["torchvision", "pyslowfast"], "Checkpoint format.")
+_ARCH = flags.DEFINE_string("arch", None, f"Variant: {', '.join(sorted(VARIANTS))}.")
+_POOL_NORM_EPS = flags.DEFINE_float(
+    "pool_norm_eps", None, "LayerNorm eps after Q/K/V pooling: 1e-6 (default) or 1e-5 for checkpoints trained with "
+    "the 2021 PySlowFast code (the original MViT v1 zoo files).")
+
+
+class ConversionError(Exception):
+  """The input cannot be converted; the message names the offending file, keys or shapes."""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reading.
+
+
+def load_state_dict(path: str, fmt: str) -> dict[str, np.ndarray]:
+  """Reads a checkpoint safely and returns {torch key: float32 numpy array} in torchvision key names."""
+  try:
+    import torch  # Only the converter needs torch: `pip install mvit_jax[test]` (or torch) brings it.
+  except ImportError as e:
+    raise ConversionError("reading PyTorch checkpoints needs torch: pip install torch") from e
+  if not os.path.isfile(path):
+    raise ConversionError(f"{path}: no such file")
+  try:
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+  except Exception as e:  # torch raises UnpicklingError, RuntimeError or others depending on the damage.
+    if "weights_only" in str(e) or "Unsupported global" in str(e):
+      raise ConversionError(
+          f"{path}: refused, the file needs more than tensors and plain containers to load (it holds pickled "
+          f"code or objects): {str(e).splitlines()[0]}") from e
+    raise ConversionError(f"{path}: not a PyTorch checkpoint ({type(e).__name__}: {str(e).splitlines()[0]})") from e
+  if fmt == "pyslowfast":
+    if not isinstance(obj, dict) or "model_state" not in obj:
+      keys = list(obj)[:8] if isinstance(obj, dict) else type(obj).__name__
+      raise ConversionError(f"{path}: a PySlowFast checkpoint keeps its weights under 'model_state'; found {keys}")
+    obj = obj["model_state"]
+  if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+    raise ConversionError(f"{path}: not a state dict of tensors")
+  state = {k.removeprefix("module."): v.detach().float().numpy() for k, v in obj.items()}
+  return slowfast_to_torchvision(state) if fmt == "pyslowfast" else state
+
+
+_SLOWFAST_RENAMES = [
+    (r"^patch_embed\.proj\.", "conv_proj."),
+    (r"^cls_token$", "pos_encoding.class_token"),
+    (r"^pos_embed_spatial$", "pos_encoding.spatial_pos"),
+    (r"^pos_embed_temporal$", "pos_encoding.temporal_pos"),
+    (r"^pos_embed_class$", "pos_encoding.class_pos"),
+    (r"^pos_embed$", "pos_encoding.joint_pos"),
+    (r"\.attn\.proj\.", ".attn.project.0."),
+    (r"\.attn\.pool_([qkv])\.weight$", r".attn.pool_\1.pool.weight"),
+    (r"\.attn\.norm_([qkv])\.", r".attn.pool_\1.norm_act.0."),
+    (r"\.mlp\.fc1\.", ".mlp.0."),
+    (r"\.mlp\.fc2\.", ".mlp.3."),
+    (r"^(blocks\.\d+)\.proj\.", r"\1.project."),
+    (r"^head\.projection\.", "head.1."),
+]
+
+
+def slowfast_to_torchvision(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """Renames PySlowFast keys to torchvision's and fuses separate q/k/v projections into qkv."""
+  out = {}
+  for key, value in state.items():
+    for pattern, repl in _SLOWFAST_RENAMES:
+      key = re.sub(pattern, repl, key)
+    if key in ("pos_encoding.class_token", "pos_encoding.class_pos"):
+      value = value.reshape(-1)  # (1, 1, D) -> (D,)
+    elif key.startswith("pos_encoding."):
+      value = value.reshape(value.shape[-2:])  # (1, N, D) -> (N, D)
+    out[key] = value
+  for prefix in sorted({k.rsplit(".", 2)[0] for k in out if re.search(r"\.attn\.q\.(weight|bias)$", k)}):
+    for kind in ("weight", "bias"):
+      parts = [out.pop(f"{prefix}.{p}.{kind}", None) for p in "qkv"]
+      if all(p is not None for p in parts):
+        out[f"{prefix}.qkv.{kind}"] = np.concatenate(parts, axis=0)
+  return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Architecture from the file.
+
+
+def infer_config(state: dict[str, np.ndarray], arch: str, **base_overrides) -> tuple[MViTConfig, list[str]]:
+  """The arch's config with what the file's keys and shapes decide; returns (config, messages)."""
+  cfg = get_config(arch, **base_overrides)
+  notes, fixed = [], {}
+  head = state.get("head.1.weight")
+  if head is not None and head.shape[0] != cfg.num_classes:
+    fixed["num_classes"] = int(head.shape[0])
+  temporal = state.get("pos_encoding.temporal_pos")
+  if temporal is not None and not cfg.image and temporal.shape[0] != cfg.token_grid[0]:
+    fixed["num_frames"] = int(temporal.shape[0] * cfg.patch_stride[0])
+  spatial = state.get("pos_encoding.spatial_pos")
+  if spatial is None and "pos_encoding.joint_pos" in state:
+    spatial = state["pos_encoding.joint_pos"][1:]
+  if spatial is not None:
+    side = int(round(np.sqrt(spatial.shape[0])))
+    if side * side == spatial.shape[0] and side != cfg.token_grid[1]:
+      fixed["input_size"] = side * cfg.patch_stride[1]
+
+  specs = block_specs(cfg)
+  kv_off = tuple(i for i, s in enumerate(specs) if s.kv_kernel is not None and f"blocks.{i}.attn.pool_k.pool.weight" not in state)
+  if kv_off:
+    fixed["kv_pool_off_blocks"] = kv_off
+  kernels = {tuple(v.shape[2:]) for k, v in state.items() if re.search(r"attn\.pool_[qkv]\.pool\.weight$", k)}
+  if len(kernels) == 1:
+    (kernel,) = kernels
+    expected = {s.kv_kernel for s in specs if s.kv_kernel} | {s.q_kernel for s in specs if s.q_kernel}
+    if expected != {kernel}:
+      fixed["pool_kvq_kernel"] = kernel
+  for key, value in fixed.items():
+    notes.append(f"the checkpoint decides {key}={value} (arch {arch!r} has {getattr(cfg, key)})")
+  return dataclasses.replace(cfg, **fixed), notes
+
+
+def torchvision_to_flax(state: dict[str, np.ndarray], cfg: MViTConfig) -> dict[str, np.ndarray]:
+  """Maps torchvision-named tensors to the flat Flax param paths of `MViT(cfg)` (layouts transposed, E.4)."""
+  out = {}
+  for key, value in state.items():
+    m = re.match(r"^blocks\.(\d+)\.(.*)$", key)
+    if m:
+      i, rest = m.groups()
+      rest = re.sub(r"^attn\.pool_([qkv])\.norm_act\.0\.", r"attn/pool_\1/norm/", rest)
+      if re.match(r"^attn\.pool_[qkv]\.pool\.weight$", rest):
+        out[f"blocks_{i}/attn/pool_{rest[10]}/kernel"] = value[:, 0].transpose(1, 2, 3, 0)
+        continue
+      rest = (rest.replace("attn.project.0.", "attn/proj/").replace("attn.qkv.", "attn/qkv/")
+              .replace("mlp.0.", "mlp/fc1/").replace("mlp.3.", "mlp/fc2/").replace("project.", "proj/")
+              .replace("norm1.", "norm1/").replace("norm2.", "norm2/"))
+      path = f"blocks_{i}/{rest}"
+    else:
+      path = {
+          "conv_proj.weight": "patch_embed/proj/weight",
+          "conv_proj.bias": "patch_embed/proj/bias",
+          "pos_encoding.class_token": "pos_embed/cls_token",
+          "pos_encoding.spatial_pos": "pos_embed/pos_embed_spatial",
+          "pos_encoding.temporal_pos": "pos_embed/pos_embed_temporal",
+          "pos_encoding.class_pos": "pos_embed/pos_embed_class",
+          "pos_encoding.joint_pos": "pos_embed/pos_embed",
+          "norm.weight": "norm/weight",
+          "norm.bias": "norm/bias",
+          "head.1.weight": "head/weight",
+          "head.1.bias": "head/bias",
+      }.get(key, "unexpected:" + key)
+    leaf = path.rsplit("/", 1)[-1]
+    if path.startswith("unexpected:"):
+      out[path] = value
+      continue
+    parent = path.rsplit("/", 1)[0]
+    if leaf == "weight" and value.ndim == 2:  # Linear (out, in) -> Dense kernel (in, out).
+      path, value = parent + "/kernel", value.T
+    elif leaf == "weight" and value.ndim == 5:  # Conv3d (O, I, kt, kh, kw) -> (kt, kh, kw, I, O).
+      path, value = parent + "/kernel", value.transpose(2, 3, 4, 1, 0)
+    elif leaf == "weight" and value.ndim == 4:  # Conv2d (O, I, kh, kw) -> (kh, kw, I, O).
+      path, value = parent + "/kernel", value.transpose(2, 3, 1, 0)
+    elif leaf == "weight":  # LayerNorm.
+      path = parent + "/scale"
+    elif leaf in ("cls_token", "pos_embed_class"):
+      value = value.reshape(1, -1)
+    out[path] = value
+  return out
+
+
+def convert(state: dict[str, np.ndarray], arch: str, **overrides) -> tuple[MViTConfig, dict, list[str]]:
+  """Torchvision-named state -> (config, nested Flax params, messages); raises ConversionError on mismatch."""
+  cfg, notes = infer_config(state, arch, **overrides)
+  flat = torchvision_to_flax(state, cfg)
+  from mvit_jax.models.mvit import MViT
+
+  model = MViT(cfg)
+  x = jax.ShapeDtypeStruct((1, cfg.num_frames, cfg.input_size, cfg.input_size, 3), jnp.float32)
+  expected = flax.traverse_util.flatten_dict(
+      nn.unbox(jax.eval_shape(lambda x: model.init(jax.random.key(0), x), x))["params"], sep="/")
+  torch_name = {v: k for k, v in _torch_names(state, cfg).items()}
+  missing = sorted(k for k in expected if k not in flat)
+  unexpected = sorted(torch_name.get(k, k.removeprefix("unexpected:")) for k in flat if k not in expected)
+  wrong = sorted(
+      f"{torch_name.get(k, k)} {tuple(flat[k].shape)} (needs {tuple(expected[k].shape)})"
+      for k in expected if k in flat and tuple(flat[k].shape) != tuple(expected[k].shape))
+  problems = []
+  if missing:
+    problems.append(f"missing keys for arch {arch!r}: {', '.join(missing)}")
+  if unexpected:
+    problems.append(f"unexpected keys for arch {arch!r}: {', '.join(unexpected)}")
+  if wrong:
+    problems.append(f"shapes that arch {arch!r} cannot hold: {', '.join(wrong)}")
+  if problems:
+    raise ConversionError("; ".join(problems))
+  params = flax.traverse_util.unflatten_dict({k: flat[k].astype(np.float32) for k in expected}, sep="/")
+  return cfg, params, notes
+
+
+def _torch_names(state, cfg) -> dict[str, str]:
+  """Source key for every converted path (for error messages)."""
+  return {k: path for k in state for path in torchvision_to_flax({k: state[k]}, cfg)}
+
+
+def convert_file(fmt: str, arch: str, input_path: str, output_dir: str, **overrides) -> list[str]:
+  """Converts INPUT to OUTPUT_DIR (model.json + params/); writes nothing when anything fails."""
+  if os.path.exists(output_dir) and os.listdir(output_dir):
+    raise ConversionError(f"{output_dir} exists and is not empty")
+  state = load_state_dict(input_path, fmt)
+  cfg, params, notes = convert(state, arch, **overrides)
+  parent = os.path.dirname(os.path.abspath(output_dir))
+  os.makedirs(parent, exist_ok=True)
+  staging = tempfile.mkdtemp(prefix=".convert-", dir=parent)
+  try:
+    pretrained.write_model_json(staging, arch, pretrained.config_overrides(cfg, VARIANTS[arch]))
+    pretrained.save_params(staging, params)
+    if os.path.isdir(output_dir):
+      os.rmdir(output_dir)
+    os.replace(staging, output_dir)
+  except BaseException:
+    shutil.rmtree(staging, ignore_errors=True)
+    raise
+  return notes
+
+
+def main(argv):
+  if len(argv) != 3 or _FROM.value is None or _ARCH.value is None:
+    raise app.UsageError("usage: python -m mvit_jax.convert --from {torchvision,pyslowfast} --arch NAME INPUT OUTPUT_DIR")
+  if _ARCH.value not in VARIANTS:
+    raise app.UsageError(f"unknown --arch {_ARCH.value!r}; known: {', '.join(sorted(VARIANTS))}")
+  overrides = {} if _POOL_NORM_EPS.value is None else {"pool_norm_eps": _POOL_NORM_EPS.value}
+  try:
+    notes = convert_file(_FROM.value, _ARCH.value, argv[1], argv[2], **overrides)
+  except ConversionError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
+  for note in notes:
+    print(f"note: {note}")
+  print(f"wrote {argv[2]} ({_ARCH.value})")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,268 @@
+"""Building blocks of MViT: patch stem, position embeddings, pooling attention, multiscale block, drop path.
+
+Activations are token sequences (B, L, C) with the class token at index 0, followed by the (T, H, W) grid in
+row-major order. Every parameter carries logical axis names for sharding rules:
+'embed' (model width), 'mlp' (MLP hidden), 'qkv' (fused q/k/v output), 'heads' (attention output projection
+input, heads x head_dim), 'head_dim' (per-head pooling channels), 'pos' (position-table rows), 'classes'.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mvit_jax.models import pooling
+from mvit_jax.models.config import BlockSpec, MViTConfig, Triple
+
+Dtype = Any
+
+dense_init = nn.initializers.truncated_normal(0.02)
+table_init = nn.initializers.truncated_normal(0.02)
+# PyTorch's default Conv init (kaiming_uniform, a=sqrt(5)): U(+-1/sqrt(fan_in)), what the papers trained with.
+torch_conv_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+
+
+def _partitioned(init, axes):
+  return nn.with_logical_partitioning(init, axes)
+
+
+def dense(features: int, axes: tuple[str, str], config: MViTConfig, name: str, use_bias: bool = True) -> nn.Dense:
+  return nn.Dense(
+      features,
+      use_bias=use_bias,
+      dtype=config.dtype,
+      param_dtype=config.param_dtype,
+      kernel_init=_partitioned(dense_init, axes),
+      bias_init=_partitioned(nn.initializers.zeros, (axes[1],)),
+      name=name,
+  )
+
+
+def layer_norm(axis_name: str, config: MViTConfig, name: str, eps: float | None = None) -> nn.LayerNorm:
+  """LayerNorm computing its statistics in float32 whatever the compute dtype."""
+  return nn.LayerNorm(
+      epsilon=config.norm_eps if eps is None else eps,
+      dtype=config.dtype,
+      param_dtype=config.param_dtype,
+      scale_init=_partitioned(nn.initializers.ones, (axis_name,)),
+      bias_init=_partitioned(nn.initializers.zeros, (axis_name,)),
+      name=name,
+  )
+
+
+def constrain(x: jax.Array, *axes: str | None) -> jax.Array:
+  return nn.with_logical_constraint(x, axes)
+
+
+class DropPath(nn.Module):
+  """Stochastic depth: drops the whole residual branch per sample, scaling kept ones by 1 / (1 - rate)."""
+
+  rate: float
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    if not train or self.rate == 0.0:
+      return x
+    keep = 1.0 - self.rate
+    mask = jax.random.bernoulli(self.make_rng("dropout"), keep, (x.shape[0],) + (1,) * (x.ndim - 1))
+    return jnp.where(mask, x / keep, 0).astype(x.dtype)
+
+
+class PatchEmbed(nn.Module):
+  """Conv stem: (B, T, H, W, 3) -> tokens (B, T'*H'*W', D) and the grid (T', H', W')."""
+
+  config: MViTConfig
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> tuple[jax.Array, Triple]:
+    cfg = self.config
+    kt, kh, kw = cfg.patch_kernel
+    fan_in = 3 * kh * kw * (1 if cfg.image else kt)
+    bound = 1.0 / np.sqrt(fan_in)
+    bias_init = lambda key, shape, dtype: jax.random.uniform(key, shape, dtype, -bound, bound)
+    if cfg.image:
+      # Conv2d stem applied to every frame (T = 1 for image models).
+      kernel_size, strides = (kh, kw), cfg.patch_stride[1:]
+      padding = [(p, p) for p in cfg.patch_padding[1:]]
+      kernel_axes = (None, None, None, "embed")
+    else:
+      kernel_size, strides = cfg.patch_kernel, cfg.patch_stride
+      padding = [(p, p) for p in cfg.patch_padding]
+      kernel_axes = (None, None, None, None, "embed")
+    conv = nn.Conv(
+        cfg.embed_dim,
+        kernel_size,
+        strides=strides,
+        padding=padding,
+        dtype=cfg.dtype,
+        param_dtype=cfg.param_dtype,
+        kernel_init=_partitioned(torch_conv_init, kernel_axes),
+        bias_init=_partitioned(bias_init, ("embed",)),
+        name="proj",
+    )
+    b, t = x.shape[:2]
+    if cfg.image:
+      y = conv(x.reshape((b * t,) + x.shape[2:]))
+      y = y.reshape((b, t) + y.shape[1:])
+    else:
+      y = conv(x)
+    grid = tuple(y.shape[1:4])
+    return y.reshape(b, -1, cfg.embed_dim), grid
+
+
+def resize_table(table: jax.Array, src_grid: tuple[int, ...], dst_grid: tuple[int, ...]) -> jax.Array:
+  """Linearly interpolates a position table (prod(src_grid), D) to (prod(dst_grid), D).
+
+  Half-pixel (align_corners=False) linear interpolation without antialiasing, as PyTorch's
+  `F.interpolate(mode='trilinear')` that PySlowFast uses to adapt position embeddings.
+  """
+  if tuple(src_grid) == tuple(dst_grid):
+    return table
+  grid = table.reshape(tuple(src_grid) + table.shape[-1:])
+  resized = jax.image.resize(grid.astype(jnp.float32), tuple(dst_grid) + table.shape[-1:], "linear", antialias=False)
+  return resized.reshape(-1, table.shape[-1]).astype(table.dtype)
+
+
+class PositionEmbedding(nn.Module):
+  """Prepends the class token and adds absolute position embeddings.
+
+  Separable (video): spatial (H'W', D) + temporal (T', D) tables and a class entry; joint (image): one
+  (1 + H'W', D) table including the class position. Tables are interpolated when the token grid differs from
+  the grid the model was built for.
+  """
+
+  config: MViTConfig
+
+  @nn.compact
+  def __call__(self, x: jax.Array, grid: Triple) -> jax.Array:
+    cfg = self.config
+    t0, h0, w0 = cfg.token_grid
+    t, h, w = grid
+    d = cfg.embed_dim
+    cls_token = self.param("cls_token", _partitioned(table_init, (None, "embed")), (1, d), cfg.param_dtype)
+    if cfg.sep_pos_embed:
+      spatial = self.param("pos_embed_spatial", _partitioned(table_init, ("pos", "embed")), (h0 * w0, d), cfg.param_dtype)
+      temporal = self.param("pos_embed_temporal", _partitioned(table_init, ("pos", "embed")), (t0, d), cfg.param_dtype)
+      cls_pos = self.param("pos_embed_class", _partitioned(table_init, (None, "embed")), (1, d), cfg.param_dtype)
+      spatial = resize_table(spatial, (h0, w0), (h, w))
+      temporal = resize_table(temporal, (t0,), (t,))
+      grid_pos = (temporal[:, None, :] + spatial[None, :, :]).reshape(t * h * w, d)
+      pos = jnp.concatenate([cls_pos, grid_pos], axis=0)
+    else:
+      table = self.param("pos_embed", _partitioned(table_init, ("pos", "embed")), (1 + t0 * h0 * w0, d), cfg.param_dtype)
+      pos = jnp.concatenate([table[:1], resize_table(table[1:], (t0, h0, w0), (t, h, w))], axis=0)
+    cls = jnp.broadcast_to(cls_token.astype(x.dtype), (x.shape[0], 1, d))
+    x = jnp.concatenate([cls, x], axis=1)
+    return x + pos.astype(x.dtype)[None]
+
+
+class TokenPool(nn.Module):
+  """Pools the token grid of q, k or v per head, never the class token; LayerNorm after conv pooling.
+
+  Input (B, 1 + T*H*W, heads, head_dim) -> (B, 1 + To*Ho*Wo, heads, head_dim). The depthwise kernel
+  (kT, kH, kW, head_dim) is shared by all heads; the LayerNorm (over head_dim) also normalises the class token.
+  """
+
+  kernel: Triple
+  stride: Triple
+  thw: Triple
+  config: MViTConfig
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    cfg = self.config
+    b, _, heads, hd = x.shape
+    cls, grid = x[:, :1], x[:, 1:].reshape((b,) + self.thw + (heads, hd))
+    if cfg.pool_mode == "conv":
+      kernel = self.param(
+          "kernel",
+          _partitioned(torch_conv_init, (None, None, None, "head_dim")),
+          self.kernel + (hd,),
+          cfg.param_dtype,
+      )
+      pooled = pooling.depthwise_conv(grid, kernel, self.stride, cfg.pool_impl)
+    else:
+      pooled = pooling.window_pool(grid, self.kernel, self.stride, cfg.pool_mode, cfg.pool_impl)
+    x = jnp.concatenate([cls, pooled.reshape(b, -1, heads, hd)], axis=1)
+    if cfg.pool_mode == "conv":
+      x = layer_norm("head_dim", cfg, "norm", eps=cfg.pool_norm_eps)(x)
+    return x
+
+
+class PoolingAttention(nn.Module):
+  """Multi-head pooling attention (MHPA, MViT v1 §3.1) on (B, L, dim_in) tokens with grid `thw`.
+
+  Returns (B, Lq, dim_in): Q is pooled with `spec.q_kernel/q_stride`, K and V with `spec.kv_*`.
+  """
+
+  spec: BlockSpec
+  thw: Triple
+  config: MViTConfig
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    cfg, spec = self.config, self.spec
+    b, l, dim = x.shape
+    heads, hd = spec.num_heads, spec.head_dim
+    qkv = dense(3 * dim, ("embed", "qkv"), cfg, "qkv", use_bias=cfg.qkv_bias)(x)
+    qkv = qkv.reshape(b, l, 3, heads, hd)
+    q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+    if spec.q_kernel is not None:
+      q = TokenPool(spec.q_kernel, spec.q_stride, self.thw, cfg, name="pool_q")(q)
+    if spec.kv_kernel is not None:
+      k = TokenPool(spec.kv_kernel, spec.kv_stride, self.thw, cfg, name="pool_k")(k)
+      v = TokenPool(spec.kv_kernel, spec.kv_stride, self.thw, cfg, name="pool_v")(v)
+    scale = hd**-0.5
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q * jnp.asarray(scale, q.dtype), k, preferred_element_type=jnp.float32)
+    probs = jax.nn.softmax(logits, axis=-1).astype(cfg.dtype)
+    out = jnp.einsum("bhqk,bkhd->bqhd", probs, v)
+    out = out.reshape(b, out.shape[1], dim)
+    return dense(dim, ("heads", "embed"), cfg, "proj")(out)
+
+
+class Mlp(nn.Module):
+  """fc1 -> GELU (exact erf form, as PyTorch's nn.GELU) -> fc2."""
+
+  hidden: int
+  dim_out: int
+  config: MViTConfig
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    x = dense(self.hidden, ("embed", "mlp"), self.config, "fc1")(x)
+    x = constrain(nn.gelu(x, approximate=False), "batch", "length", "mlp")
+    return dense(self.dim_out, ("mlp", "embed"), self.config, "fc2")(x)
+
+
+class MultiScaleBlock(nn.Module):
+  """MViT v1 block: (B, L, dim_in) on grid `thw` -> (B, Lq, dim_out) on the Q-pooled grid.
+
+  x = skip(x) + DropPath(MHPA(LN1(x))), where skip max-pools x (class token kept) when Q is pooled;
+  y = LN2(x); out = proj(y) if dim_out != dim_in else x, plus DropPath(MLP(y)).
+  """
+
+  spec: BlockSpec
+  thw: Triple
+  config: MViTConfig
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    cfg, spec = self.config, self.spec
+    drop_path = DropPath(spec.drop_path)
+    attn = PoolingAttention(spec, self.thw, cfg, name="attn")(layer_norm("embed", cfg, "norm1")(x))
+    if spec.q_stride != (1, 1, 1):
+      skip_kernel = tuple(s + 1 if s > 1 else s for s in spec.q_stride)
+      b, _, d = x.shape
+      grid = x[:, 1:].reshape((b,) + self.thw + (d,))
+      pooled = pooling.window_pool(grid, skip_kernel, spec.q_stride, "max", cfg.pool_impl)
+      x = jnp.concatenate([x[:, :1], pooled.reshape(b, -1, d)], axis=1)
+    x = x + drop_path(attn, train)
+    y = layer_norm("embed", cfg, "norm2")(x)
+    mlp = Mlp(int(spec.dim_in * cfg.mlp_ratio), spec.dim_out, cfg, name="mlp")(y)
+    if spec.dim_out != spec.dim_in:
+      x = dense(spec.dim_out, ("embed", "mlp"), cfg, "proj")(y)
+    return constrain(x + drop_path(mlp, train), "batch", "length", "embed")

@@ -1,0 +1,130 @@
+"""Saving, loading and adapting pretrained MViT parameters.
+
+A converted-checkpoint folder (written by `python -m mvit_jax.convert`) holds `model.json`
+({"name": variant, "overrides": {...}}) and `params/` (an orbax StandardCheckpointer checkpoint of the
+unboxed parameter tree). A training workdir holds the same `model.json` plus orbax checkpoints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+from absl import logging
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+
+from mvit_jax.models.config import MViTConfig
+from mvit_jax.models.layers import resize_table
+from mvit_jax.models.mvit import MViT
+from mvit_jax.models.variants import create_model
+
+MODEL_JSON = "model.json"
+PARAMS_DIR = "params"
+
+
+def overrides_to_json(overrides: dict[str, Any]) -> dict[str, Any]:
+  """Makes config overrides JSON-serialisable (dtypes by name, tuples as lists)."""
+  out = {}
+  for key, value in overrides.items():
+    if key in ("dtype", "param_dtype"):
+      value = jnp.dtype(value).name
+    out[key] = value
+  return out
+
+
+def _overrides_from_json(overrides: dict[str, Any]) -> dict[str, Any]:
+  """Restores tuple-typed config fields from JSON lists."""
+  def to_tuple(v):
+    return tuple(to_tuple(x) for x in v) if isinstance(v, list) else v
+  return {k: to_tuple(v) for k, v in overrides.items()}
+
+
+def write_model_json(directory: str, name: str, overrides: dict[str, Any]) -> None:
+  with open(os.path.join(directory, MODEL_JSON), "w") as f:
+    json.dump({"name": name, "overrides": overrides_to_json(overrides)}, f, indent=1, sort_keys=True)
+
+
+def read_model_json(directory: str) -> MViT:
+  with open(os.path.join(directory, MODEL_JSON)) as f:
+    spec = json.load(f)
+  return create_model(spec["name"], **_overrides_from_json(spec.get("overrides", {})))
+
+
+def save_params(directory: str, params: Any) -> None:
+  """Writes `params` (unboxed tree of arrays) to `directory/params` with orbax."""
+  checkpointer = ocp.StandardCheckpointer()
+  checkpointer.save(os.path.abspath(os.path.join(directory, PARAMS_DIR)), params)
+  checkpointer.wait_until_finished()
+
+
+def load_pretrained(path: str) -> tuple[MViT, dict[str, Any]]:
+  """Loads `(module, variables)` from a converted-checkpoint folder or a training workdir (latest step)."""
+  if not os.path.exists(os.path.join(path, MODEL_JSON)):
+    raise FileNotFoundError(f"{path} has no {MODEL_JSON}: not a converted checkpoint or an mvit_jax workdir")
+  module = read_model_json(path)
+  params_dir = os.path.join(path, PARAMS_DIR)
+  if os.path.isdir(params_dir):
+    params = ocp.StandardCheckpointer().restore(os.path.abspath(params_dir))
+  else:
+    from mvit_jax import checkpointing  # Training workdir: the trainer's orbax checkpoints.
+
+    params = checkpointing.latest_params(path)
+  return module, {"params": params}
+
+
+def _grid_of(cfg: MViTConfig, name: str) -> tuple[int, ...]:
+  t, h, w = cfg.token_grid
+  return {"pos_embed_spatial": (h, w), "pos_embed_temporal": (t,), "pos_embed": (t, h, w)}[name]
+
+
+def adapt_pretrained(
+    pretrained: dict[str, Any], target: dict[str, Any], src_config: MViTConfig, dst_config: MViTConfig
+) -> dict[str, Any]:
+  """Fits pretrained params to a target model for fine-tuning.
+
+  Position tables are interpolated from the source token grid to the target one; where the classifier shape
+  differs (another class count) the target's freshly initialised head is kept. Every other leaf must match.
+  Args are unboxed param trees (the `params` collection) and the two models' configs.
+  """
+  src = flax.traverse_util.flatten_dict(nn.unbox(pretrained), sep="/")
+  dst = flax.traverse_util.flatten_dict(nn.unbox(target), sep="/")
+  out = {}
+  for key, value in dst.items():
+    if key not in src:
+      raise KeyError(f"pretrained params have no {key!r}")
+    old = src[key]
+    leaf = key.split("/")[-1]
+    if old.shape == value.shape:
+      out[key] = old
+    elif key.startswith("head/"):
+      logging.info("New classifier %s: %s -> %s (freshly initialised)", key, old.shape, value.shape)
+      out[key] = value
+    elif leaf in ("pos_embed_spatial", "pos_embed_temporal"):
+      logging.info("Interpolating %s %s -> %s", key, old.shape, value.shape)
+      out[key] = resize_table(jnp.asarray(old), _grid_of(src_config, leaf), _grid_of(dst_config, leaf))
+    elif leaf == "pos_embed":
+      logging.info("Interpolating %s %s -> %s", key, old.shape, value.shape)
+      grid = resize_table(jnp.asarray(old[1:]), _grid_of(src_config, leaf), _grid_of(dst_config, leaf))
+      out[key] = jnp.concatenate([jnp.asarray(old[:1]), grid], axis=0)
+    else:
+      raise ValueError(f"pretrained {key!r} has shape {old.shape}, the target model needs {value.shape}")
+  unused = sorted(set(src) - set(dst))
+  if unused:
+    raise KeyError(f"pretrained params {unused} have no place in the target model")
+  return flax.traverse_util.unflatten_dict({k: np.asarray(v) for k, v in out.items()}, sep="/")
+
+
+def config_overrides(config: MViTConfig, base: MViTConfig) -> dict[str, Any]:
+  """Fields of `config` that differ from `base` (what model.json records)."""
+  return {
+      f.name: getattr(config, f.name)
+      for f in dataclasses.fields(MViTConfig)
+      if getattr(config, f.name) != getattr(base, f.name)
+  }
