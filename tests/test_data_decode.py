@@ -37,6 +37,12 @@ def test_seeks_to_keyframe_and_stops_after_last_frame(videos):
   assert clip.num_decoded <= 32
 
 
+def test_frame_threading_gives_the_same_frames(videos):
+  for indices in ([0, 1, 2], [150, 160, 199], [198, 199]):
+    clip = decode.decode_video(videos['long'], indices_fn(indices), threads=2)
+    np.testing.assert_array_equal(vf.read_codes(clip.frames), indices)
+
+
 def test_index_fn_sees_length_and_fps(videos):
   seen = []
   decode.decode_video(videos['long'], lambda n, fps: seen.append((n, fps)) or np.array([0]))

@@ -149,3 +149,15 @@ def test_prepare_videos_reencodes_with_short_gop_and_no_audio(tmp_path):
   clip = decode.decode_video(path, lambda n, fps: np.arange(n))
   assert clip.frames.shape == (40, 30, 40, 3)
   np.testing.assert_array_equal(vf.read_codes(clip.frames), [2 << 8 | i for i in range(40)])
+
+
+def test_scan_checks_frame_folders(tmp_path):
+  from mvit_jax.data import scan  # pylint: disable=g-import-not-at-top
+  good, empty = tmp_path / 'good', tmp_path / 'empty'
+  good.mkdir()
+  empty.mkdir()
+  for i in range(5):
+    Image.fromarray(vf.code_frame(i)).save(good / f'{i:05d}.jpg')
+  results = scan.scan([str(good), str(empty)], workers=1)
+  assert results[0] == (str(good), True, '5 frames, 60x80')
+  assert results[1][:2] == (str(empty), False) and 'no frames' in results[1][2]
