@@ -96,6 +96,9 @@ def test_process_local_batch_and_divisibility_checks(data_dir):
   it.close()
   with pytest.raises(ValueError, match='divisible'):
     pipeline.make_train_iterator(cfg, global_batch_size=6, seed=0, process_index=0, process_count=2)
+  it = pipeline.make_train_iterator(cfg, global_batch_size=4, seed=0)  # jax.process_index() / process_count().
+  assert next(it)['video'].shape[0] == 4
+  it.close()
 
 
 @pytest.mark.parametrize('num_workers', [0, 2])
