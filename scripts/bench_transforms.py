@@ -6,6 +6,7 @@ Baseline, measured in the same run: the same random-resized crop + flip + normal
 box resize (what a Pillow-only pipeline would do). Ratios below 1 mean faster than that baseline.
 """
 import argparse
+import os
 import time
 
 import numpy as np
@@ -69,13 +70,16 @@ def main():
                                                                                                      recipe)),
       ('eval_transform, 3 crops (short side 224), one view', lambda c, r: transforms.eval_transform(c, 0, 3, recipe)),
       ('rand_augment alone (m7 n4 mstd0.5, bicubic)', lambda c, r: transforms.rand_augment(c, r, 4, 7, 0.5)),
+      ('rand_augment alone, bilinear warps', lambda c, r: transforms.rand_augment(c, r, 4, 7, 0.5, 'bilinear')),
   ]
-  print(f'{args.clips} clips of {args.frames}x{args.height}x{args.width} uint8, best of {args.repeats}')
+  print(f'{args.clips} clips of {args.frames}x{args.height}x{args.width} uint8, best of {args.repeats}, '
+        f'{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}')
   baseline = None
   for name, fn in cases:
     ms = ms_per_clip(fn, clips, args.repeats)
     baseline = baseline or ms
     print(f'{name:55s} {ms:7.2f} ms/clip  {ms / baseline:5.2f}x baseline')
+  print(f'load average at the end {os.getloadavg()[0]:.1f}')
 
 
 if __name__ == '__main__':
