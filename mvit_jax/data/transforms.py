@@ -441,7 +441,8 @@ def train_transform(frames: np.ndarray, rng: np.random.Generator, cfg) -> np.nda
 
   Reads cfg keys: randaugment, randaugment_num_layers, randaugment_magnitude, randaugment_mstd,
   random_resized_crop, rrc_area, rrc_aspect, train_jitter_scales, inverse_uniform_sampling, crop_size,
-  random_flip, mean, std, random_erasing_prob (see `mvit_jax.data.config`).
+  random_flip, mean, std, random_erasing_prob (see `mvit_jax.data.config`), and optionally
+  randaugment_interpolation ('bicubic', PySlowFast AUG.INTERPOLATION, or 'bilinear').
   """
   _check_clip(frames)
   if cfg.randaugment:
@@ -451,7 +452,7 @@ def train_transform(frames: np.ndarray, rng: np.random.Generator, cfg) -> np.nda
     frames = random_resized_crop(frames, rng, cfg.crop_size, cfg.rrc_area, cfg.rrc_aspect)
   else:
     frames = random_short_side_jitter_crop(frames, rng, cfg.crop_size, cfg.train_jitter_scales,
-                                           cfg.get('inverse_uniform_sampling', False))
+                                           cfg.inverse_uniform_sampling)
   if cfg.random_flip and rng.random() < 0.5:
     frames = horizontal_flip(frames)
   out = normalize(frames, cfg.mean, cfg.std)
