@@ -1,0 +1,81 @@
+"""The trainer end to end on a tiny dataset: checkpoints, TensorBoard events, metrics.json, predictions, resume,
+eval mode, NaN stop, config errors before compilation."""
+import glob
+import json
+import os
+
+import jax
+import pytest
+
+from mvit_jax import checkpointing
+from mvit_jax import config_lib
+from mvit_jax import metrics as metrics_lib
+from mvit_jax import train
+import train_testlib
+
+
+@pytest.fixture(scope='module')
+def data_root(tmp_path_factory):
+  return train_testlib.write_tiny_dataset(str(tmp_path_factory.mktemp('tiny_data')))
+
+
+def test_train_eval_resume_and_eval_mode(data_root, tmp_path):
+  workdir = str(tmp_path / 'run')
+  config = train_testlib.tiny_train_config(data_root, eval_every_steps=0, num_train_steps=2)
+  result = train.train_and_evaluate(config, workdir)
+  assert set(result) >= {'top1', 'top5'} and result['num_videos'] == 4 and result['views_per_video'] == 2
+  assert glob.glob(os.path.join(workdir, 'events.out.tfevents.*'))
+  assert checkpointing.latest_step(workdir) == 2
+  with open(os.path.join(workdir, 'metrics.json')) as f:
+    saved = json.load(f)
+  assert saved['step'] == 2 and saved['top1'] == result['top1'] and saved['top5'] == result['top5']
+  with open(os.path.join(workdir, 'eval', 'predictions_2.csv')) as f:
+    assert len(f.read().splitlines()) == 1 + 4
+  with open(os.path.join(workdir, 'model.json')) as f:
+    assert json.load(f)['name'] == 'mvit_tiny'
+
+  # Resume: the same workdir with more steps continues from step 2 (the last checkpoint is always written).
+  config = train_testlib.tiny_train_config(data_root, eval_every_steps=-1, num_train_steps=4)
+  train.train_and_evaluate(config, workdir)
+  assert checkpointing.latest_step(workdir) == 4
+
+  # Eval mode on the newest checkpoint.
+  config = train_testlib.tiny_train_config(data_root, mode='eval')
+  result = train.train_and_evaluate(config, workdir)
+  assert json.load(open(os.path.join(workdir, 'metrics.json')))['step'] == 4 and 'top1' in result
+
+  params = checkpointing.latest_params(workdir)
+  assert params['head']['kernel'].shape == (128, 4)
+
+
+def test_nan_stops_before_saving_bad_state(data_root, tmp_path):
+  workdir = str(tmp_path / 'nan')
+  # SGD with an absurd learning rate: step 1 computes a finite loss from the initial params, then the params
+  # overflow and step 2's loss is NaN/Inf. The check runs before every save, so only step 1 is checkpointed.
+  config = train_testlib.tiny_train_config(data_root, checkpoint_every_steps=1, log_every_steps=10)
+  config.optimizer.name = 'sgd'
+  config.optimizer.base_lr = 1e30
+  config.optimizer.warmup_steps = 0
+  config.optimizer.grad_clip_norm = 0.0
+  with pytest.raises(metrics_lib.NonFiniteError, match='at step 2'):
+    train.train_and_evaluate(config, workdir)
+  assert checkpointing.latest_step(workdir) == 1
+  params = checkpointing.latest_params(workdir)
+  assert all(bool(jax.numpy.isfinite(p).all()) for p in jax.tree.leaves(params))
+
+
+def test_bad_config_fails_before_compiling(data_root, tmp_path, monkeypatch):
+  def no_jit(*args, **kwargs):
+    raise AssertionError('jax.jit was called before the config error')
+
+  monkeypatch.setattr(jax, 'jit', no_jit)
+  config = train_testlib.tiny_train_config(data_root)
+  config.optimizer.unlock()
+  config.optimizer.base_lr_typo = 1.0
+  with pytest.raises(config_lib.ConfigError, match=r"'config\.optimizer\.base_lr_typo'"):
+    train.train_and_evaluate(config, str(tmp_path / 'bad'))
+  config = train_testlib.tiny_train_config(data_root).to_dict()
+  config['data']['num_frames'] = '16'
+  with pytest.raises(config_lib.ConfigError, match=r"'config\.data\.num_frames' has type str"):
+    train.train_and_evaluate(config_lib.ml_collections.ConfigDict(config), str(tmp_path / 'bad'))
+  assert not os.path.exists(str(tmp_path / 'bad'))
