@@ -10,6 +10,7 @@ RNG, so the replacement is the same on every run; in eval its rows are masked ou
 batch ('_failures'); the main process logs each bad path once, counts it in `skip_stats()` and raises
 TooManyBadVideosError when more than `max_failure_fraction` of this process's videos are bad.
 """
+import ctypes
 import dataclasses
 import json
 import math
@@ -26,6 +27,7 @@ from mvit_jax.data import sources
 from mvit_jax.data import transforms
 
 _FAILURES = '_failures'
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters (malloc.h).
 
 
 class TooManyBadVideosError(RuntimeError):
@@ -173,6 +175,22 @@ class _AccountFailures(grain.transforms.Map):
     return batch
 
 
+def _tune_worker_malloc(worker_index: int, worker_count: int) -> None:
+  """Keeps freed frame and batch buffers in each worker's heap instead of returning them to the OS.
+
+  Every decoded frame (~260 KB) and batch (~40 MB) is larger than glibc's mmap threshold, so by default each one
+  is a fresh mmap whose pages fault in on first touch: measured ~2900 page faults and +5 ms CPU per 16x4 clip
+  (decode + augment 21 ms -> 26 ms). No library exposes mallopt, hence ctypes; a no-op without glibc.
+  """
+  del worker_index, worker_count
+  try:
+    libc = ctypes.CDLL('libc.so.6')
+  except OSError:
+    return
+  libc.mallopt(_M_MMAP_THRESHOLD, 256 << 20)
+  libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30)
+
+
 def _finish(ds: grain.MapDataset, cfg, num_videos: int):
   """MapDataset of batches -> prefetching IterDataset with failure accounting in the main process."""
   it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=cfg.read_threads, prefetch_buffer_size=cfg.read_prefetch))
@@ -180,7 +198,8 @@ def _finish(ds: grain.MapDataset, cfg, num_videos: int):
     if not flags.FLAGS.is_parsed():  # grain's workers read absl flags; outside absl.app.run use their defaults.
       flags.FLAGS.mark_as_parsed()
     it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=cfg.num_workers,
-                                                           per_worker_buffer_size=cfg.worker_buffer_size))
+                                                           per_worker_buffer_size=cfg.worker_buffer_size),
+                              worker_init_fn=_tune_worker_malloc)
   return it_ds.map(_AccountFailures(num_videos, cfg.max_failure_fraction))
 
 
