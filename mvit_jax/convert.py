@@ -54,6 +54,11 @@ def load_state_dict(path: str, fmt: str) -> dict[str, np.ndarray]:
     raise ConversionError("reading PyTorch checkpoints needs torch: pip install torch") from e
   if not os.path.isfile(path):
     raise ConversionError(f"{path}: no such file")
+  with open(path, "rb") as f:
+    magic = f.read(4)
+  # torch.save writes a zip archive (PK..) or, in the legacy format, a pickle (protocol byte 0x80).
+  if not (magic.startswith(b"PK\x03\x04") or magic[:1] == b"\x80"):
+    raise ConversionError(f"{path}: not a PyTorch checkpoint (neither a torch zip archive nor a pickle)")
   try:
     obj = torch.load(path, map_location="cpu", weights_only=True)
   except Exception as e:  # torch raises UnpicklingError, RuntimeError or others depending on the damage.

@@ -1,0 +1,189 @@
+"""Parity with torchvision's mvit_v1_b through the conversion CLI, and the converter's error handling."""
+
+import os
+import subprocess
+import sys
+
+import torchvision  # noqa: F401  (import before anything that may import tensorflow)
+import torch
+from torchvision.models.video import mvit as tv_mvit
+
+import jax
+import numpy as np
+import pytest
+
+from mvit_jax import convert
+from mvit_jax.models.pretrained import load_pretrained
+
+torch.set_num_threads(2)
+
+
+def _randomise(model: torch.nn.Module, seed: int) -> torch.nn.Module:
+  """Seeded random values for every tensor (LayerNorms included, so a swapped scale/bias cannot hide)."""
+  torch.manual_seed(seed)
+  with torch.no_grad():
+    for p in model.parameters():
+      p.add_(0.02 * torch.randn_like(p))
+  return model.eval()
+
+
+def _run_cli(fmt, arch, src, out):
+  cmd = [sys.executable, "-m", "mvit_jax.convert", f"--from={fmt}", f"--arch={arch}", str(src), str(out)]
+  return subprocess.run(cmd, capture_output=True, text=True)
+
+
+def _jax_logits(folder, clip_ncthw):
+  module, variables = load_pretrained(str(folder))
+  x = np.asarray(clip_ncthw).transpose(0, 2, 3, 4, 1)  # (B, C, T, H, W) -> (B, T, H, W, C)
+  return np.asarray(jax.jit(lambda v, x: module.apply(v, x, train=False))(variables, x))
+
+
+def _rel_l2(a, b):
+  return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+def _to_slowfast(state, separate_qkv=False):
+  """torchvision mvit_v1_b state dict -> PySlowFast key names (fused qkv unless separate_qkv)."""
+  out = {}
+  for k, v in state.items():
+    k = (k.replace("conv_proj.", "patch_embed.proj.").replace("attn.project.0.", "attn.proj.")
+         .replace("mlp.0.", "mlp.fc1.").replace("mlp.3.", "mlp.fc2.").replace("head.1.", "head.projection."))
+    for x in "qkv":
+      k = k.replace(f"attn.pool_{x}.pool.weight", f"attn.pool_{x}.weight")
+      k = k.replace(f"attn.pool_{x}.norm_act.0.", f"attn.norm_{x}.")
+    if ".project." in k and k.startswith("blocks."):
+      k = k.replace(".project.", ".proj.")
+    if k == "pos_encoding.class_token":
+      k, v = "cls_token", v.reshape(1, 1, -1)
+    elif k.startswith("pos_encoding."):
+      name = {"spatial_pos": "pos_embed_spatial", "temporal_pos": "pos_embed_temporal", "class_pos": "pos_embed_class"}
+      k, v = name[k.split(".")[1]], v.reshape(1, -1, v.shape[-1])
+    if separate_qkv and k.endswith(("attn.qkv.weight", "attn.qkv.bias")):
+      for name, part in zip("qkv", torch.chunk(v, 3, dim=0)):
+        out[k.replace("attn.qkv.", f"attn.{name}.")] = part.clone()
+      continue
+    out[k] = v
+  return out
+
+
+@pytest.fixture(scope="module")
+def mvit_v1_b(tmp_path_factory):
+  """torchvision mvit_v1_b with seeded random weights, its state dict file and its logits on 2 random clips."""
+  model = _randomise(tv_mvit.mvit_v1_b(), seed=0)
+  folder = tmp_path_factory.mktemp("tv")
+  path = folder / "mvit_v1_b.pth"
+  torch.save(model.state_dict(), path)
+  torch.manual_seed(1)
+  clip = torch.randn(2, 3, 16, 224, 224)
+  with torch.no_grad():
+    logits = model(clip).numpy()
+  return model, path, clip.numpy(), logits
+
+
+def test_torchvision_parity(mvit_v1_b, tmp_path):
+  _, path, clip, expected = mvit_v1_b
+  result = _run_cli("torchvision", "mvit_b_16x4", path, tmp_path / "out")
+  assert result.returncode == 0, result.stderr
+  assert _rel_l2(_jax_logits(tmp_path / "out", clip), expected) < 1e-4
+
+
+def test_pyslowfast_parity_fused_qkv(mvit_v1_b, tmp_path):
+  model, _, clip, expected = mvit_v1_b
+  path = tmp_path / "MVIT_B_16x4.pyth"
+  torch.save({"model_state": _to_slowfast(model.state_dict()), "epoch": 200, "cfg": "MVIT: {DEPTH: 16}"}, path)
+  result = _run_cli("pyslowfast", "mvit_b_16x4", path, tmp_path / "out")
+  assert result.returncode == 0, result.stderr
+  assert _rel_l2(_jax_logits(tmp_path / "out", clip), expected) < 1e-4
+
+
+def _small_v1(kv_off_last_stage: bool, num_classes=7):
+  """A torchvision MViT with mvit_v1_b's block table on an 8x96x96 input (optionally no K/V pooling in blocks
+  14-15, as the original PySlowFast 16x4 checkpoint)."""
+  settings = []
+  table = [(96, 192, 1, False), (192, 192, 2, True), (192, 384, 2, False), (384, 384, 4, True)]
+  table += [(384, 384, 4, False)] * 9 + [(384, 768, 4, False), (768, 768, 8, True), (768, 768, 8, False)]
+  kv = [[1, 8, 8]] + [[1, 4, 4]] * 2 + [[1, 2, 2]] * 11 + [[1, 1, 1]] * 2
+  for i, (cin, cout, heads, q) in enumerate(table):
+    off = kv_off_last_stage and i >= 14
+    settings.append(tv_mvit.MSBlockConfig(
+        num_heads=heads, input_channels=cin, output_channels=cout,
+        kernel_q=[3, 3, 3] if q else [], kernel_kv=[1, 1, 1] if off else [3, 3, 3],
+        stride_q=[1, 2, 2] if q else [], stride_kv=kv[i]))
+  model = tv_mvit.MViT(spatial_size=(96, 96), temporal_size=8, block_setting=settings, residual_pool=False,
+                       residual_with_cls_embed=True, rel_pos_embed=False, proj_after_attn=False,
+                       stochastic_depth_prob=0.2, num_classes=num_classes)
+  return _randomise(model, seed=2)
+
+
+def test_pyslowfast_separate_qkv_without_last_stage_kv_pooling(tmp_path):
+  """The file's keys decide: K/V pooling absent in blocks 14-15, 7 classes, 8x96x96 input; a message says so."""
+  model = _small_v1(kv_off_last_stage=True)
+  path = tmp_path / "old.pyth"
+  torch.save({"model_state": _to_slowfast(model.state_dict(), separate_qkv=True)}, path)
+  result = _run_cli("pyslowfast", "mvit_b_16x4", path, tmp_path / "out")
+  assert result.returncode == 0, result.stderr
+  assert "kv_pool_off_blocks=(14, 15)" in result.stdout
+  assert "num_classes=7" in result.stdout and "input_size=96" in result.stdout and "num_frames=8" in result.stdout
+  torch.manual_seed(3)
+  clip = torch.randn(2, 3, 8, 96, 96)
+  with torch.no_grad():
+    expected = model(clip).numpy()
+  assert _rel_l2(_jax_logits(tmp_path / "out", clip.numpy()), expected) < 1e-4
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Bad input: a clear error naming the problem, nonzero exit, no output folder.
+
+
+@pytest.fixture(scope="module")
+def small_state(tmp_path_factory):
+  model = _small_v1(kv_off_last_stage=False)
+  return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def _expect_error(tmp_path, fmt, arch, obj_or_bytes, *needles):
+  src = tmp_path / "input.pth"
+  if isinstance(obj_or_bytes, bytes):
+    src.write_bytes(obj_or_bytes)
+  else:
+    torch.save(obj_or_bytes, src)
+  out = tmp_path / "out"
+  with pytest.raises(convert.ConversionError) as info:
+    convert.convert_file(fmt, arch, str(src), str(out))
+  for needle in needles:
+    assert needle in str(info.value)
+  assert not out.exists()
+  assert not [p for p in os.listdir(tmp_path) if p.startswith(".convert-")]
+
+
+def test_not_a_checkpoint(tmp_path):
+  _expect_error(tmp_path, "torchvision", "mvit_b_16x4", b"this is a text file\n", "not a PyTorch checkpoint")
+
+
+def test_pickled_code_is_refused(tmp_path):
+  import argparse  # Old checkpoints often pickle an argparse.Namespace beside the weights.
+
+  _expect_error(tmp_path, "torchvision", "mvit_b_16x4", {"args": argparse.Namespace(lr=0.1)}, "refused")
+
+
+def test_missing_and_unexpected_keys_are_named(tmp_path, small_state):
+  state = dict(small_state)
+  del state["blocks.3.mlp.0.bias"]
+  state["blocks.3.extra.weight"] = torch.zeros(3)
+  _expect_error(tmp_path, "torchvision", "mvit_b_16x4", state, "blocks_3/mlp/fc1/bias", "blocks.3.extra.weight")
+
+
+def test_wrong_arch_names_the_shapes(tmp_path, small_state):
+  _expect_error(tmp_path, "torchvision", "mvit_s_16x4", small_state, "conv_proj.weight")
+
+
+def test_pyslowfast_without_model_state(tmp_path, small_state):
+  _expect_error(tmp_path, "pyslowfast", "mvit_b_16x4", small_state, "model_state")
+
+
+def test_cli_exit_status_and_message(tmp_path):
+  bad = tmp_path / "bad.pth"
+  bad.write_text("not a checkpoint")
+  result = _run_cli("torchvision", "mvit_b_16x4", bad, tmp_path / "out")
+  assert result.returncode != 0 and "not a PyTorch checkpoint" in result.stderr
+  assert not (tmp_path / "out").exists()
