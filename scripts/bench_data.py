@@ -3,7 +3,9 @@
 Baselines measured in the same run, in one process with no pipeline around them:
   - decode bound: PyAV decoding only the frames a random 16x4 clip needs (mvit_jax.data.decode.decode_video);
   - decode + augment: the same plus train_transform (what one worker has to do per clip).
-Then make_train_iterator with 0, 1 and 2 workers. Ratios printed: pipeline / decode bound, and 2 workers / 1 worker.
+Then make_train_iterator with 0, 1 and 2 workers. Ratios printed: pipeline / decode bound, and 2 workers / 1 worker,
+for wall-clock clips/s and for CPU time per clip (this process plus its worker processes). On a shared machine the
+CPU time per clip is the number that does not depend on what else runs; each rate is the best of --repeats.
 
   python scripts/bench_data.py [--num_videos 8] [--clips 64] [--workers 0,1,2] [--augment light|full]
 
@@ -64,32 +66,48 @@ def bench_config(manifest: str, augment: str):
   return cfg
 
 
-def time_serial(cfg, paths, num_clips: int, augment: bool) -> float:
-  """Clips/s of decode (and optionally train_transform) in this process, no pipeline."""
+def cpu_seconds() -> float:
+  """CPU time of this process (all threads) and its live child processes (grain workers), in seconds."""
+  ticks, me = os.sysconf('SC_CLK_TCK'), str(os.getpid())
+  total = time.process_time()
+  for pid in filter(str.isdigit, os.listdir('/proc')):
+    try:
+      with open(f'/proc/{pid}/stat') as f:
+        fields = f.read().rsplit(')', 1)[1].split()
+    except OSError:
+      continue
+    if fields[1] == me:  # Parent pid; utime and stime follow at 11 and 12.
+      total += (int(fields[11]) + int(fields[12])) / ticks
+  return total
+
+
+def time_serial(cfg, paths, num_clips: int, augment: bool) -> tuple[float, float]:
+  """(clips/s, CPU ms per clip) of decode (and optionally train_transform) in this process, no pipeline."""
   rng = np.random.default_rng(0)
-  start = time.perf_counter()
+  start, cpu = time.perf_counter(), cpu_seconds()
   for i in range(num_clips):
     clip = decode.decode_video(paths[i % len(paths)], lambda n, fps: sampling.train_clip_indices(n, fps, cfg, rng))
     if augment:
       transforms.train_transform(clip.frames, rng, cfg)
-  return num_clips / (time.perf_counter() - start)
+  return num_clips / (time.perf_counter() - start), 1000 * (cpu_seconds() - cpu) / num_clips
 
 
-def time_pipeline(cfg, num_workers: int, num_clips: int, batch_size: int, repeats: int) -> float:
-  """Best clips/s out of make_train_iterator over `repeats` runs, after warm-up (worker start-up not counted)."""
+def time_pipeline(cfg, num_workers: int, num_clips: int, batch_size: int, repeats: int) -> tuple[float, float]:
+  """(best clips/s, least CPU ms per clip) out of make_train_iterator over `repeats` runs, after warm-up."""
   cfg = cfg.copy_and_resolve_references()
   cfg.num_workers = num_workers
   it = pipeline.make_train_iterator(cfg, global_batch_size=batch_size, seed=0, process_index=0, process_count=1)
   for _ in range(max(2, num_workers * cfg.worker_buffer_size)):  # Let the workers fill their buffers.
     next(it)
-  batches, rates = num_clips // batch_size, []
+  batches, rates, cpus = num_clips // batch_size, [], []
   for _ in range(repeats):
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), cpu_seconds()
     for _ in range(batches):
       next(it)
     rates.append(batches * batch_size / (time.perf_counter() - start))
+    cpus.append(1000 * (cpu_seconds() - cpu) / (batches * batch_size))
   it.close()
-  return max(rates)
+  return max(rates), min(cpus)
 
 
 def main(argv):
@@ -99,18 +117,20 @@ def main(argv):
   cfg = bench_config(manifest, _AUGMENT.value)
   paths = [os.path.join(cfg.root, f'v{i}.mp4') for i in range(_NUM_VIDEOS.value)]
   time_serial(cfg, paths, 4, augment=True)  # Warm caches.
-  bound = max(time_serial(cfg, paths, _CLIPS.value, augment=False) for _ in range(_REPEATS.value))
-  serial = max(time_serial(cfg, paths, _CLIPS.value, augment=True) for _ in range(_REPEATS.value))
+  bound, bound_cpu = max(time_serial(cfg, paths, _CLIPS.value, augment=False) for _ in range(_REPEATS.value))
+  serial, serial_cpu = max(time_serial(cfg, paths, _CLIPS.value, augment=True) for _ in range(_REPEATS.value))
   print(f'cpu cores: {os.cpu_count()}, videos {WIDTH}x{HEIGHT} {FPS} fps {SECONDS} s gop 16, clips 16x4, '
         f'crop 224, augment={_AUGMENT.value}')
-  print(f'decode bound (PyAV, needed frames only): {bound:7.2f} clips/s')
-  print(f'decode + augment, serial:                {serial:7.2f} clips/s  ({serial / bound:.2f}x bound)')
+  print('                                          clips/s  x bound  | CPU ms/clip  x bound')
+  row = lambda name, rate, cpu, extra='': print(  # pylint: disable=g-long-lambda
+      f'{name:40s} {rate:7.2f}  {rate / bound:6.2f}   | {cpu:8.1f}  {cpu / bound_cpu:6.2f}{extra}')
+  row('decode bound (PyAV, needed frames only)', bound, bound_cpu)
+  row('decode + augment, serial', serial, serial_cpu)
   rates = {}
   for workers in map(int, _WORKERS.value):
-    rates[workers] = time_pipeline(cfg, workers, _CLIPS.value, _BATCH.value, _REPEATS.value)
-    extra = f', {rates[workers] / rates[1]:.2f}x 1 worker' if workers > 1 and 1 in rates else ''
-    print(f'pipeline, {workers} workers:                 {rates[workers]:7.2f} clips/s  '
-          f'({rates[workers] / bound:.2f}x bound{extra})')
+    rates[workers], cpu = time_pipeline(cfg, workers, _CLIPS.value, _BATCH.value, _REPEATS.value)
+    extra = f'   ({rates[workers] / rates[1]:.2f}x 1 worker)' if workers > 1 and 1 in rates else ''
+    row(f'pipeline, {workers} workers', rates[workers], cpu, extra)
   print(f'load average after: {os.getloadavg()[0]:.2f}')
 
 
