@@ -140,6 +140,19 @@ def test_eval_yields_every_view_in_order_with_padding(data_dir):
         codes[row] & 255, sampling.test_clip_indices(VIDEO_FRAMES, 30.0, int(clip_idx), cfg))
 
 
+def test_eval_with_workers_matches_in_process(data_dir):
+  results = []
+  for num_workers in (0, 2):
+    cfg = make_config(data_dir, test_num_clips=2, test_num_crops=1, num_workers=num_workers)
+    it = pipeline.make_eval_iterator(cfg, global_batch_size=4, process_index=0, process_count=1)
+    results.append(list(it))
+    it.close()
+  assert len(results[0]) == len(results[1]) == 2  # 3 videos x 2 views = 6 rows -> 2 batches of 4.
+  for want, got in zip(*results):
+    for key in want:
+      np.testing.assert_array_equal(want[key], got[key])
+
+
 def test_eval_processes_get_equal_batch_counts(data_dir):
   cfg = make_config(data_dir, test_num_clips=1, test_num_crops=1)
   per_process = []
