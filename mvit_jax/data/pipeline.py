@@ -122,14 +122,18 @@ class _EvalExample(grain.transforms.Map):
   def __getstate__(self):
     return {**self.__dict__, '_last': None}
 
+  def _masked_row(self, video_index: int = -1, view_index: int = -1, failures: str = '[]'):
+    cfg = self.cfg
+    return {'video': np.zeros((cfg.num_frames, cfg.crop_size, cfg.crop_size, 3), np.float32),
+            'label': _label_array(0 if not cfg.multi_label else [], self.num_classes, cfg.multi_label),
+            'video_index': np.int32(video_index), 'view_index': np.int32(view_index), 'mask': np.bool_(False),
+            _FAILURES: failures}
+
   def map(self, row):
     cfg = self.cfg
     video_pos, view = divmod(int(row), self.num_views)
-    padding = {'video': np.zeros((cfg.num_frames, cfg.crop_size, cfg.crop_size, 3), np.float32),
-               'label': _label_array(0 if not cfg.multi_label else [], self.num_classes, cfg.multi_label),
-               'video_index': np.int32(-1), 'view_index': np.int32(-1), 'mask': np.bool_(False), _FAILURES: '[]'}
     if video_pos >= len(self.video_indices):
-      return padding
+      return self._masked_row()
     index = self.video_indices[video_pos]
     clip_idx, crop_idx = sampling.test_view(view, cfg.test_num_crops)
     last = self._last
@@ -140,8 +144,7 @@ class _EvalExample(grain.transforms.Map):
         frames = self.source.load(
             index, lambda n, fps: sampling.test_clip_indices(n, fps, clip_idx, cfg), cfg.test_short_side).frames
       except decode.DecodeError as e:
-        return {**padding, 'video_index': np.int32(index), 'view_index': np.int32(view),
-                _FAILURES: json.dumps([(self.source.describe(index), str(e))])}
+        return self._masked_row(index, view, json.dumps([(self.source.describe(index), str(e))]))
       self._last = ((index, clip_idx), frames)
     return {'video': transforms.eval_transform(frames, crop_idx, cfg.test_num_crops, cfg),
             'label': _label_array(self.source.label(index), self.num_classes, cfg.multi_label),
