@@ -215,3 +215,27 @@ def test_unknown_override_names_the_key():
 def test_light_imports():
   code = "import sys, mvit_jax.models, mvit_jax.convert; assert 'tensorflow' not in sys.modules, 'tensorflow'"
   subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_adapt_pretrained_for_fine_tuning():
+  from mvit_jax.models import adapt_pretrained
+
+  src = create_model("mvit_tiny", **TINY)  # 8x64x64 input -> 4x16x16 tokens, 10 classes
+  dst = create_model("mvit_tiny", num_frames=4, input_size=32, num_classes=5, **TINY)  # 2x8x8 tokens
+  shape = lambda m: jax.ShapeDtypeStruct((1, m.config.num_frames, m.config.input_size, m.config.input_size, 3),
+                                         jnp.float32)
+  init = lambda m, seed: nn.unbox(jax.jit(m.init)(jax.random.key(seed), jnp.zeros(shape(m).shape))["params"])
+  pretrained, target = init(src, 0), init(dst, 1)
+  adapted = adapt_pretrained(pretrained, target)
+  pos = adapted["pos_embed"]
+  assert pos["pos_embed_spatial"].shape == (64, 32) and pos["pos_embed_temporal"].shape == (2, 32)
+  # 16x16 -> 8x8 half-pixel linear resize = mean of 2x2 blocks.
+  grid = np.asarray(pretrained["pos_embed"]["pos_embed_spatial"]).reshape(16, 16, 32)
+  np.testing.assert_allclose(pos["pos_embed_spatial"].reshape(8, 8, 32),
+                             grid.reshape(8, 2, 8, 2, 32).mean(axis=(1, 3)), rtol=1e-5, atol=1e-6)
+  np.testing.assert_array_equal(adapted["head"]["kernel"], target["head"]["kernel"])  # new classifier
+  np.testing.assert_array_equal(adapted["blocks_1"]["attn"]["qkv"]["kernel"],
+                                pretrained["blocks_1"]["attn"]["qkv"]["kernel"])
+  wider = create_model("mvit_tiny", embed_dim=48, **TINY)
+  with pytest.raises(ValueError, match="the target model needs"):
+    adapt_pretrained(pretrained, init(wider, 2))

@@ -79,19 +79,20 @@ def load_pretrained(path: str) -> tuple[MViT, dict[str, Any]]:
   return module, {"params": params}
 
 
-def _grid_of(cfg: MViTConfig, name: str) -> tuple[int, ...]:
-  t, h, w = cfg.token_grid
-  return {"pos_embed_spatial": (h, w), "pos_embed_temporal": (t,), "pos_embed": (t, h, w)}[name]
+def _square_grid(rows: int, key: str) -> tuple[int, int]:
+  side = int(round(np.sqrt(rows)))
+  if side * side != rows:
+    raise ValueError(f"{key}: {rows} positions are not a square grid; cannot interpolate")
+  return (side, side)
 
 
-def adapt_pretrained(
-    pretrained: dict[str, Any], target: dict[str, Any], src_config: MViTConfig, dst_config: MViTConfig
-) -> dict[str, Any]:
-  """Fits pretrained params to a target model for fine-tuning.
+def adapt_pretrained(pretrained: dict[str, Any], target: dict[str, Any]) -> dict[str, Any]:
+  """Fits pretrained params to a target model's params for fine-tuning.
 
-  Position tables are interpolated from the source token grid to the target one; where the classifier shape
-  differs (another class count) the target's freshly initialised head is kept. Every other leaf must match.
-  Args are unboxed param trees (the `params` collection) and the two models' configs.
+  Position tables are interpolated to the target's token grid (spatial tables are square grids, temporal tables
+  1-D; the joint image table keeps its class row); where the classifier shape differs (another class count) the
+  target's freshly initialised head is kept. Every other leaf must match in shape.
+  Args: unboxed `params` trees of the pretrained model and of the freshly initialised target model.
   """
   src = flax.traverse_util.flatten_dict(nn.unbox(pretrained), sep="/")
   dst = flax.traverse_util.flatten_dict(nn.unbox(target), sep="/")
@@ -99,26 +100,28 @@ def adapt_pretrained(
   for key, value in dst.items():
     if key not in src:
       raise KeyError(f"pretrained params have no {key!r}")
-    old = src[key]
+    old = np.asarray(src[key])
     leaf = key.split("/")[-1]
     if old.shape == value.shape:
       out[key] = old
     elif key.startswith("head/"):
       logging.info("New classifier %s: %s -> %s (freshly initialised)", key, old.shape, value.shape)
-      out[key] = value
-    elif leaf in ("pos_embed_spatial", "pos_embed_temporal"):
+      out[key] = np.asarray(value)
+    elif leaf in ("pos_embed_spatial", "pos_embed_temporal", "pos_embed"):
       logging.info("Interpolating %s %s -> %s", key, old.shape, value.shape)
-      out[key] = resize_table(jnp.asarray(old), _grid_of(src_config, leaf), _grid_of(dst_config, leaf))
-    elif leaf == "pos_embed":
-      logging.info("Interpolating %s %s -> %s", key, old.shape, value.shape)
-      grid = resize_table(jnp.asarray(old[1:]), _grid_of(src_config, leaf), _grid_of(dst_config, leaf))
-      out[key] = jnp.concatenate([jnp.asarray(old[:1]), grid], axis=0)
+      skip = 1 if leaf == "pos_embed" else 0  # The joint table's first row is the class position.
+      if leaf == "pos_embed_temporal":
+        src_grid, dst_grid = (old.shape[0],), (value.shape[0],)
+      else:
+        src_grid, dst_grid = _square_grid(old.shape[0] - skip, key), _square_grid(value.shape[0] - skip, key)
+      grid = np.asarray(resize_table(jnp.asarray(old[skip:]), src_grid, dst_grid))
+      out[key] = np.concatenate([old[:skip], grid], axis=0)
     else:
       raise ValueError(f"pretrained {key!r} has shape {old.shape}, the target model needs {value.shape}")
   unused = sorted(set(src) - set(dst))
   if unused:
     raise KeyError(f"pretrained params {unused} have no place in the target model")
-  return flax.traverse_util.unflatten_dict({k: np.asarray(v) for k, v in out.items()}, sep="/")
+  return flax.traverse_util.unflatten_dict(out, sep="/")
 
 
 def config_overrides(config: MViTConfig, base: MViTConfig) -> dict[str, Any]:
