@@ -92,9 +92,21 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
-def steps_per_epoch(num_videos: int, batch_size: int) -> int:
-  """Micro-steps per epoch (drop remainder), for converting epoch-based recipes."""
-  return max(num_videos // batch_size, 1)
+def steps_per_epoch(num_videos: int, batch_size: int, repeated_samples: int = 1) -> int:
+  """Micro-steps per epoch (drop remainder): each step reads batch_size / repeated_samples videos."""
+  return max(num_videos * repeated_samples // batch_size, 1)
+
+
+def set_epochs(config: ml_collections.ConfigDict, *, num_train_videos: int, epochs: float, warmup_epochs: float,
+               eval_every_epochs: float = 0, checkpoint_every_steps: int = 1000) -> ml_collections.ConfigDict:
+  """Converts an epoch-based recipe into the step keys (num_train_steps, warmup_steps, eval_every_steps)."""
+  per_epoch = steps_per_epoch(num_train_videos, config.batch_size * config.grad_accum_steps,
+                              config.data.num_repeated_samples) * config.grad_accum_steps
+  config.num_train_steps = int(epochs * per_epoch)
+  config.optimizer.warmup_steps = int(warmup_epochs * per_epoch)
+  config.eval_every_steps = int(eval_every_epochs * per_epoch)
+  config.checkpoint_every_steps = checkpoint_every_steps
+  return config
 
 
 def _type_ok(value, expected_type) -> bool:
