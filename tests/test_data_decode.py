@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from mvit_jax.data import decode
+from mvit_jax.data import synthetic
 import video_fixtures as vf
 
 
@@ -66,6 +67,19 @@ def test_variable_frame_rate_is_sampled_by_timestamp(videos):
   clip = decode.decode_video(videos['vfr'], indices_fn(np.arange(10)))
   assert clip.fps == pytest.approx(10 / 1.03333, rel=1e-3)
   np.testing.assert_array_equal(vf.read_codes(clip.frames), [1, 2, 4, 4, 4, 7, 8, 8, 8, 8])
+
+
+@pytest.mark.parametrize('name,codec,preset', [
+    ('clip.mkv', 'libx264', 'ultrafast'), ('clip.webm', 'libvpx-vp9', ''), ('clip.avi', 'libx264', 'ultrafast'),
+    ('b_frames.avi', 'libx264', 'medium'), ('clip.h264', 'libx264', 'ultrafast')])
+def test_other_containers(tmp_path, name, codec, preset):
+  # mkv/webm: no frame count in the header (length from duration). AVI: timestamps start late, and with B-frames
+  # come out of order, so frames are counted. Raw H.264: no duration at all, so the whole stream is decoded.
+  path = str(tmp_path / name)
+  synthetic.write_video(path, (vf.code_frame(i) for i in range(40)), fps=30, codec=codec, preset=preset)
+  clip = decode.decode_video(path, indices_fn([0, 17, 39, 17]))
+  np.testing.assert_array_equal(vf.read_codes(clip.frames), [0, 17, 39, 17])
+  assert clip.num_video_frames == 40
 
 
 def test_short_video_with_clamped_indices(videos):

@@ -27,6 +27,10 @@ class DecodeError(Exception):
   """The file cannot give the requested frames; the message says why."""
 
 
+class _UnusableTimestamps(Exception):
+  """Decoded frames lack timestamps or come out of order: frames must be counted instead."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Clip:
   """Decoded frames (N, H, W, 3) uint8 for `indices` (N,), and what the decoder learnt about the video."""
@@ -86,18 +90,22 @@ def _decode(container, stream, index_fn, short_side):
   duration = stream.duration * tb if stream.duration else (container.duration or 0) / av.time_base
   num_video_frames = stream.frames or int(round(duration * fps))
   if fps <= 0 or num_video_frames <= 0:
-    return _decode_all(container, stream, index_fn, short_side)
+    return _decode_all(container, stream, index_fn, short_side, fps)
 
   indices = np.asarray(index_fn(num_video_frames, fps), np.int64)
   wanted = np.unique(indices)
   # Index i is answered by the last frame with pts <= pts(i) + half a nominal frame.
   frame_pts = 1.0 / fps / float(stream.time_base)
   thresholds = start_pts + (wanted + 0.5) * frame_pts
-  result = _decode_forward(container, stream, thresholds, short_side, seek_pts=thresholds[0] - 2 * frame_pts)
-  if result is None:  # The seek landed after the first wanted frame (imprecise index): decode from the start.
-    result = _decode_forward(container, stream, thresholds, short_side, seek_pts=start_pts)
-  if result is None:
-    raise DecodeError('the first frame starts after the requested time')
+  try:
+    result = _decode_forward(container, stream, thresholds, short_side, seek_pts=thresholds[0] - 2 * frame_pts)
+    if result is None:  # The seek landed after the first wanted frame (imprecise index): decode from the start.
+      result = _decode_forward(container, stream, thresholds, short_side, seek_pts=start_pts)
+  except _UnusableTimestamps:
+    result = None
+  if result is None:  # Timestamps out of order or late (e.g. AVI with B-frames): count frames instead.
+    container.seek(start_pts, backward=True, any_frame=False, stream=stream)
+    return _decode_all(container, stream, index_fn, short_side, fps)
   arrays, last_pts, last_array, num_decoded = result
   if len(arrays) < len(wanted):  # EOF first: the last frame stands for requested frames just past it.
     last_index = (last_pts - start_pts) / frame_pts
@@ -117,9 +125,11 @@ def _decode_forward(container, stream, thresholds, short_side, seek_pts):
   or None when the first decoded frame already lies past thresholds[0].
   """
   container.seek(max(int(seek_pts), stream.start_time or 0), backward=True, any_frame=False, stream=stream)
-  arrays, held, held_array, num_decoded, j = [], None, None, 0, 0
+  arrays, held, held_pts, held_array, num_decoded, j = [], None, None, None, 0, 0
   for frame in container.decode(stream):
     pts = frame.pts if frame.pts is not None else frame.dts
+    if pts is None or (held_pts is not None and pts <= held_pts):
+      raise _UnusableTimestamps()
     while j < len(thresholds) and pts > thresholds[j]:
       if held is None:
         return None
@@ -136,18 +146,19 @@ def _decode_forward(container, stream, thresholds, short_side, seek_pts):
   return arrays, held_pts, _to_rgb(held, short_side) if held_array is None else held_array, num_decoded
 
 
-def _decode_all(container, stream, index_fn, short_side):
-  """Fallback when the header lacks frame rate or length: decode everything, index frames in decode order."""
+def _decode_all(container, stream, index_fn, short_side, fps):
+  """Fallback when the header lacks frame rate or length, or timestamps are unusable: decode everything (kept
+  as YUV frames, RGB-converting only the requested ones) and index frames in output order. `fps` is the header's
+  rate, or 0 to estimate it from the timestamps (30 when they do not tell)."""
   frames = list(container.decode(stream))
   if not frames:
     raise DecodeError('no decodable video frames')
-  pts = [f.pts for f in frames if f.pts is not None]
-  span = (max(pts) - min(pts)) * float(stream.time_base) if len(pts) > 1 else 0.0
-  fps = (len(pts) - 1) / span if span > 0 else 30.0
+  if fps <= 0:
+    pts = [f.pts for f in frames if f.pts is not None]
+    span = (max(pts) - min(pts)) * float(stream.time_base) if len(pts) > 1 else 0.0
+    fps = (len(pts) - 1) / span if span > 0 else 30.0
   indices = np.asarray(index_fn(len(frames), fps), np.int64)
-  cache = {}
-  for i in np.unique(indices).tolist():
-    cache[i] = _to_rgb(frames[i], short_side)
+  cache = {i: _to_rgb(frames[i], short_side) for i in np.unique(indices).tolist()}
   return Clip(np.stack([cache[i] for i in indices.tolist()]), indices, fps, len(frames), len(frames))
 
 
