@@ -4,6 +4,7 @@ Multi-host: on a Cloud TPU VM pod slice run the same command on every worker wit
 the coordinator and process ids); on a GPU cluster pass `--coordinator_address=HOST:PORT --num_processes=N
 --process_id=I` (or `--distributed` under SLURM/Open MPI, which JAX also detects).
 """
+import logging as pylogging
 import os
 
 from absl import app
@@ -23,6 +24,13 @@ _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process id (with --
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
+class _QuietOrbax(pylogging.Filter):
+  """Drops orbax's per-save INFO lines (dozens per checkpoint); its warnings and errors still show."""
+
+  def filter(self, record):
+    return record.levelno >= pylogging.WARNING or '/orbax/' not in record.pathname
+
+
 def initialize_distributed() -> None:
   """jax.distributed.initialize from the flags; must run before any JAX computation."""
   if _COORDINATOR.value:
@@ -35,6 +43,7 @@ def initialize_distributed() -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  logging.get_absl_handler().addFilter(_QuietOrbax())
   from mvit_jax import config_lib  # pylint: disable=g-import-not-at-top
   config = _CONFIG.value
   config_lib.validate(config)  # Unknown keys / wrong types fail here, before jax is initialised.
