@@ -222,3 +222,21 @@ def test_too_many_bad_videos_stops_with_clear_message(data_dir, torture):
   with pytest.raises(pipeline.TooManyBadVideosError, match=r'of 8 videos failed to decode.*max_failure_fraction'):
     take(it, 4)
   it.close()
+
+
+def test_each_bad_video_is_logged_once_with_its_reason(data_dir, tmp_path, caplog):
+  bad = [tmp_path / 'empty.mp4', tmp_path / 'text.mp4']
+  bad[0].write_bytes(b'')
+  bad[1].write_text('not a video')
+  manifest = vf.write_manifest(str(tmp_path / 'm.csv'), [(data_dir / 'v0.mp4', 0), (data_dir / 'v1.mp4', 1),
+                                                         (bad[0], 0), (bad[1], 1)])
+  cfg = make_config(data_dir, train_manifest=manifest, num_classes=2, max_failure_fraction=1.0)
+  it = pipeline.make_train_iterator(cfg, global_batch_size=4, seed=0, process_index=0, process_count=1)
+  with caplog.at_level('WARNING'):
+    take(it, 6)  # 12 videos drawn: three epochs of 4, each meeting both bad files.
+  it.close()
+  messages = [r.getMessage() for r in caplog.records if 'Skipping bad video' in r.getMessage()]
+  assert len(messages) == 2
+  assert f'Skipping bad video {bad[0]}: empty file (0 bytes)' in messages
+  assert any(m.startswith(f'Skipping bad video {bad[1]}: cannot open') for m in messages)
+  assert pipeline.skip_stats().bad_videos[str(bad[0])] == 'empty file (0 bytes)'
