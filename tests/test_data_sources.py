@@ -57,6 +57,11 @@ def test_num_classes_from_classes_file_or_manifest(tmp_path):
   assert sources.num_classes_from_config(cfg) == 8
   cfg.num_classes = 10
   assert sources.num_classes_from_config(cfg) == 10
+  cfg.num_classes, cfg.classes_file, cfg.train_manifest = 0, '', ''
+  with pytest.raises(sources.ManifestError, match='num_classes, classes_file or a manifest'):
+    sources.num_classes_from_config(cfg)
+  cfg.eval_manifest = write(tmp_path, 'val.csv', 'a.mp4 4\n')
+  assert sources.num_classes_from_config(cfg) == 5
 
 
 def test_make_source_checks_labels_against_classes_file(tmp_path):

@@ -71,14 +71,18 @@ def read_manifest(path: str, root: str = '', *, num_classes: int = 0,
 
 
 def num_classes_from_config(cfg) -> int:
-  """cfg.num_classes if set, else the classes file's length, else 1 + the largest train-manifest label."""
+  """cfg.num_classes if set, else the classes file's length, else 1 + the largest label of the train manifest
+  (or of the eval manifest when there is no train manifest)."""
   if cfg.num_classes:
     return cfg.num_classes
   if cfg.classes_file:
     return len(read_class_names(cfg.classes_file))
   if cfg.dataset_kind == 'tfds':
     return _tfds_builder(cfg).info.features[cfg.tfds_label_key].num_classes
-  records = read_manifest(cfg.train_manifest, cfg.root, multi_label=cfg.multi_label)
+  manifest = cfg.train_manifest or cfg.eval_manifest
+  if not manifest:
+    raise ManifestError('data config needs num_classes, classes_file or a manifest to count classes from')
+  records = read_manifest(manifest, cfg.root, multi_label=cfg.multi_label)
   return 1 + max(max(np.atleast_1d(r.label)) for r in records)
 
 
