@@ -1,5 +1,5 @@
-"""The trainer end to end on a tiny dataset: checkpoints, TensorBoard events, metrics.json, predictions, resume,
-eval mode, NaN stop, config errors before compilation."""
+"""The trainer end to end on a tiny dataset: checkpoints, TensorBoard events, metrics.json, predictions, eval mode,
+NaN stop, config errors before compilation."""
 import glob
 import json
 import os
@@ -19,7 +19,7 @@ def data_root(tmp_path_factory):
   return train_testlib.write_tiny_dataset(str(tmp_path_factory.mktemp('tiny_data')))
 
 
-def test_train_eval_resume_and_eval_mode(data_root, tmp_path):
+def test_train_then_eval_mode(data_root, tmp_path):
   workdir = str(tmp_path / 'run')
   config = train_testlib.tiny_train_config(data_root, eval_every_steps=0, num_train_steps=2)
   result = train.train_and_evaluate(config, workdir)
@@ -34,15 +34,10 @@ def test_train_eval_resume_and_eval_mode(data_root, tmp_path):
   with open(os.path.join(workdir, 'model.json')) as f:
     assert json.load(f)['name'] == 'mvit_tiny'
 
-  # Resume: the same workdir with more steps continues from step 2 (the last checkpoint is always written).
-  config = train_testlib.tiny_train_config(data_root, eval_every_steps=-1, num_train_steps=4)
-  train.train_and_evaluate(config, workdir)
-  assert checkpointing.latest_step(workdir) == 4
-
-  # Eval mode on the newest checkpoint.
+  # Eval mode on the newest checkpoint (resuming is covered with real processes in test_checkpoint_resume.py).
   config = train_testlib.tiny_train_config(data_root, mode='eval')
-  result = train.train_and_evaluate(config, workdir)
-  assert json.load(open(os.path.join(workdir, 'metrics.json')))['step'] == 4 and 'top1' in result
+  again = train.train_and_evaluate(config, workdir)
+  assert again['top1'] == result['top1'] and again['top5'] == result['top5']
 
   params = checkpointing.latest_params(workdir)
   assert params['head']['kernel'].shape == (128, 4)

@@ -40,27 +40,33 @@ def fixed_batch(config):
   return {'video': rng.standard_normal(shape, dtype=np.float32), 'label': labels}
 
 
-def one_step(config, mesh):
+def one_step(config, mesh, host_params=None):
+  """(metrics, params after the step, sharded params, initial params on the host) for one step on `mesh`.
+
+  The initial params are created once (on the first mesh) and placed onto the others, so every mesh starts from
+  identical values and only the update step is compiled per mesh.
+  """
   model = models.create_model(config.model.name, **train.model_overrides(config, NUM_CLASSES))
   rules = sharding_lib.rules_from_config(config.sharding_rules)
   ts = train.TrainState.build(model, config, mesh, rules)
-  dummy = jnp.zeros((1, 4, 32, 32, 3))
-  params = ts.init_params(jax.random.key(0), dummy)
+  if host_params is None:
+    host_params = jax.device_get(ts.init_params(jax.random.key(0), jnp.zeros((1, 4, 32, 32, 3))))
+  params = ts.place_params(host_params)
   state = {'params': params, 'opt_state': ts.init_opt_state(params)}
   step_fn = ts.compile_step(train.make_train_step(model, ts.tx, ts.schedule, config, NUM_CLASSES))
   batch = sharding_lib.global_batch(fixed_batch(config), mesh)
   state, metrics = step_fn(state, batch, jax.random.key(1), np.int32(1))
-  return jax.device_get(metrics), jax.device_get(state['params']), state['params']
+  return jax.device_get(metrics), jax.device_get(state['params']), state['params'], host_params
 
 
 def test_one_step_same_on_meshes():
   config = tiny_config()
-  ref_metrics, ref_params, _ = one_step(config, sharding_lib.make_mesh({'data': 1, 'fsdp': 1, 'model': 1},
-                                                                      jax.devices()[:1]))
+  ref_metrics, ref_params, _, init = one_step(
+      config, sharding_lib.make_mesh({'data': 1, 'fsdp': 1, 'model': 1}, jax.devices()[:1]))
   assert np.isfinite(ref_metrics['loss'])
   for mesh_shape in ({'data': 8, 'fsdp': 1, 'model': 1}, {'data': 2, 'fsdp': 4, 'model': 1}):
     mesh = sharding_lib.make_mesh(mesh_shape)
-    metrics, params, sharded = one_step(config, mesh)
+    metrics, params, sharded, _ = one_step(config, mesh, init)
     # float32 reductions run in a different order when split over devices: agreement to ~1e-6 relative.
     np.testing.assert_allclose(metrics['loss'], ref_metrics['loss'], rtol=1e-5)
     np.testing.assert_allclose(metrics['grad_norm'], ref_metrics['grad_norm'], rtol=1e-5)
