@@ -2,11 +2,14 @@
 
     python scripts/bench_model.py [--threads 2] [--repeats 3] [--pool_impl slices] [--profile]
 
-Measures, each in its own subprocess pinned to the same `--threads` cores (so peak RSS is per measurement):
+Measures, in one subprocess per mode pinned to `--threads` cores, both frameworks timed alternately (so load from
+other jobs on a shared machine hits both alike):
   forward:    batch 1, 16x224x224, float32, eval mode;
   train step: forward + backward (gradients of the cross-entropy w.r.t. all parameters), batch 2, train mode.
-Prints median seconds, the ratio torchvision_time / mvit_jax_time (>= 1.0: mvit_jax at least as fast) and each
-process's peak RSS. `--profile` also prints mvit_jax's per-block forward+backward times (where the time goes).
+Prints median seconds, the ratio torchvision_time / mvit_jax_time (>= 1.0: mvit_jax at least as fast), first-call
+times (JAX's includes compilation), torchvision's peak RSS (the process after torch's first step, libraries
+included) and the bytes XLA allocates for the compiled JAX step (arguments + outputs + temporaries).
+`--profile` also prints mvit_jax's per-block forward+backward times (where the time goes).
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ def _time(fn, repeats: int) -> tuple[float, float]:
   return first, statistics.median(times)
 
 
-def run_torch(mode: str, threads: int, repeats: int) -> dict:
+def torch_step(mode: str, threads: int):
   import torch
   from torchvision.models.video import mvit_v1_b
 
@@ -58,21 +61,21 @@ def run_torch(mode: str, threads: int, repeats: int) -> dict:
   if mode == "forward":
     model.eval()
 
-    def fn():
+    def step():
       with torch.no_grad():
         model(x)
-  else:
-    model.train()
+    return step
 
-    def fn():
-      model.zero_grad(set_to_none=True)
-      torch.nn.functional.cross_entropy(model(x), labels).backward()
+  model.train()
 
-  first, median = _time(fn, repeats)
-  return dict(first_s=first, median_s=median, peak_rss_mb=_peak_rss_mb())
+  def step():
+    model.zero_grad(set_to_none=True)
+    torch.nn.functional.cross_entropy(model(x), labels).backward()
+  return step
 
 
-def run_jax(mode: str, threads: int, repeats: int, pool_impl: str) -> dict:
+def jax_step(mode: str, pool_impl: str, remat_policy: str | None):
+  """(step function, XLA's bytes for arguments + outputs + temporaries of the compiled step)."""
   import flax.linen as nn
   import jax
   import jax.numpy as jnp
@@ -80,26 +83,46 @@ def run_jax(mode: str, threads: int, repeats: int, pool_impl: str) -> dict:
 
   from mvit_jax.models import create_model
 
-  model = create_model("mvit_b_16x4", pool_impl=pool_impl)
+  model = create_model("mvit_b_16x4", pool_impl=pool_impl, remat_policy=remat_policy)
   batch = 1 if mode == "forward" else 2
   x = jax.random.normal(jax.random.key(1), (batch, NUM_FRAMES, SIZE, SIZE, 3))
   params = jax.jit(lambda x: nn.unbox(model.init(jax.random.key(0), x[:1])["params"]))(x)
   labels = jnp.zeros((batch,), jnp.int32)
+  key = jax.random.key(2)
   if mode == "forward":
-    step = jax.jit(lambda p, x: model.apply({"params": p}, x, train=False))
-    fn = lambda: step(params, x).block_until_ready()
+    fn = jax.jit(lambda p, x, key: model.apply({"params": p}, x, train=False))
   else:
 
     def loss(p, x, key):
       logits = model.apply({"params": p}, x, train=True, rngs={"dropout": key})
       return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
-    step = jax.jit(jax.grad(loss))
-    key = jax.random.key(2)
-    fn = lambda: jax.block_until_ready(step(params, x, key))
+    fn = jax.jit(jax.grad(loss))
+  compiled = fn.lower(params, x, key).compile()
+  memory = compiled.memory_analysis()
+  nbytes = memory.argument_size_in_bytes + memory.output_size_in_bytes + memory.temp_size_in_bytes
+  return (lambda: jax.block_until_ready(compiled(params, x, key))), nbytes
 
-  first, median = _time(fn, repeats)
-  return dict(first_s=first, median_s=median, peak_rss_mb=_peak_rss_mb())
+
+def run_pair(mode: str, threads: int, repeats: int, pool_impl: str, remat_policy: str | None) -> dict:
+  """Both frameworks in one process, timed alternately so that load on the machine hits both alike."""
+  tv = torch_step(mode, threads)
+  t = time.perf_counter()
+  tv()
+  tv_first = time.perf_counter() - t
+  tv_rss = _peak_rss_mb()  # Process peak after torch's first step, before JAX allocates anything.
+  t = time.perf_counter()
+  mj, mj_bytes = jax_step(mode, pool_impl, remat_policy)
+  mj()
+  mj_first = time.perf_counter() - t
+  times = {"tv": [], "mj": []}
+  for _ in range(repeats):
+    for name, fn in (("tv", tv), ("mj", mj)):
+      t = time.perf_counter()
+      fn()
+      times[name].append(time.perf_counter() - t)
+  return dict(tv_s=statistics.median(times["tv"]), mj_s=statistics.median(times["mj"]), tv_first_s=tv_first,
+              mj_first_s=mj_first, tv_peak_rss_mb=tv_rss, mj_xla_mb=mj_bytes / 2**20)
 
 
 def run_profile(threads: int, repeats: int, pool_impl: str) -> dict:
@@ -130,17 +153,16 @@ def main():
   parser.add_argument("--threads", type=int, default=2)
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--pool_impl", default="auto")
+  parser.add_argument("--remat_policy", default=None)
   parser.add_argument("--profile", action="store_true")
   parser.add_argument("--worker", help=argparse.SUPPRESS)
   args = parser.parse_args()
 
   if args.worker:
     _pin(args.threads)
-    framework, mode = args.worker.split(":")
-    if framework == "torch":
-      result = run_torch(mode, args.threads, args.repeats)
-    elif framework == "jax":
-      result = run_jax(mode, args.threads, args.repeats, args.pool_impl)
+    kind, mode = args.worker.split(":")
+    if kind == "pair":
+      result = run_pair(mode, args.threads, args.repeats, args.pool_impl, args.remat_policy)
     else:
       result = run_profile(args.threads, args.repeats, args.pool_impl)
     print("RESULT " + json.dumps(result))
@@ -149,16 +171,17 @@ def main():
   def worker(spec: str) -> dict:
     cmd = [sys.executable, __file__, f"--worker={spec}", f"--threads={args.threads}",
            f"--repeats={args.repeats}", f"--pool_impl={args.pool_impl}"]
+    cmd += [f"--remat_policy={args.remat_policy}"] if args.remat_policy else []
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     return json.loads(out.split("RESULT ", 1)[1])
 
   print(f"MViT-B 16x4 vs torchvision mvit_v1_b, {args.threads} threads, median of {args.repeats}")
   for mode, desc in (("forward", "forward, batch 1, eval"), ("train", "forward+backward, batch 2, train")):
-    tv, mj = worker(f"torch:{mode}"), worker(f"jax:{mode}")
-    print(f"{desc:<34} torchvision {tv['median_s']:7.3f} s  mvit_jax {mj['median_s']:7.3f} s  "
-          f"ratio {tv['median_s'] / mj['median_s']:.2f}x  (first call: tv {tv['first_s']:.1f} s, "
-          f"jax {mj['first_s']:.1f} s incl. compile)  peak RSS: tv {tv['peak_rss_mb']:.0f} MB, "
-          f"jax {mj['peak_rss_mb']:.0f} MB")
+    r = worker(f"pair:{mode}")
+    print(f"{desc:<34} torchvision {r['tv_s']:7.3f} s  mvit_jax {r['mj_s']:7.3f} s  "
+          f"ratio {r['tv_s'] / r['mj_s']:.2f}x  (first call: tv {r['tv_first_s']:.1f} s, "
+          f"jax {r['mj_first_s']:.1f} s incl. compile)  memory: tv peak RSS {r['tv_peak_rss_mb']:.0f} MB, "
+          f"jax XLA buffers {r['mj_xla_mb']:.0f} MB")
   if args.profile:
     print("mvit_jax per-block forward+backward, batch 2:")
     for name, seconds in worker("profile:blocks").items():

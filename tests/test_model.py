@@ -239,3 +239,13 @@ def test_adapt_pretrained_for_fine_tuning():
   wider = create_model("mvit_tiny", embed_dim=48, **TINY)
   with pytest.raises(ValueError, match="the target model needs"):
     adapt_pretrained(pretrained, init(wider, 2))
+
+
+def test_model_stats_json_cli():
+  import json
+
+  out = subprocess.run([sys.executable, "-m", "mvit_jax.model_stats", "--json", "--variants=mvit_b16_in1k"],
+                       capture_output=True, text=True, check=True).stdout
+  (row,) = json.loads(out)
+  assert set(row) == {"name", "params", "gflops", "paper_params", "paper_gflops"}
+  assert row["name"] == "mvit_b16_in1k" and row["paper_gflops"] == 7.8 and row["params"] == 36_982_600
