@@ -5,7 +5,8 @@ Baselines measured in the same run, in one process with no pipeline around them:
   - decode + augment: the same plus train_transform (what one worker has to do per clip).
 Then make_train_iterator with 0, 1 and 2 workers. Ratios printed: pipeline / decode bound, and 2 workers / 1 worker,
 for wall-clock clips/s and for CPU time per clip (this process plus its worker processes). On a shared machine the
-CPU time per clip is the number that does not depend on what else runs; each rate is the best of --repeats.
+CPU time per clip is the number that does not depend on what else runs; each rate is the best of --repeats. Last,
+the machine's own scaling: two plain processes of decode + augment against one, the ceiling for 2 vs 1 workers.
 
   python scripts/bench_data.py [--num_videos 8] [--clips 64] [--workers 0,1,2] [--augment light|full]
 
@@ -13,6 +14,7 @@ CPU time per clip is the number that does not depend on what else runs; each rat
 Videos (10 s, 30 fps, keyframe every 16 frames, as scripts/prepare_videos.py writes them) are generated into
 --video_dir once and reused.
 """
+import multiprocessing
 import os
 import time
 
@@ -92,6 +94,26 @@ def time_serial(cfg, paths, num_clips: int, augment: bool) -> tuple[float, float
   return num_clips / (time.perf_counter() - start), 1000 * (cpu_seconds() - cpu) / num_clips
 
 
+def _serial_worker(args):
+  manifest, augment, num_clips = args
+  cfg = bench_config(manifest, augment)
+  with open(manifest) as f:
+    paths = sorted({os.path.join(cfg.root, line.split()[0]) for line in f})
+  return time_serial(cfg, paths, num_clips, augment=True)[0]
+
+
+def machine_scaling(manifest: str, augment: str, num_clips: int) -> float:
+  """Clips/s of two processes running decode + augment side by side, over one process alone: about the most two
+  workers can gain over one on this machine at this moment (other jobs take cores too)."""
+  with multiprocessing.get_context('spawn').Pool(2) as pool:
+    pool.map(_serial_worker, [(manifest, augment, 2)] * 2)  # Start-up and imports.
+    one = pool.apply(_serial_worker, ((manifest, augment, num_clips),))
+    start = time.perf_counter()
+    pool.map(_serial_worker, [(manifest, augment, num_clips)] * 2)
+    two = 2 * num_clips / (time.perf_counter() - start)
+  return two / one
+
+
 def time_pipeline(cfg, num_workers: int, num_clips: int, batch_size: int, repeats: int) -> tuple[float, float]:
   """(best clips/s, least CPU ms per clip) out of make_train_iterator over `repeats` runs, after warm-up."""
   cfg = cfg.copy_and_resolve_references()
@@ -131,6 +153,8 @@ def main(argv):
     rates[workers], cpu = time_pipeline(cfg, workers, _CLIPS.value, _BATCH.value, _REPEATS.value)
     extra = f'   ({rates[workers] / rates[1]:.2f}x 1 worker)' if workers > 1 and 1 in rates else ''
     row(f'pipeline, {workers} workers', rates[workers], cpu, extra)
+  scaling = machine_scaling(manifest, _AUGMENT.value, _CLIPS.value)
+  print(f'machine scaling now: two processes of serial decode + augment = {scaling:.2f}x one process')
   print(f'load average after: {os.getloadavg()[0]:.2f}')
 
 
