@@ -187,3 +187,41 @@ def test_cli_exit_status_and_message(tmp_path):
   result = _run_cli("torchvision", "mvit_b_16x4", bad, tmp_path / "out")
   assert result.returncode != 0 and "not a PyTorch checkpoint" in result.stderr
   assert not (tmp_path / "out").exists()
+
+
+def test_image_checkpoint_round_trip():
+  """A PySlowFast ImageNet-layout state (Conv2d stem, joint pos_embed (1, 1+HW, D)) converts back to the params."""
+  import flax
+  import flax.linen as nn
+
+  overrides = dict(input_size=32, num_classes=5, depth=2, dim_mul=((1, 2.0),), head_mul=((1, 2.0),),
+                   pool_q_stride=((1, 1, 2, 2),))
+  from mvit_jax.models import create_model
+
+  model = create_model("mvit_b16_in1k", **overrides)
+  params = nn.unbox(jax.jit(model.init)(jax.random.key(0), np.zeros((1, 32, 32, 3), np.float32))["params"])
+  flat = {k: np.asarray(v) for k, v in flax.traverse_util.flatten_dict(params, sep="/").items()}
+  state = {}
+  for path, v in flat.items():
+    key = path.replace("/", ".")
+    key = (key.replace("patch_embed.proj.kernel", "patch_embed.proj.weight").replace("pos_embed.pos_embed", "pos_embed")
+           .replace("pos_embed.cls_token", "cls_token").replace("head.", "head.projection.")
+           .replace(".scale", ".weight").replace("blocks_", "blocks."))
+    key = key.replace(".kernel", ".weight")
+    for x in "qkv":
+      key = key.replace(f"attn.pool_{x}.norm.", f"attn.norm_{x}.")
+    if v.ndim == 2 and key.endswith(".weight"):
+      v = v.T
+    elif v.ndim == 4 and "pool_" in key:  # (kt, kh, kw, hd) -> (hd, 1, kt, kh, kw)
+      v = v.transpose(3, 0, 1, 2)[:, None]
+    elif v.ndim == 4:  # Conv2d (kh, kw, I, O) -> (O, I, kh, kw)
+      v = v.transpose(3, 2, 0, 1)
+    if key in ("cls_token", "pos_embed"):
+      v = v[None]
+    state[key] = torch.from_numpy(np.array(v))
+  assert "pos_embed" in state and state["pos_embed"].shape == (1, 1 + 8 * 8, 96)
+  cfg, converted, notes = convert.convert(
+      convert.slowfast_to_torchvision({k: t.numpy() for k, t in state.items()}), "mvit_b16_in1k", **overrides)
+  assert not notes
+  for path, v in flax.traverse_util.flatten_dict(converted, sep="/").items():
+    np.testing.assert_array_equal(v, flat[path], err_msg=path)
