@@ -64,8 +64,8 @@ def test_synthetic_single_frames_do_not_reveal_the_class():
 
 
 def test_synthetic_cli_writes_decodable_dataset(tmp_path):
-  code, out = run('-m', 'mvit_jax.data.synthetic', '--out', str(tmp_path), '--num_classes', '3',
-                  '--videos_per_class', '4', '--seed', '1', '--num_frames', '12')
+  code, out = run('-m', 'mvit_jax.data.synthetic', '--out', str(tmp_path), '--num-classes', '3',
+                  '--videos-per-class', '4', '--seed', '1', '--num_frames', '12')
   assert code == 0, out
   train = (tmp_path / 'train.csv').read_text().splitlines()
   val = (tmp_path / 'val.csv').read_text().splitlines()

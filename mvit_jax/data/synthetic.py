@@ -153,6 +153,8 @@ def _define_flags():
   flags.DEFINE_integer('width', 64, 'Frame width (even).')
   flags.DEFINE_float('fps', 10.0, 'Frame rate.')
   flags.DEFINE_float('speed', 2.0, 'Shape speed in pixels per frame.')
+  for name in ('num_classes', 'videos_per_class', 'num_frames'):  # The issue spells them with dashes.
+    flags.DEFINE_alias(name.replace('_', '-'), name)
 
 
 if __name__ == '__main__':
