@@ -9,8 +9,13 @@ CPU time per clip is the number that does not depend on what else runs; each rat
 the machine's own scaling: two plain processes of decode + augment against one, the ceiling for 2 vs 1 workers.
 
   python scripts/bench_data.py [--num_videos 8] [--clips 64] [--workers 0,1,2] [--augment light|full]
+                               [--nodevice_normalize]
 
---augment light: random-resized crop + flip + normalise; full: the MViT recipe (RandAugment m7 n4, erasing 0.25).
+--augment light: random-resized crop + flip (+ normalise on the host with --nodevice_normalize); full: the MViT
+recipe (RandAugment m7 n4, erasing 0.25). --device_normalize (default): the loaders ship uint8 clips and
+normalisation + erasing run on the accelerator (data config device_normalize; their cost there is timed last, on
+this machine's JAX backend); --nodevice_normalize: the host normalises (and erases) and ships float32.
+"x bound" for CPU is bound CPU ms / pipeline CPU ms, i.e. the throughput ratio on equally free cores.
 Videos (10 s, 30 fps, keyframe every 16 frames, as scripts/prepare_videos.py writes them) are generated into
 --video_dir once and reused.
 """
@@ -34,6 +39,8 @@ _CLIPS = flags.DEFINE_integer('clips', 64, 'Clips timed per measurement.')
 _BATCH = flags.DEFINE_integer('batch_size', 4, 'Clips per batch.')
 _WORKERS = flags.DEFINE_list('workers', ['0', '1', '2'], 'Worker counts to time.')
 _AUGMENT = flags.DEFINE_enum('augment', 'light', ['light', 'full'], 'Augmentation recipe.')
+_DEVICE_NORMALIZE = flags.DEFINE_bool(
+    'device_normalize', True, 'Ship uint8 clips and normalise/erase on the device (False: float32 from the host).')
 _REPEATS = flags.DEFINE_integer('repeats', 3, 'Each rate is the best of this many timings (the machine is shared).')
 _VIDEO_DIR = flags.DEFINE_string('video_dir', '/tmp/mvit_bench_videos', 'Where the test videos live.')
 
@@ -57,8 +64,9 @@ def make_videos(folder: str, num_videos: int) -> str:
   return manifest
 
 
-def bench_config(manifest: str, augment: str):
+def bench_config(manifest: str, augment: str, device_normalize: bool):
   cfg = config_lib.default_data_config()
+  cfg.device_normalize = device_normalize
   cfg.root, cfg.train_manifest, cfg.num_classes = os.path.dirname(manifest), manifest, 6
   cfg.num_frames, cfg.sampling_rate, cfg.target_fps = 16, 4, 30.0
   cfg.train_short_side, cfg.crop_size = 0, 224  # Videos are already at short side 256.
@@ -95,21 +103,21 @@ def time_serial(cfg, paths, num_clips: int, augment: bool) -> tuple[float, float
 
 
 def _serial_worker(args):
-  manifest, augment, num_clips = args
-  cfg = bench_config(manifest, augment)
+  manifest, augment, device_normalize, num_clips = args
+  cfg = bench_config(manifest, augment, device_normalize)
   with open(manifest) as f:
     paths = sorted({os.path.join(cfg.root, line.split()[0]) for line in f})
   return time_serial(cfg, paths, num_clips, augment=True)[0]
 
 
-def machine_scaling(manifest: str, augment: str, num_clips: int) -> float:
+def machine_scaling(manifest: str, augment: str, device_normalize: bool, num_clips: int) -> float:
   """Clips/s of two processes running decode + augment side by side, over one process alone: about the most two
   workers can gain over one on this machine at this moment (other jobs take cores too)."""
   with multiprocessing.get_context('spawn').Pool(2) as pool:
-    pool.map(_serial_worker, [(manifest, augment, 2)] * 2)  # Start-up and imports.
-    one = pool.apply(_serial_worker, ((manifest, augment, num_clips),))
+    pool.map(_serial_worker, [(manifest, augment, device_normalize, 2)] * 2)  # Start-up and imports.
+    one = pool.apply(_serial_worker, ((manifest, augment, device_normalize, num_clips),))
     start = time.perf_counter()
-    pool.map(_serial_worker, [(manifest, augment, num_clips)] * 2)
+    pool.map(_serial_worker, [(manifest, augment, device_normalize, num_clips)] * 2)
     two = 2 * num_clips / (time.perf_counter() - start)
   return two / one
 
@@ -132,20 +140,39 @@ def time_pipeline(cfg, num_workers: int, num_clips: int, batch_size: int, repeat
   return max(rates), min(cpus)
 
 
+def time_device_preprocess(cfg, batch_size: int, repeats: int) -> float:
+  """ms per clip of the jitted preprocess_on_device(train=True) on a uint8 (B, 16, 224, 224, 3) batch already on
+  this process's default JAX device (the accelerator in training; here whatever backend JAX finds)."""
+  import jax  # pylint: disable=g-import-not-at-top  (only this part needs JAX)
+  from mvit_jax.data import device_preprocess  # pylint: disable=g-import-not-at-top
+  cfg = cfg.copy_and_resolve_references()
+  cfg.random_erasing_prob = 0.25  # The MViT recipe's erasing, whatever --augment says.
+  step = jax.jit(lambda v, k: device_preprocess.preprocess_on_device(v, k, cfg, train=True))
+  videos = jax.device_put(np.random.default_rng(0).integers(
+      0, 256, (batch_size, cfg.num_frames, cfg.crop_size, cfg.crop_size, 3), dtype=np.uint8))
+  step(videos, jax.random.key(0)).block_until_ready()
+  times = []
+  for i in range(repeats):
+    start = time.perf_counter()
+    step(videos, jax.random.key(i)).block_until_ready()
+    times.append(time.perf_counter() - start)
+  return 1000 * min(times) / batch_size
+
+
 def main(argv):
   del argv
   print(f'load average before: {os.getloadavg()[0]:.2f}')
   manifest = make_videos(_VIDEO_DIR.value, _NUM_VIDEOS.value)
-  cfg = bench_config(manifest, _AUGMENT.value)
+  cfg = bench_config(manifest, _AUGMENT.value, _DEVICE_NORMALIZE.value)
   paths = [os.path.join(cfg.root, f'v{i}.mp4') for i in range(_NUM_VIDEOS.value)]
   time_serial(cfg, paths, 4, augment=True)  # Warm caches.
   bound, bound_cpu = max(time_serial(cfg, paths, _CLIPS.value, augment=False) for _ in range(_REPEATS.value))
   serial, serial_cpu = max(time_serial(cfg, paths, _CLIPS.value, augment=True) for _ in range(_REPEATS.value))
   print(f'cpu cores: {os.cpu_count()}, videos {WIDTH}x{HEIGHT} {FPS} fps {SECONDS} s gop 16, clips 16x4, '
-        f'crop 224, augment={_AUGMENT.value}')
+        f'crop 224, augment={_AUGMENT.value}, device_normalize={_DEVICE_NORMALIZE.value}')
   print('                                          clips/s  x bound  | CPU ms/clip  x bound')
   row = lambda name, rate, cpu, extra='': print(  # pylint: disable=g-long-lambda
-      f'{name:40s} {rate:7.2f}  {rate / bound:6.2f}   | {cpu:8.1f}  {cpu / bound_cpu:6.2f}{extra}')
+      f'{name:40s} {rate:7.2f}  {rate / bound:6.2f}   | {cpu:8.1f}  {bound_cpu / cpu:6.2f}{extra}')
   row('decode bound (PyAV, needed frames only)', bound, bound_cpu)
   row('decode + augment, serial', serial, serial_cpu)
   rates = {}
@@ -153,9 +180,19 @@ def main(argv):
     rates[workers], cpu = time_pipeline(cfg, workers, _CLIPS.value, _BATCH.value, _REPEATS.value)
     extra = f'   ({rates[workers] / rates[1]:.2f}x 1 worker)' if workers > 1 and 1 in rates else ''
     row(f'pipeline, {workers} workers', rates[workers], cpu, extra)
-  scaling = machine_scaling(manifest, _AUGMENT.value, _CLIPS.value)
+  scaling = machine_scaling(manifest, _AUGMENT.value, _DEVICE_NORMALIZE.value, _CLIPS.value)
   print(f'machine scaling now: two processes of serial decode + augment = {scaling:.2f}x one process')
+  if cfg.device_normalize:
+    clip_bytes = cfg.num_frames * cfg.crop_size ** 2 * 3
+    print(f'device side (normalise + erasing p 0.25, jit, backend {_jax_backend()}): '
+          f'{time_device_preprocess(cfg, _BATCH.value, _REPEATS.value):.2f} ms per clip; '
+          f'host->device {clip_bytes / 2**20:.1f} MiB per clip (float32: {4 * clip_bytes / 2**20:.1f} MiB)')
   print(f'load average after: {os.getloadavg()[0]:.2f}')
+
+
+def _jax_backend() -> str:
+  import jax  # pylint: disable=g-import-not-at-top
+  return jax.default_backend()
 
 
 if __name__ == '__main__':

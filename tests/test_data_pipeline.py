@@ -62,6 +62,22 @@ def test_train_batches_hold_whole_clips_of_the_labelled_video(data_dir):
   it.close()
 
 
+def test_device_normalize_ships_uint8_that_normalises_to_the_host_batches(data_dir):
+  from mvit_jax.data import device_preprocess  # pylint: disable=g-import-not-at-top
+  got = {}
+  for device_normalize in (False, True):
+    cfg = make_config(data_dir, device_normalize=device_normalize, random_flip=True, test_num_clips=2)
+    train = pipeline.make_train_iterator(cfg, global_batch_size=4, seed=0, process_index=0, process_count=1)
+    got[device_normalize] = take(train, 2) + list(pipeline.make_eval_iterator(
+        cfg, global_batch_size=4, process_index=0, process_count=1))
+  for host, raw in zip(got[False], got[True]):
+    assert raw['video'].dtype == np.uint8 and raw['video'].shape == host['video'].shape
+    rows = raw.get('mask', np.ones(len(raw['video']), bool))
+    video = device_preprocess.preprocess_on_device(raw['video'], None, cfg, train=False)
+    np.testing.assert_allclose(np.asarray(video)[rows], host['video'][rows], rtol=0, atol=2.5e-7)
+    np.testing.assert_array_equal(raw['label'], host['label'])
+
+
 def test_shards_are_disjoint_and_each_epoch_is_reshuffled():
   shards = [pipeline.train_index_dataset(10, seed=3, process_index=p, process_count=3) for p in range(3)]
   firsts = [list(s) for s in shards]

@@ -374,6 +374,26 @@ def test_train_transform_jitter_path_and_input_checks():
     transforms.eval_transform(smooth_clip(), 0, 2, cfg)
 
 
+def test_device_normalize_returns_the_uint8_crop_before_normalisation():
+  clip = smooth_clip(num_frames=2, height=48, width=64)
+  cfg = default_data_config()
+  cfg.update(dict(crop_size=24, randaugment_interpolation='bilinear', random_erasing_prob=0.0))
+  host = transforms.train_transform(clip, np.random.default_rng(3), cfg)
+  cfg.device_normalize = True
+  raw = transforms.train_transform(clip, np.random.default_rng(3), cfg)
+  assert raw.dtype == np.uint8 and raw.shape == (2, 24, 24, 3)
+  np.testing.assert_array_equal(transforms.normalize(raw, cfg.mean, cfg.std), host)  # Same draws, same pixels.
+  cfg.random_erasing_prob = 1.0  # Erasing is left to the device too: values stay the crop's.
+  np.testing.assert_array_equal(transforms.train_transform(clip, np.random.default_rng(3), cfg), raw)
+  for num_crops, spatial_idx in ((1, 1), (3, 2)):
+    view = transforms.eval_transform(clip, spatial_idx, num_crops, cfg)
+    assert view.dtype == np.uint8 and view.flags.c_contiguous
+    cfg.device_normalize = False
+    np.testing.assert_array_equal(transforms.normalize(view, cfg.mean, cfg.std),
+                                  transforms.eval_transform(clip, spatial_idx, num_crops, cfg))
+    cfg.device_normalize = True
+
+
 def test_normalising_after_the_crop_matches_pyslowfast_order():
   # PySlowFast normalises float frames, then crops and resizes them; we resize uint8 and normalise last.
   cfg = default_data_config()

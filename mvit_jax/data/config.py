@@ -58,6 +58,10 @@ def default_data_config() -> ml_collections.ConfigDict:
   c.mean = (0.45, 0.45, 0.45)      # DATA.MEAN, on [0, 1] pixels.
   c.std = (0.225, 0.225, 0.225)    # DATA.STD.
   c.num_repeated_samples = 2       # AUG.NUM_SAMPLE: augmented copies per decoded video, flattened into the batch.
+  # True: the loaders yield uint8 clips (after RandAugment, crop and flip) and the trainer normalises and erases on
+  # the accelerator with `mvit_jax.data.device_preprocess.preprocess_on_device` (4x fewer bytes through grain's
+  # shared memory and to the device). False: the host normalises and erases and the loaders yield float32.
+  c.device_normalize = False
 
   # On-device batch transforms (applied by the trainer, not by the loader).
   c.mixup_alpha = 0.8              # MIXUP.ALPHA.

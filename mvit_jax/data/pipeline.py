@@ -79,7 +79,8 @@ def _label_array(label, num_classes: int, multi_label: bool) -> np.ndarray:
 
 
 class _TrainExample(grain.transforms.RandomMap):
-  """Source index -> {'video': (R, T, crop, crop, 3) float32, 'label', '_failures': JSON [[path, reason], ...]}."""
+  """Source index -> {'video': (R, T, crop, crop, 3) float32 (uint8 with device_normalize), 'label',
+  '_failures': JSON [[path, reason], ...]}."""
 
   def __init__(self, source, cfg, num_classes: int):
     self.source, self.cfg, self.num_classes = source, cfg, num_classes
@@ -124,7 +125,8 @@ class _EvalExample(grain.transforms.Map):
 
   def _masked_row(self, video_index: int = -1, view_index: int = -1, failures: str = '[]'):
     cfg = self.cfg
-    return {'video': np.zeros((cfg.num_frames, cfg.crop_size, cfg.crop_size, 3), np.float32),
+    dtype = np.uint8 if cfg.get('device_normalize', False) else np.float32
+    return {'video': np.zeros((cfg.num_frames, cfg.crop_size, cfg.crop_size, 3), dtype),
             'label': _label_array(0 if not cfg.multi_label else [], self.num_classes, cfg.multi_label),
             'video_index': np.int32(video_index), 'view_index': np.int32(view_index), 'mask': np.bool_(False),
             _FAILURES: failures}
@@ -217,6 +219,9 @@ def make_train_iterator(data_config, *, global_batch_size: int, seed: int, proce
                         process_count: int | None = None) -> grain.DatasetIterator:
   """Infinite iterator of {'video': float32 (B, T, crop, crop, 3), 'label': int32 (B,) | float32 (B, C)}.
 
+  With data_config.device_normalize the videos are uint8 (cropped and flipped, not normalised or erased): pass
+  them through `device_preprocess.preprocess_on_device(..., train=True)` in the train step.
+
   B = global_batch_size // process_count clips; each decoded video gives num_repeated_samples adjacent clips.
   Each process reads a disjoint 1/process_count of the videos; the order is reshuffled every epoch from `seed`.
   Supports get_state()/set_state() (grain.checkpoint.CheckpointSave/Restore).
@@ -254,10 +259,11 @@ def make_eval_iterator(data_config, *, global_batch_size: int, process_index: in
                        process_count: int | None = None) -> grain.DatasetIterator:
   """Finite iterator over every view (test_num_clips x test_num_crops) of this process's share of the videos.
 
-  Yields {'video': float32 (B, T, crop, crop, 3), 'label', 'video_index': int32 (B,) (index in the manifest),
-  'view_index': int32 (B,) (clip * test_num_crops + crop), 'mask': bool (B,)}. Views of a video are adjacent;
-  rows that are padding or whose video failed to decode have mask False. Every process yields the same number of
-  batches (num_eval_batches). Close the iterator when done: it owns worker processes.
+  Yields {'video': float32 (B, T, crop, crop, 3) (uint8 with device_normalize: then call
+  `device_preprocess.preprocess_on_device(..., train=False)`), 'label', 'video_index': int32 (B,) (index in the
+  manifest), 'view_index': int32 (B,) (clip * test_num_crops + crop), 'mask': bool (B,)}. Views of a video are
+  adjacent; rows that are padding or whose video failed to decode have mask False. Every process yields the same
+  number of batches (num_eval_batches). Close the iterator when done: it owns worker processes.
   """
   cfg = data_config
   process_index, process_count = _process_info(process_index, process_count)

@@ -442,7 +442,9 @@ def train_transform(frames: np.ndarray, rng: np.random.Generator, cfg) -> np.nda
   Reads cfg keys: randaugment, randaugment_num_layers, randaugment_magnitude, randaugment_mstd,
   random_resized_crop, rrc_area, rrc_aspect, train_jitter_scales, inverse_uniform_sampling, crop_size,
   random_flip, mean, std, random_erasing_prob (see `mvit_jax.data.config`), and optionally
-  randaugment_interpolation ('bicubic', PySlowFast AUG.INTERPOLATION, or 'bilinear').
+  randaugment_interpolation ('bicubic', PySlowFast AUG.INTERPOLATION, or 'bilinear') and device_normalize: when
+  True, returns the uint8 (T, crop, crop, 3) clip after the flip; normalisation and random erasing are then left to
+  `mvit_jax.data.device_preprocess.preprocess_on_device`.
   """
   _check_clip(frames)
   if cfg.randaugment:
@@ -455,6 +457,8 @@ def train_transform(frames: np.ndarray, rng: np.random.Generator, cfg) -> np.nda
                                            cfg.inverse_uniform_sampling)
   if cfg.random_flip and rng.random() < 0.5:
     frames = horizontal_flip(frames)
+  if cfg.get('device_normalize', False):
+    return frames
   out = normalize(frames, cfg.mean, cfg.std)
   if cfg.random_erasing_prob > 0:
     out = random_erasing(out, rng, cfg.random_erasing_prob)
@@ -462,7 +466,7 @@ def train_transform(frames: np.ndarray, rng: np.random.Generator, cfg) -> np.nda
 
 
 def eval_transform(frames: np.ndarray, spatial_idx: int, num_crops: int, cfg) -> np.ndarray:
-  """Test view of one clip: (T, H, W, 3) uint8 -> (T, crop, crop, 3) float32.
+  """Test view of one clip: (T, H, W, 3) uint8 -> (T, crop, crop, 3) float32 (uint8 when cfg.device_normalize).
 
   One crop: short side resized to cfg.test_short_side, centre crop (`spatial_idx` ignored). Three crops: short
   side resized to cfg.crop_size, crop `spatial_idx` (0/1/2 = left/centre/right along the long side), as
@@ -477,4 +481,7 @@ def eval_transform(frames: np.ndarray, spatial_idx: int, num_crops: int, cfg) ->
     raise ValueError(f'test_num_crops must be 1 or 3, got {num_crops}.')
   frames = resize_short_side(frames, short_side)
   box = uniform_crop_box(frames.shape[1], frames.shape[2], cfg.crop_size, spatial_idx)
-  return normalize(crop(frames, box), cfg.mean, cfg.std)
+  view = crop(frames, box)
+  if cfg.get('device_normalize', False):
+    return np.ascontiguousarray(view)
+  return normalize(view, cfg.mean, cfg.std)
