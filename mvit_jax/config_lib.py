@@ -21,7 +21,7 @@ MODEL_OVERRIDES = {
     'pool_impl': str,
 }
 
-REMAT_POLICIES = ('', 'nothing_saveable', 'everything_saveable', 'dots_saveable',
+REMAT_POLICIES = ('', 'full', 'nothing_saveable', 'everything_saveable', 'dots_saveable',
                   'dots_with_no_batch_dims_saveable')
 
 
@@ -53,7 +53,7 @@ def base_config() -> ml_collections.ConfigDict:
   for key, kind in MODEL_OVERRIDES.items():
     c.model[key] = config_dict.placeholder(kind)
   c.half_precision = True          # bfloat16 compute; parameters and optimizer state stay float32.
-  c.remat_policy = ''              # '' (no remat) or a jax.checkpoint_policies name, per block.
+  c.remat_policy = ''              # '' (no remat), 'full' or a jax.checkpoint_policies name, per block.
 
   # --- Optimizer ----------------------------------------------------------------------------------------------
   c.optimizer = ml_collections.ConfigDict()

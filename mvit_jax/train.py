@@ -239,9 +239,14 @@ def _eval(ts: TrainState, predict_fn, params, config, step, workdir):
     return evaluate.run_eval(predict_fn, params, batches, ts.mesh, multi_label=config.data.multi_label,
                              step=step, workdir=workdir)
   finally:
-    close = getattr(batches, 'close', None)
-    if close is not None:
-      close()
+    _close(batches)
+
+
+def _close(iterator) -> None:
+  """Grain iterators with worker processes own shared memory and threads: close them when done (grain #1021)."""
+  close = getattr(iterator, 'close', None)
+  if close is not None:
+    close()
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -284,6 +289,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     params, opt_state, base_rng, data_restored = checkpointing.restore(
         manager, resume_step, ts.abstract_params, ts.abstract_opt_state, data_iter)
     if not data_restored:
+      _close(data_iter)
       data_iter = train_iterator(config.seed + resume_step)
     first_step = resume_step + 1
     logging.info('Resumed from step %d in %s', resume_step, workdir)
@@ -345,4 +351,5 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     manager.close()
     writer.flush()
     preempted.close()
+    _close(data_iter)
   return eval_metrics
