@@ -16,13 +16,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from mvit_jax import sharding as sharding_lib
+from mvit_jax.data import device_preprocess
 
 
-def make_predict_fn(model: nn.Module, mesh: jax.sharding.Mesh, rules, *, multi_label: bool):
+def make_predict_fn(model: nn.Module, mesh: jax.sharding.Mesh, rules, data_config):
   """Jitted (params, global batch) -> replicated {'scores' (B, C) float32, 'label', 'video_index', 'mask'}."""
+  multi_label = data_config.multi_label
 
   def predict(params, batch):
-    logits = model.apply({'params': params}, batch['video'], train=False).astype(jnp.float32)
+    # uint8 clips (data.device_normalize) are normalised here; float clips pass through unchanged.
+    videos = device_preprocess.preprocess_on_device(batch['video'], jax.random.key(0), data_config, train=False)
+    logits = model.apply({'params': params}, videos, train=False).astype(jnp.float32)
     scores = jax.nn.sigmoid(logits) if multi_label else jax.nn.softmax(logits, axis=-1)
     return {'scores': scores, 'label': batch['label'], 'video_index': batch['video_index'], 'mask': batch['mask']}
 

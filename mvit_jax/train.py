@@ -23,6 +23,7 @@ import numpy as np
 import optax
 
 from mvit_jax import checkpointing
+from mvit_jax.data import device_preprocess
 from mvit_jax import config_lib
 from mvit_jax import evaluate
 from mvit_jax import metrics as metrics_lib
@@ -75,8 +76,10 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, schedule
     return loss, logits
 
   def train_step(state, batch, base_rng, step):
-    mix_rng, dropout_rng = jax.random.split(jax.random.fold_in(base_rng, step))
-    videos, targets = make_targets(mix_rng, batch['video'], batch['label'], config.data, num_classes)
+    erase_rng, mix_rng, dropout_rng = jax.random.split(jax.random.fold_in(base_rng, step), 3)
+    # uint8 clips (data.device_normalize) are normalised and randomly erased here; float clips pass through.
+    videos = device_preprocess.preprocess_on_device(batch['video'], erase_rng, config.data, train=True)
+    videos, targets = make_targets(mix_rng, videos, batch['label'], config.data, num_classes)
     (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state['params'], videos, targets,
                                                                       dropout_rng)
     updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
@@ -260,7 +263,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   logging.info('Mesh %s on %d devices (%d processes); model %s with %d classes', dict(mesh.shape),
                jax.device_count(), jax.process_count(), config.model.name, num_classes)
   ts = TrainState.build(model, config, mesh, rules)
-  predict_fn = evaluate.make_predict_fn(model, mesh, rules, multi_label=config.data.multi_label)
+  predict_fn = evaluate.make_predict_fn(model, mesh, rules, config.data)
   manager = checkpointing.create_manager(workdir, keep=config.keep_checkpoints)
   resume_step = manager.latest_step()
 
