@@ -17,11 +17,12 @@ def get_config(data_root: str):
   return tiny_train_config(data_root)
 
 
-def subprocess_env(cache_dir: str) -> dict:
-  """Environment for trainer subprocesses: 8 CPU devices like conftest, and a shared persistent compilation cache
-  so that repeated runs of the same programs load them instead of recompiling."""
+def subprocess_env(cache_dir: str, num_devices: int = 1) -> dict:
+  """Environment for trainer subprocesses: `num_devices` CPU devices (1 compiles fastest; sharded restores are
+  tested in-process) and a shared persistent compilation cache, so that repeated runs of the same programs load
+  them instead of recompiling."""
   env = dict(os.environ)
-  env.update(JAX_PLATFORMS='cpu', XLA_FLAGS='--xla_force_host_platform_device_count=8',
+  env.update(JAX_PLATFORMS='cpu', XLA_FLAGS=f'--xla_force_host_platform_device_count={num_devices}',
              JAX_COMPILATION_CACHE_DIR=cache_dir, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
              JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0')
   return env
