@@ -76,3 +76,17 @@ def test_one_step_same_on_meshes():
       kernel = sharded['blocks_0']['attn']['qkv']['kernel']
       assert kernel.sharding.spec == jax.P('fsdp', 'model')  # 'model' has size 1 here.
       assert kernel.addressable_shards[0].data.shape == (8, 96)
+
+
+def test_model_overrides_from_config():
+  """half_precision -> bfloat16 compute with float32 params; data shapes fill unset model overrides."""
+  config = tiny_config()
+  config.half_precision = True
+  config.remat_policy = 'dots_saveable'
+  config.model.num_frames = 8
+  overrides = train.model_overrides(config, NUM_CLASSES)
+  assert overrides == {'num_classes': NUM_CLASSES, 'num_frames': 8, 'input_size': 32, 'drop_path_rate': 0.0,
+                       'pool_impl': 'conv', 'dtype': 'bfloat16', 'param_dtype': 'float32',
+                       'remat_policy': 'dots_saveable'}
+  model = models.create_model('mvit_tiny', **overrides)
+  assert model.config.dtype == jnp.bfloat16 and model.config.param_dtype == jnp.float32
