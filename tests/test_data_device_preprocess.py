@@ -2,7 +2,6 @@
 import math
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -24,22 +23,25 @@ def random_videos(shape, seed=0):
   return np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
 
 
-@pytest.fixture(scope='module')
-def preprocess():
-  """preprocess_on_device under jit, with cfg and train closed over as a train step would."""
-  def run(videos, key, *, cfg, train):
-    return jax.jit(lambda v, k: device_preprocess.preprocess_on_device(v, k, cfg, train=train))(videos, key)
-  return run
+_JITTED = {}
+
+
+def preprocess(videos, key, *, cfg, train):
+  """preprocess_on_device under jit, with cfg and train closed over as a train step would (one compile each)."""
+  fn_key = (cfg.to_json(), train)
+  if fn_key not in _JITTED:
+    _JITTED[fn_key] = jax.jit(lambda v, k: device_preprocess.preprocess_on_device(v, k, cfg, train=train))
+  return _JITTED[fn_key](videos, key)
 
 
 def erased_mask(videos, cfg, key):
   """bool (B, T, H, W, C): where the train output differs from plain normalisation, and that output."""
-  out = np.asarray(device_preprocess.preprocess_on_device(jnp.asarray(videos), key, cfg, train=True))
-  plain = np.asarray(device_preprocess.preprocess_on_device(jnp.asarray(videos), key, cfg, train=False))
+  out = np.asarray(preprocess(videos, key, cfg=cfg, train=True))
+  plain = np.asarray(preprocess(videos, key, cfg=cfg, train=False))
   return out != plain, out
 
 
-def test_normalize_matches_host_and_hand_computed_values(preprocess):
+def test_normalize_matches_host_and_hand_computed_values():
   cfg = make_cfg()
   videos = random_videos((2, 3, 8, 10, 3))
   videos[0, 0, 0, 0], videos[0, 0, 0, 1] = 0, 255
@@ -132,7 +134,7 @@ def test_no_box_fits_means_no_erasing():
   assert not erased.any()
 
 
-def test_erasing_probability_and_p0_identity(preprocess):
+def test_erasing_probability_and_p0_identity():
   videos = random_videos((400, 1, 16, 16, 3))
   erased, _ = erased_mask(videos, make_cfg(random_erasing_prob=0.25), jax.random.key(5))
   count = erased.reshape(400, -1).any(axis=1).sum()
@@ -143,7 +145,7 @@ def test_erasing_probability_and_p0_identity(preprocess):
                                 preprocess(small, jax.random.key(0), cfg=make_cfg(), train=False))
 
 
-def test_deterministic_per_rng(preprocess):
+def test_deterministic_per_rng():
   cfg = make_cfg(random_erasing_prob=1.0)
   videos = random_videos((8, 2, 16, 16, 3))
   a = preprocess(videos, jax.random.key(7), cfg=cfg, train=True)
@@ -153,7 +155,7 @@ def test_deterministic_per_rng(preprocess):
   assert not np.array_equal(a, c)
 
 
-def test_sharded_batch_gives_the_unsharded_result(preprocess):
+def test_sharded_batch_gives_the_unsharded_result():
   assert jax.device_count() == 8  # tests/conftest.py.
   cfg = make_cfg(random_erasing_prob=0.5)
   videos = random_videos((16, 2, 16, 16, 3))
