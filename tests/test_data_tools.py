@@ -121,11 +121,21 @@ def test_preview_writes_contact_sheet(tmp_path):
   out_png = tmp_path / 'grid.png'
   code, out = run('-m', 'mvit_jax.data.preview', '--manifest', str(tmp_path / 'train.csv'), '--root',
                   str(tmp_path), '--config', str(config), '--out', str(out_png), '--batch_size', '4',
-                  '--min_cell', '64', f'--config.classes_file={tmp_path / "classes.txt"}')
+                  '--min_cell', '64', f'--config.classes_file={tmp_path / "classes.txt"}',
+                  '--config.random_erasing_prob=0.0')
   assert code == 0, out
   assert 'video (4, 4, 32, 32, 3) float32' in out and 'skipped 0' in out and 'range [' in out
   with Image.open(out_png) as image:
     assert image.size == (4 * (64 + 2), 4 * (64 + 14 + 2))  # 4 frames per row, 4 clips, 2x enlarged cells.
+  # device_normalize: the uint8 batch is normalised (and erased) as in the train step, so the sheet is the same.
+  code, out = run('-m', 'mvit_jax.data.preview', '--manifest', str(tmp_path / 'train.csv'), '--root',
+                  str(tmp_path), '--config', str(config), '--out', str(tmp_path / 'grid_u8.png'), '--batch_size', '4',
+                  '--min_cell', '64', f'--config.classes_file={tmp_path / "classes.txt"}',
+                  '--config.device_normalize=True', '--config.random_erasing_prob=0.0')
+  assert code == 0, out
+  assert 'video (4, 4, 32, 32, 3) float32' in out
+  with Image.open(out_png) as want, Image.open(tmp_path / 'grid_u8.png') as got:
+    np.testing.assert_allclose(np.asarray(got, np.int16), np.asarray(want, np.int16), rtol=0, atol=1)  # FMA: 1 ulp.
 
 
 def test_prepare_videos_reencodes_with_short_gop_and_no_audio(tmp_path):

@@ -4,16 +4,20 @@
 
 One row per clip, one column per sampled frame, each row titled with its label (and class name when the config
 has a classes file). Prints the batch's shapes, value range and skip count. --config takes a trainer experiment
-file (its `.data` is used) or a data config file; `--config.data.num_frames=8`-style overrides work.
+file (its `.data` is used) or a data config file; `--config.data.num_frames=8`-style overrides work. With
+`device_normalize` the loader's uint8 batch goes through `preprocess_on_device(train=True)` first, as in the train
+step.
 """
 from absl import app
 from absl import flags
+import jax
 from ml_collections import config_flags
 import numpy as np
 from PIL import Image
 from PIL import ImageDraw
 
 from mvit_jax.data import config as config_lib
+from mvit_jax.data import device_preprocess
 from mvit_jax.data import pipeline
 from mvit_jax.data import sources
 
@@ -53,6 +57,8 @@ def main(argv):
   batch = next(it)
   it.close()
   video, labels = batch['video'], batch['label']
+  if cfg.device_normalize:  # uint8 from the loader: normalise and erase as the train step does.
+    video = np.asarray(device_preprocess.preprocess_on_device(video, jax.random.key(FLAGS.seed), cfg, train=True))
   names = sources.read_class_names(cfg.classes_file) if cfg.classes_file else None
   titles = []
   for i, label in enumerate(labels):
