@@ -8,7 +8,10 @@ The run writes 160 synthetic H.264 clips (4 motion classes: up, down, sideways, 
 WORKDIR/synthetic_data when they are missing, trains `mvit_tiny` (8x48x48 input, 4 blocks) for 300 steps of 16
 clips, evaluates with 2 temporal clips per video (softmax averaged per video) and writes TensorBoard events,
 checkpoints, WORKDIR/eval/predictions_300.csv and WORKDIR/metrics.json.
-Measured: see the "Measured" line below (chance is 25% top-1).
+
+Measured (fresh checkout, 2026-11-25, the project's 2-core CPU VM shared with other jobs, load average ~8):
+95.0% top-1 / 100% top-5 on the 40 validation videos (chance: 25% top-1), 3 min 51 s wall including the dataset
+generation, compilation and the evaluation.
 """
 from mvit_jax import config_lib
 
