@@ -5,6 +5,7 @@ import json
 import os
 
 import jax
+import numpy as np
 import pytest
 
 from mvit_jax import checkpointing
@@ -41,6 +42,20 @@ def test_train_then_eval_mode(data_root, tmp_path):
 
   params = checkpointing.latest_params(workdir)
   assert params['head']['kernel'].shape == (128, 4)
+
+  # Fine-tune initialisation from this workdir: 6 classes and 48x48 crops -> fresh head, interpolated spatial
+  # position table (8x8 -> 12x12 tokens), every other parameter copied.
+  config = train_testlib.tiny_train_config(data_root, init_from=workdir)
+  config.model.num_classes = 6
+  config.data.crop_size = 48
+  model, _, mesh, rules = train._load_model_and_mesh(config, str(tmp_path / 'finetune'))
+  ts = train.TrainState.build(model, config, mesh, rules)
+  tuned = jax.device_get(train._initial_params(ts, config, jax.random.key(5)))
+  assert tuned['head']['kernel'].shape == (128, 6)
+  assert tuned['pos_embed']['pos_embed_spatial'].shape == (144, 32) != params['pos_embed']['pos_embed_spatial'].shape
+  jax.tree.map(np.testing.assert_array_equal, tuned['blocks_2'], jax.device_get(params['blocks_2']))
+  np.testing.assert_array_equal(tuned['pos_embed']['pos_embed_temporal'],
+                                jax.device_get(params['pos_embed']['pos_embed_temporal']))
 
 
 def test_nan_stops_before_saving_bad_state(data_root, tmp_path):
