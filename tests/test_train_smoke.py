@@ -11,6 +11,7 @@ import pytest
 from mvit_jax import checkpointing
 from mvit_jax import config_lib
 from mvit_jax import metrics as metrics_lib
+from mvit_jax import models
 from mvit_jax import train
 import train_testlib
 
@@ -42,6 +43,9 @@ def test_train_then_eval_mode(data_root, tmp_path):
 
   params = checkpointing.latest_params(workdir)
   assert params['head']['kernel'].shape == (128, 4)
+  module, variables = models.load_pretrained(workdir)  # model.json + the latest checkpoint's params.
+  assert module.config.num_classes == 4 and module.config.input_size == 32
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(variables['params']), jax.device_get(params))
 
   # Fine-tune initialisation from this workdir: 6 classes and 48x48 crops -> fresh head, interpolated spatial
   # position table (8x8 -> 12x12 tokens), every other parameter copied.
