@@ -93,8 +93,9 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, schedule
   return train_step
 
 
-class TrainState:
-  """Sharded params/optimizer state with the compiled step; built by `build`."""
+class TrainSetup:
+  """Model, optimizer, and the shapes and shardings of params and optimizer state; builds, places and compiles
+  them (`build`, `init_params`, `init_opt_state`, `place_params`, `compile_step`)."""
 
   def __init__(self, *, model, tx, schedule, mesh, rules, param_shardings, opt_shardings, abstract_params,
                abstract_opt_state):
@@ -204,7 +205,8 @@ def prepare_synthetic_data(config: ml_collections.ConfigDict, workdir: str) -> N
   config.data.classes_file = os.path.join(root, 'classes.txt')
 
 
-def _load_model_and_mesh(config, workdir):
+def setup_model_and_mesh(config, workdir):
+  """(model, num_classes, mesh, rules); writes WORKDIR/model.json (for load_pretrained) and config.json."""
   from mvit_jax import models  # pylint: disable=g-import-not-at-top
   from mvit_jax.data import sources  # pylint: disable=g-import-not-at-top
   num_classes = sources.num_classes_from_config(config.data)
@@ -221,7 +223,7 @@ def _load_model_and_mesh(config, workdir):
   return model, num_classes, mesh, rules
 
 
-def _initial_params(ts: TrainState, config, rng):
+def initial_params(ts: TrainSetup, config, rng):
   """Scratch init, or config.init_from (converted checkpoint or training workdir) adapted to this model."""
   dummy = jnp.zeros((1, config.data.num_frames, config.data.crop_size, config.data.crop_size, 3), jnp.float32)
   params = ts.init_params(rng, dummy)
@@ -234,7 +236,7 @@ def _initial_params(ts: TrainState, config, rng):
   return params
 
 
-def _eval(ts: TrainState, predict_fn, params, config, step, workdir):
+def _eval(ts: TrainSetup, predict_fn, params, config, step, workdir):
   from mvit_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   batches = pipeline.make_eval_iterator(config.data, global_batch_size=config.eval_batch_size,
                                         process_index=jax.process_index(), process_count=jax.process_count())
@@ -259,10 +261,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """
   config_lib.validate(config)  # Before anything is compiled.
   prepare_synthetic_data(config, workdir)
-  model, num_classes, mesh, rules = _load_model_and_mesh(config, workdir)
+  model, num_classes, mesh, rules = setup_model_and_mesh(config, workdir)
   logging.info('Mesh %s on %d devices (%d processes); model %s with %d classes', dict(mesh.shape),
                jax.device_count(), jax.process_count(), config.model.name, num_classes)
-  ts = TrainState.build(model, config, mesh, rules)
+  ts = TrainSetup.build(model, config, mesh, rules)
   predict_fn = evaluate.make_predict_fn(model, mesh, rules, config.data)
   manager = checkpointing.create_manager(workdir, keep=config.keep_checkpoints)
   resume_step = manager.latest_step()
@@ -271,7 +273,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if resume_step is not None:
       params = checkpointing.restore_params(manager, resume_step, ts.abstract_params)
     elif config.init_from:
-      params = _initial_params(ts, config, jax.random.key(config.seed))
+      params = initial_params(ts, config, jax.random.key(config.seed))
     else:
       raise ValueError(f'config.mode=eval needs a checkpoint in {workdir} or config.init_from')
     result = _eval(ts, predict_fn, params, config, resume_step or 0, workdir)
@@ -298,7 +300,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     logging.info('Resumed from step %d in %s', resume_step, workdir)
   else:
     init_rng, base_rng = jax.random.split(jax.random.key(config.seed))
-    params = _initial_params(ts, config, init_rng)
+    params = initial_params(ts, config, init_rng)
     opt_state = ts.init_opt_state(params)
     first_step = 1
   state = {'params': params, 'opt_state': opt_state}

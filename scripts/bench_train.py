@@ -81,7 +81,7 @@ def _compiled_step(config, num_classes: int):
   model = models.create_model(config.model.name, **train.model_overrides(config, num_classes))
   mesh = sharding.make_mesh({'data': 1, 'fsdp': 1, 'model': 1}, jax.devices()[:1])
   rules = sharding.rules_from_config(config.sharding_rules)
-  ts = train.TrainState.build(model, config, mesh, rules)
+  ts = train.TrainSetup.build(model, config, mesh, rules)
   d = config.data
   shape = (config.batch_size, d.num_frames, d.crop_size, d.crop_size, 3)
   params = ts.init_params(jax.random.key(0), jnp.zeros((1,) + shape[1:]))
@@ -145,7 +145,7 @@ def run_driver(driver_steps: int) -> dict:
 
   # Time the driver's loop from the end of step 1 (compiled) to the end of the last step.
   stamps = {}
-  original = train.TrainState.compile_step
+  original = train.TrainSetup.compile_step
 
   def timed_compile_step(self, train_step):
     step_fn = original(self, train_step)
@@ -158,11 +158,11 @@ def run_driver(driver_steps: int) -> dict:
       return out
     return wrapped
 
-  train.TrainState.compile_step = timed_compile_step
+  train.TrainSetup.compile_step = timed_compile_step
   with tempfile.TemporaryDirectory() as workdir:
     train.train_and_evaluate(config, workdir)
     num_classes = config.synthetic_data.num_classes
-  train.TrainState.compile_step = original
+  train.TrainSetup.compile_step = original
   driver_s = (stamps[driver_steps] - stamps[1]) / (driver_steps - 1)
 
   return {'driver_step_s': driver_s, 'num_classes': num_classes}

@@ -48,7 +48,7 @@ def one_step(config, mesh, host_params=None):
   """
   model = models.create_model(config.model.name, **train.model_overrides(config, NUM_CLASSES))
   rules = sharding_lib.rules_from_config(config.sharding_rules)
-  ts = train.TrainState.build(model, config, mesh, rules)
+  ts = train.TrainSetup.build(model, config, mesh, rules)
   if host_params is None:
     host_params = jax.device_get(ts.init_params(jax.random.key(0), jnp.zeros((1, 4, 32, 32, 3))))
   params = ts.place_params(host_params)
