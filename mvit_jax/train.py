@@ -85,7 +85,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, schedule
     updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
     params = optax.apply_updates(state['params'], updates)
     step_metrics = {'loss': loss, 'grad_norm': optax.tree.norm(grads),
-                    'lr': schedule(step // config.grad_accum_steps)}
+                    'lr': schedule((step - 1) // config.grad_accum_steps)}  # optax's count before this update.
     if not multi_label:
       step_metrics['accuracy'] = jnp.mean(jnp.argmax(logits, -1) == batch['label'])
     return {'params': params, 'opt_state': opt_state}, step_metrics
@@ -354,7 +354,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   finally:
     manager.wait_until_finished()
     manager.close()
-    writer.flush()
+    writer.close()
     preempted.close()
     _close(data_iter)
   return eval_metrics

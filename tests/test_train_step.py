@@ -26,6 +26,8 @@ def tiny_config():
   config.optimizer.base_lr = 0.5
   config.optimizer.base_batch_size = 8
   config.optimizer.schedule = 'constant'
+  config.optimizer.warmup_steps = 2       # LR 0.1 at the first update, 0.5 from the third.
+  config.optimizer.warmup_start_lr = 0.1
   config.data.num_frames = 4
   config.data.crop_size = 32
   config.data.num_classes = NUM_CLASSES
@@ -64,6 +66,7 @@ def test_one_step_same_on_meshes():
   ref_metrics, ref_params, _, init = one_step(
       config, sharding_lib.make_mesh({'data': 1, 'fsdp': 1, 'model': 1}, jax.devices()[:1]))
   assert np.isfinite(ref_metrics['loss'])
+  assert ref_metrics['lr'] == pytest.approx(0.1)  # The LR optax applied to this first update.
   for mesh_shape in ({'data': 8, 'fsdp': 1, 'model': 1}, {'data': 2, 'fsdp': 4, 'model': 1}):
     mesh = sharding_lib.make_mesh(mesh_shape)
     metrics, params, sharded, _ = one_step(config, mesh, init)
