@@ -124,6 +124,16 @@ def test_tfds_source_reads_frames_by_index(monkeypatch):
   np.testing.assert_array_equal(vf.read_codes(clip.frames), [2 << 8 | 9, 2 << 8, 2 << 8 | 3])
 
 
+def test_tfds_image_feature_is_a_one_frame_clip(monkeypatch):
+  """ImageNet through TFDS: an (H, W, 3) image is a clip of one frame, repeated as the sampler asks."""
+  images = [vf.code_frame(v) for v in range(2)]
+  monkeypatch.setattr(sources.TfdsSource, '_data_source', lambda self: FakeTfdsSource(images))
+  source = sources.TfdsSource('fake', 'train', video_key='video')
+  clip = source.load(1, lambda n, fps: np.zeros(1, np.int64) if n == 1 else None)
+  assert clip.frames.shape == (1,) + images[1].shape
+  np.testing.assert_array_equal(vf.read_codes(clip.frames), [1])
+
+
 _TFDS_SCRIPT = r'''
 import sys
 import numpy as np

@@ -158,8 +158,11 @@ class TfdsSource:
 
   def load(self, i: int, index_fn: decode.IndexFn, short_side: int = 0) -> decode.Clip:
     video = np.asarray(self._example(i)[self.video_key])  # TFDS decodes every frame of a Video feature.
+    if video.ndim == 3:  # An Image feature (e.g. imagenet2012 'image'): a one-frame clip.
+      video = video[None]
     if video.ndim != 4 or video.shape[0] == 0:
-      raise decode.DecodeError(f'feature {self.video_key!r} has shape {video.shape}, expected (N, H, W, 3)')
+      raise decode.DecodeError(f'feature {self.video_key!r} has shape {video.shape}, expected (N, H, W, 3) '
+                               'or (H, W, 3)')
     indices = np.asarray(index_fn(len(video), self.fps), np.int64)
     frames = video[indices]
     height, width = decode.resized_shape(*frames.shape[1:3], short_side)
