@@ -15,26 +15,6 @@ K400_TRAIN_VIDEOS = 240_000  # Set to the number of lines of your train.csv.
 
 
 def get_config():
-  c = config_lib.base_config()
-  c.model.name = 'mvit_b_32x3'
-  c.model.drop_path_rate = 0.3
-  c.model.head_dropout_rate = 0.5
-  c.half_precision = True
-  c.remat_policy = 'dots_saveable'
-
-  c.batch_size = 512
-  c.eval_batch_size = 256
-  c.optimizer.name = 'adamw'
-  c.optimizer.base_lr = 1.6e-3
-  c.optimizer.base_batch_size = 512
-  c.optimizer.warmup_start_lr = 1.6e-5
-  c.optimizer.end_lr = 1.6e-5
-  c.optimizer.weight_decay = 0.05
-
-  d = c.data
-  d.num_classes = 400
-  d.num_frames, d.sampling_rate = 32, 3
-  d.test_num_clips, d.test_num_crops = 5, 1
-  d.num_repeated_samples = 2
-  return config_lib.set_epochs(c, num_train_videos=K400_TRAIN_VIDEOS, epochs=200, warmup_epochs=30,
-                               eval_every_epochs=20)
+  return config_lib.kinetics_recipe('mvit_b_32x3', num_classes=400, num_frames=32, sampling_rate=3,
+                                    drop_path_rate=0.3, num_train_videos=K400_TRAIN_VIDEOS,
+                                    remat_policy='dots_saveable')

@@ -109,6 +109,41 @@ def set_epochs(config: ml_collections.ConfigDict, *, num_train_videos: int, epoc
   return config
 
 
+def kinetics_recipe(model_name: str, *, num_classes: int, num_frames: int, sampling_rate: int,
+                    drop_path_rate: float, num_train_videos: int, remat_policy: str = '') -> ml_collections.ConfigDict:
+  """The MViT Kinetics-from-scratch recipe (paper Sec. 4 / App. D.1; PySlowFast MVIT_*_CONV.yaml).
+
+  AdamW, peak LR 1.6e-3 per 512 clips (linearly scaled), 30 warm-up epochs from 1.6e-5, half-cosine to 1.6e-5
+  at epoch 200, weight decay 0.05 (not on biases / norms), clipping at 1.0, head dropout 0.5, bfloat16 compute,
+  2 repeated augmentations, test 5 clips x 1 crop; the data defaults carry the augmentation recipe. Clips ship
+  as uint8 and are normalised / erased on the accelerator (data.device_normalize).
+  """
+  c = base_config()
+  c.model.name = model_name
+  c.model.drop_path_rate = drop_path_rate
+  c.model.head_dropout_rate = 0.5
+  c.half_precision = True
+  c.remat_policy = remat_policy
+
+  c.batch_size = 512
+  c.eval_batch_size = 256
+  c.optimizer.name = 'adamw'
+  c.optimizer.base_lr = 1.6e-3
+  c.optimizer.base_batch_size = 512
+  c.optimizer.warmup_start_lr = 1.6e-5
+  c.optimizer.end_lr = 1.6e-5
+  c.optimizer.weight_decay = 0.05
+  c.optimizer.grad_clip_norm = 1.0
+
+  d = c.data
+  d.num_classes = num_classes
+  d.num_frames, d.sampling_rate = num_frames, sampling_rate
+  d.test_num_clips, d.test_num_crops = 5, 1
+  d.num_repeated_samples = 2
+  d.device_normalize = True
+  return set_epochs(c, num_train_videos=num_train_videos, epochs=200, warmup_epochs=30, eval_every_epochs=20)
+
+
 def _type_ok(value, expected_type) -> bool:
   if expected_type is float:
     return isinstance(value, (int, float)) and not isinstance(value, bool)

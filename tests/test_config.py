@@ -62,3 +62,14 @@ def test_cli_override_of_unknown_key_fails_before_jax_starts(tmp_path):
   assert result.returncode != 0
   assert 'base_lrr' in result.stderr
   assert not os.listdir(tmp_path)  # Nothing was written: the run never started.
+
+
+def test_k400_mvit_b_is_the_paper_recipe():
+  c = _load(os.path.join(REPO, 'experiments', 'k400_mvit_b.py')).get_config()
+  o, d = c.optimizer, c.data
+  assert (c.model.name, c.model.drop_path_rate, c.model.head_dropout_rate) == ('mvit_b_16x4', 0.2, 0.5)
+  assert (o.name, o.base_lr, o.base_batch_size, o.weight_decay, o.grad_clip_norm) == ('adamw', 1.6e-3, 512, 0.05, 1.0)
+  assert (d.label_smoothing, d.mixup_alpha, d.cutmix_alpha, d.random_erasing_prob) == (0.1, 0.8, 1.0, 0.25)
+  assert (d.num_frames, d.sampling_rate, d.num_repeated_samples, d.test_num_clips, d.test_num_crops) == (16, 4, 2, 5, 1)
+  # 200 epochs of 240k videos x 2 repeated samples at 512 clips per step; 30 of them warm-up.
+  assert c.num_train_steps == 200 * (240_000 * 2 // 512) and c.optimizer.warmup_steps == 30 * (240_000 * 2 // 512)
