@@ -9,6 +9,8 @@ other jobs on a shared machine hits both alike):
 Prints median seconds, the ratio torchvision_time / mvit_jax_time (>= 1.0: mvit_jax at least as fast), first-call
 times (JAX's includes compilation), torchvision's peak RSS (the process after torch's first step, libraries
 included) and the bytes XLA allocates for the compiled JAX step (arguments + outputs + temporaries).
+`--preload` runs the measuring process with another malloc (both frameworks alike): XLA's CPU runtime allocates
+its multi-GB temporaries afresh every step, and glibc serves them with new mmaps whose page faults cost seconds.
 `--profile` also prints mvit_jax's per-block forward+backward times (where the time goes).
 """
 
@@ -154,6 +156,8 @@ def main():
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--pool_impl", default="auto")
   parser.add_argument("--remat_policy", default=None)
+  parser.add_argument("--preload", default="", help="LD_PRELOAD for the measuring process (both frameworks), "
+                      "e.g. /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 (Debian libtcmalloc-minimal4).")
   parser.add_argument("--profile", action="store_true")
   parser.add_argument("--worker", help=argparse.SUPPRESS)
   args = parser.parse_args()
@@ -172,7 +176,8 @@ def main():
     cmd = [sys.executable, __file__, f"--worker={spec}", f"--threads={args.threads}",
            f"--repeats={args.repeats}", f"--pool_impl={args.pool_impl}"]
     cmd += [f"--remat_policy={args.remat_policy}"] if args.remat_policy else []
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    env = dict(os.environ, LD_PRELOAD=args.preload) if args.preload else None
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env).stdout
     return json.loads(out.split("RESULT ", 1)[1])
 
   print(f"MViT-B 16x4 vs torchvision mvit_v1_b, {args.threads} threads, median of {args.repeats}")
