@@ -20,7 +20,7 @@ import shutil
 import sys
 import tempfile
 
-from absl import app, flags, logging
+from absl import app, flags
 import flax
 import flax.linen as nn
 import jax

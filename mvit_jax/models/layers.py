@@ -8,7 +8,6 @@ input, heads x head_dim), 'head_dim' (per-head pooling channels), 'pos' (positio
 
 from __future__ import annotations
 
-from typing import Any
 
 import flax.linen as nn
 import jax
@@ -18,7 +17,6 @@ import numpy as np
 from mvit_jax.models import pooling
 from mvit_jax.models.config import BlockSpec, MViTConfig, Triple
 
-Dtype = Any
 
 dense_init = nn.initializers.truncated_normal(0.02)
 table_init = nn.initializers.truncated_normal(0.02)

@@ -15,7 +15,6 @@ from typing import Any
 from absl import logging
 import flax
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
