@@ -13,6 +13,8 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from mvit_jax import host_malloc
+
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file (experiments/*.py).',
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory: checkpoints, TensorBoard events, metrics.json.')
@@ -21,6 +23,9 @@ _DISTRIBUTED = flags.DEFINE_bool('distributed', False,
 _COORDINATOR = flags.DEFINE_string('coordinator_address', None, 'HOST:PORT of process 0 (GPU clusters).')
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Number of processes (with --coordinator_address).')
 _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process id (with --coordinator_address).')
+_HOST_MALLOC = flags.DEFINE_enum('host_malloc', 'auto', host_malloc.MODES,
+                                 "glibc malloc keeps freed memory for reuse: 'auto' when JAX runs on the CPU (each "
+                                 "step's multi-GB temporaries are then not page-faulted in again), 'keep', 'system'.")
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -43,6 +48,8 @@ def initialize_distributed() -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  if host_malloc.configure(_HOST_MALLOC.value):  # Before JAX creates its CPU client.
+    logging.info('glibc malloc: one arena, no mmap, no trimming (--host_malloc=%s)', _HOST_MALLOC.value)
   logging.get_absl_handler().addFilter(_QuietOrbax())
   from mvit_jax import config_lib  # pylint: disable=g-import-not-at-top
   config = _CONFIG.value

@@ -9,8 +9,10 @@ other jobs on a shared machine hits both alike):
 Prints median seconds, the ratio torchvision_time / mvit_jax_time (>= 1.0: mvit_jax at least as fast), first-call
 times (JAX's includes compilation), torchvision's peak RSS (the process after torch's first step, libraries
 included) and the bytes XLA allocates for the compiled JAX step (arguments + outputs + temporaries).
-`--preload` runs the measuring process with another malloc (both frameworks alike): XLA's CPU runtime allocates
-its multi-GB temporaries afresh every step, and glibc serves them with new mmaps whose page faults cost seconds.
+`--host_malloc` (default `auto`, as the trainer) sets glibc malloc to keep freed memory (`mvit_jax/host_malloc.py`)
+for both frameworks: XLA's CPU runtime allocates its multi-GB temporaries afresh every step, and glibc's defaults
+serve them with new mmaps whose page faults cost seconds; `--host_malloc=system` measures glibc's defaults.
+`--preload` runs the measuring process with another malloc (both frameworks alike), e.g. tcmalloc.
 `--profile` also prints mvit_jax's per-block forward+backward times (where the time goes).
 """
 
@@ -156,6 +158,9 @@ def main():
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--pool_impl", default="auto")
   parser.add_argument("--remat_policy", default=None)
+  parser.add_argument("--host_malloc", default="auto", choices=("auto", "keep", "system"),
+                      help="mvit_jax.host_malloc mode of the measuring process (both frameworks), as the trainer's "
+                      "--host_malloc: 'auto' keeps freed memory for reuse on CPU.")
   parser.add_argument("--preload", default="", help="LD_PRELOAD for the measuring process (both frameworks), "
                       "e.g. /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 (Debian libtcmalloc-minimal4).")
   parser.add_argument("--profile", action="store_true")
@@ -163,6 +168,9 @@ def main():
   args = parser.parse_args()
 
   if args.worker:
+    from mvit_jax import host_malloc
+
+    host_malloc.configure(args.host_malloc)  # Before either framework starts its threads.
     _pin(args.threads)
     kind, mode = args.worker.split(":")
     if kind == "pair":
@@ -174,13 +182,15 @@ def main():
 
   def worker(spec: str) -> dict:
     cmd = [sys.executable, __file__, f"--worker={spec}", f"--threads={args.threads}",
-           f"--repeats={args.repeats}", f"--pool_impl={args.pool_impl}"]
+           f"--repeats={args.repeats}", f"--pool_impl={args.pool_impl}",
+           f"--host_malloc={args.host_malloc}"]
     cmd += [f"--remat_policy={args.remat_policy}"] if args.remat_policy else []
     env = dict(os.environ, LD_PRELOAD=args.preload) if args.preload else None
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env).stdout
     return json.loads(out.split("RESULT ", 1)[1])
 
-  print(f"MViT-B 16x4 vs torchvision mvit_v1_b, {args.threads} threads, median of {args.repeats}")
+  print(f"MViT-B 16x4 vs torchvision mvit_v1_b, {args.threads} threads, median of {args.repeats}, "
+        f"host_malloc={args.host_malloc}" + (f", LD_PRELOAD={args.preload}" if args.preload else ""))
   for mode, desc in (("forward", "forward, batch 1, eval"), ("train", "forward+backward, batch 2, train")):
     r = worker(f"pair:{mode}")
     print(f"{desc:<34} torchvision {r['tv_s']:7.3f} s  mvit_jax {r['mj_s']:7.3f} s  "

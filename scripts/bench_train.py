@@ -1,7 +1,7 @@
 """Training throughput on this machine: mvit_jax's train step against torchvision + torch AdamW, and the full
 driver's overhead over the bare jitted step.
 
-    python scripts/bench_train.py [--threads 2] [--steps 3] [--driver_steps 120]
+    python scripts/bench_train.py [--threads 2] [--steps 3] [--driver_steps 120] [--host_malloc auto]
 
 Each measurement runs in its own subprocess pinned to the same `--threads` cores:
   pair:       mvit_b_16x4, batch 2, 16x224x224, float32: mvit_jax's jitted, donated update (forward + backward +
@@ -12,6 +12,8 @@ Each measurement runs in its own subprocess pinned to the same `--threads` cores
               step between the first and the last step (data loading, batch assembly, metrics, hooks included),
               against the bare jitted step of the same config on a fixed on-device batch, measured in a process
               before and in one after the driver (the mean of the two is the baseline).
+Every measuring process first applies `--host_malloc` (default `auto`, as `mvit_jax.main`: glibc keeps freed
+memory for reuse when JAX runs on the CPU; both frameworks of the pair share it).
 Prints median seconds per step and the ratios (torch / jax >= 1.0: mvit_jax at least as fast; driver / bare - 1:
 the driver's overhead).
 """
@@ -190,7 +192,7 @@ def run_bare(driver_steps: int) -> dict:
 
 def _child(args) -> dict:
   cmd = [sys.executable, __file__, '--child', args.child_mode, '--threads', str(args.threads), '--steps',
-         str(args.steps), '--driver_steps', str(args.driver_steps)]
+         str(args.steps), '--driver_steps', str(args.driver_steps), '--host_malloc', args.host_malloc]
   out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=False)
   if out.returncode:
     raise RuntimeError(f'{args.child_mode} failed:\n{out.stderr[-3000:]}')
@@ -204,9 +206,14 @@ def main():
   parser.add_argument('--driver_steps', type=int, default=120)
   parser.add_argument('--only', nargs='+', default=['pair', 'driver'], choices=['pair', 'driver'],
                       help='Run only these measurements.')
+  parser.add_argument('--host_malloc', default='auto', choices=('auto', 'keep', 'system'),
+                      help="mvit_jax.host_malloc mode of every measuring process (both frameworks), as the trainer's "
+                      "--host_malloc.")
   parser.add_argument('--child', choices=['pair', 'driver', 'bare'])
   args = parser.parse_args()
   if args.child:
+    from mvit_jax import host_malloc  # pylint: disable=g-import-not-at-top
+    host_malloc.configure(args.host_malloc)  # Before either framework starts its threads, as mvit_jax.main does.
     _pin(args.threads)
     result = {'pair': lambda: run_pair(args.threads, args.steps),
               'driver': lambda: run_driver(args.driver_steps),
@@ -214,6 +221,7 @@ def main():
     print(json.dumps(result))
     return
   results = {}
+  print(f'host_malloc={args.host_malloc}', flush=True)
   # The machine may be shared: the driver run is bracketed by two bare-step runs and compared with their mean.
   modes = [m for m in args.only if m != 'driver'] + (['bare', 'driver', 'bare_after'] if 'driver' in args.only
                                                       else [])
