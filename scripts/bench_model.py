@@ -13,7 +13,7 @@ included) and the bytes XLA allocates for the compiled JAX step (arguments + out
 for both frameworks: XLA's CPU runtime allocates its multi-GB temporaries afresh every step, and glibc's defaults
 serve them with new mmaps whose page faults cost seconds; `--host_malloc=system` measures glibc's defaults.
 `--preload` runs the measuring process with another malloc (both frameworks alike), e.g. tcmalloc.
-`--profile` also prints mvit_jax's per-block forward+backward times (where the time goes).
+`--profile` also prints both frameworks' per-block forward+backward times (where the time goes).
 """
 
 from __future__ import annotations
@@ -130,24 +130,35 @@ def run_pair(mode: str, threads: int, repeats: int, pool_impl: str, remat_policy
 
 
 def run_profile(threads: int, repeats: int, pool_impl: str) -> dict:
-  """Per-block forward+backward seconds of mvit_jax (batch 2, train mode), on the block's real input shapes."""
+  """Per-block forward+backward seconds, {name: [torchvision, mvit_jax]} (batch 2, train mode, real input shapes)."""
   import flax.linen as nn
   import jax
+  import torch
+  from torchvision.models.video import mvit_v1_b
 
   from mvit_jax.models import block_specs, create_model
   from mvit_jax.models.config import pooled_grid
   from mvit_jax.models.layers import MultiScaleBlock
 
+  torch.set_num_threads(threads)
+  tv_blocks = mvit_v1_b().train().blocks
   cfg = create_model("mvit_b_16x4", pool_impl=pool_impl).config
   thw, rows = cfg.token_grid, {}
   for i, spec in enumerate(block_specs(cfg)):
+    shape = (2, 1 + thw[0] * thw[1] * thw[2], spec.dim_in)
+    xt = torch.randn(shape, requires_grad=True)
+
+    def tv_grad(block=tv_blocks[i], thw=thw, xt=xt):
+      block.zero_grad(set_to_none=True)
+      block(xt, thw)[0].sum().backward()
+
     block = MultiScaleBlock(spec, thw, cfg)
-    x = jax.random.normal(jax.random.key(i), (2, 1 + thw[0] * thw[1] * thw[2], spec.dim_in))
+    x = jax.random.normal(jax.random.key(i), shape)
     params = jax.jit(lambda x: nn.unbox(block.init(jax.random.key(0), x, False)))(x)
     grad = jax.jit(jax.grad(lambda p, x: block.apply(p, x, True, rngs={"dropout": jax.random.key(1)}).sum(),
                             argnums=(0, 1)))
-    _, rows[f"block {i:2d} {spec.dim_in}->{spec.dim_out} grid {thw}"] = _time(
-        lambda: jax.block_until_ready(grad(params, x)), repeats)
+    rows[f"block {i:2d} {spec.dim_in}->{spec.dim_out} grid {thw}"] = [
+        _time(tv_grad, repeats)[1], _time(lambda: jax.block_until_ready(grad(params, x)), repeats)[1]]
     thw = pooled_grid(thw, spec.q_kernel, spec.q_stride)
   return rows
 
@@ -198,9 +209,12 @@ def main():
           f"jax {r['mj_first_s']:.1f} s incl. compile)  memory: tv peak RSS {r['tv_peak_rss_mb']:.0f} MB, "
           f"jax XLA buffers {r['mj_xla_mb']:.0f} MB")
   if args.profile:
-    print("mvit_jax per-block forward+backward, batch 2:")
-    for name, seconds in worker("profile:blocks").items():
-      print(f"  {name:<44} {seconds * 1e3:8.1f} ms")
+    print("per-block forward+backward, batch 2 (ms): torchvision, mvit_jax, ratio")
+    rows = worker("profile:blocks")
+    for name, (tv, mj) in rows.items():
+      print(f"  {name:<44} {tv * 1e3:8.1f} {mj * 1e3:8.1f}  {tv / mj:5.2f}x")
+    tv_sum, mj_sum = (sum(r[k] for r in rows.values()) for k in (0, 1))
+    print(f"  {'sum of blocks':<44} {tv_sum * 1e3:8.1f} {mj_sum * 1e3:8.1f}  {tv_sum / mj_sum:5.2f}x")
 
 
 if __name__ == "__main__":

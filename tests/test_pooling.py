@@ -63,3 +63,17 @@ def test_max_pool_ignores_padding():
   x = -jnp.ones((1, 1, 3, 3, 1))
   out = pooling.window_pool(x, (1, 3, 3), (1, 2, 2), "max", "slices")
   np.testing.assert_array_equal(out, -jnp.ones((1, 1, 2, 2, 1)))  # padding is -inf, not 0
+
+
+@pytest.mark.parametrize("stride", [(1, 1, 1), (1, 2, 2), (2, 2, 2)])
+def test_max_pool_gradient_with_ties_goes_to_the_first_maximum(stride):
+  # Repeated frames (videos shorter than the clip are padded by repeating frames) tie across time: the gradient
+  # must go to one tap only, the first in scan order, as XLA's select-and-scatter (the 'conv' formulation) does.
+  frame = jax.random.normal(jax.random.key(2), (1, 1, 6, 6, 3))
+  x = jnp.concatenate([frame, frame, frame, jnp.round(frame)], axis=1)
+  ga = jax.grad(lambda x: jnp.sum(jnp.cos(pooling.window_pool(x, (3, 3, 3), stride, "max", "slices"))))(x)
+  gb = jax.grad(lambda x: jnp.sum(jnp.cos(pooling.window_pool(x, (3, 3, 3), stride, "max", "conv"))))(x)
+  np.testing.assert_allclose(ga, gb, rtol=1e-6, atol=1e-6)
+  out = pooling.window_pool(x, (3, 3, 3), stride, "max", "slices")
+  total = jax.grad(lambda x: jnp.sum(pooling.window_pool(x, (3, 3, 3), stride, "max", "slices")))(x)
+  assert float(jnp.sum(total)) == out.size  # each output's cotangent lands exactly once
