@@ -1,14 +1,16 @@
 """Benchmarks mvit_jax MViT-B 16x4 against torchvision mvit_v1_b on this CPU, same threads, same run.
 
-    python scripts/bench_model.py [--threads 2] [--repeats 3] [--pool_impl slices] [--profile]
+    python scripts/bench_model.py [--threads 2] [--repeats 3] [--rounds 2] [--pool_impl slices] [--profile]
 
-Measures, in one subprocess per mode pinned to `--threads` cores, both frameworks timed alternately (so load from
-other jobs on a shared machine hits both alike):
+Measures each framework in its own subprocess pinned to `--threads` cores, torchvision / mvit_jax / torchvision /
+mvit_jax ... for `--rounds` rounds (so load drift on a shared machine hits both alike; both frameworks in one
+process slow each other's thread pools, torch's by 40%):
   forward:    batch 1, 16x224x224, float32, eval mode;
   train step: forward + backward (gradients of the cross-entropy w.r.t. all parameters), batch 2, train mode.
-Prints median seconds, the ratio torchvision_time / mvit_jax_time (>= 1.0: mvit_jax at least as fast), first-call
-times (JAX's includes compilation), torchvision's peak RSS (the process after torch's first step, libraries
-included) and the bytes XLA allocates for the compiled JAX step (arguments + outputs + temporaries).
+Prints median seconds (the median over rounds of each process's median of `--repeats` calls), the ratio
+torchvision_time / mvit_jax_time (>= 1.0: mvit_jax at least as fast), first-call times (JAX's includes
+compilation), torchvision's peak RSS (its process, libraries included) and the bytes XLA allocates for the
+compiled JAX step (arguments + outputs + temporaries).
 `--host_malloc` (default `auto`, as the trainer) sets glibc malloc to keep freed memory (`mvit_jax/host_malloc.py`)
 for both frameworks: XLA's CPU runtime allocates its multi-GB temporaries afresh every step, and glibc's defaults
 serve them with new mmaps whose page faults cost seconds; `--host_malloc=system` measures glibc's defaults.
@@ -108,25 +110,16 @@ def jax_step(mode: str, pool_impl: str, remat_policy: str | None):
   return (lambda: jax.block_until_ready(compiled(params, x, key))), nbytes
 
 
-def run_pair(mode: str, threads: int, repeats: int, pool_impl: str, remat_policy: str | None) -> dict:
-  """Both frameworks in one process, timed alternately so that load on the machine hits both alike."""
-  tv = torch_step(mode, threads)
-  t = time.perf_counter()
-  tv()
-  tv_first = time.perf_counter() - t
-  tv_rss = _peak_rss_mb()  # Process peak after torch's first step, before JAX allocates anything.
-  t = time.perf_counter()
-  mj, mj_bytes = jax_step(mode, pool_impl, remat_policy)
-  mj()
-  mj_first = time.perf_counter() - t
-  times = {"tv": [], "mj": []}
-  for _ in range(repeats):
-    for name, fn in (("tv", tv), ("mj", mj)):
-      t = time.perf_counter()
-      fn()
-      times[name].append(time.perf_counter() - t)
-  return dict(tv_s=statistics.median(times["tv"]), mj_s=statistics.median(times["mj"]), tv_first_s=tv_first,
-              mj_first_s=mj_first, tv_peak_rss_mb=tv_rss, mj_xla_mb=mj_bytes / 2**20)
+def run_one(framework: str, mode: str, threads: int, repeats: int, pool_impl: str,
+            remat_policy: str | None) -> dict:
+  """One framework's step in this process: first call, median of `repeats` calls, and its memory figure."""
+  if framework == "tv":
+    fn, memory_mb = torch_step(mode, threads), None
+  else:
+    fn, nbytes = jax_step(mode, pool_impl, remat_policy)
+    memory_mb = nbytes / 2**20
+  first, median = _time(fn, repeats)
+  return dict(step_s=median, first_s=first, memory_mb=_peak_rss_mb() if memory_mb is None else memory_mb)
 
 
 def run_profile(threads: int, repeats: int, pool_impl: str) -> dict:
@@ -174,6 +167,7 @@ def main():
                       "--host_malloc: 'auto' keeps freed memory for reuse on CPU.")
   parser.add_argument("--preload", default="", help="LD_PRELOAD for the measuring process (both frameworks), "
                       "e.g. /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 (Debian libtcmalloc-minimal4).")
+  parser.add_argument("--rounds", type=int, default=2)
   parser.add_argument("--profile", action="store_true")
   parser.add_argument("--worker", help=argparse.SUPPRESS)
   args = parser.parse_args()
@@ -184,8 +178,8 @@ def main():
     host_malloc.configure(args.host_malloc)  # Before either framework starts its threads.
     _pin(args.threads)
     kind, mode = args.worker.split(":")
-    if kind == "pair":
-      result = run_pair(mode, args.threads, args.repeats, args.pool_impl, args.remat_policy)
+    if kind in ("tv", "mj"):
+      result = run_one(kind, mode, args.threads, args.repeats, args.pool_impl, args.remat_policy)
     else:
       result = run_profile(args.threads, args.repeats, args.pool_impl)
     print("RESULT " + json.dumps(result))
@@ -203,11 +197,16 @@ def main():
   print(f"MViT-B 16x4 vs torchvision mvit_v1_b, {args.threads} threads, median of {args.repeats}, "
         f"host_malloc={args.host_malloc}" + (f", LD_PRELOAD={args.preload}" if args.preload else ""))
   for mode, desc in (("forward", "forward, batch 1, eval"), ("train", "forward+backward, batch 2, train")):
-    r = worker(f"pair:{mode}")
-    print(f"{desc:<34} torchvision {r['tv_s']:7.3f} s  mvit_jax {r['mj_s']:7.3f} s  "
-          f"ratio {r['tv_s'] / r['mj_s']:.2f}x  (first call: tv {r['tv_first_s']:.1f} s, "
-          f"jax {r['mj_first_s']:.1f} s incl. compile)  memory: tv peak RSS {r['tv_peak_rss_mb']:.0f} MB, "
-          f"jax XLA buffers {r['mj_xla_mb']:.0f} MB")
+    runs = {"tv": [], "mj": []}
+    for _ in range(args.rounds):
+      for framework in ("tv", "mj"):
+        runs[framework].append(worker(f"{framework}:{mode}"))
+    tv, mj = ({k: statistics.median(r[k] for r in runs[f]) for k in runs[f][0]} for f in ("tv", "mj"))
+    per_round = ", ".join(f"{t['step_s'] / j['step_s']:.2f}" for t, j in zip(runs["tv"], runs["mj"]))
+    print(f"{desc:<34} torchvision {tv['step_s']:7.3f} s  mvit_jax {mj['step_s']:7.3f} s  "
+          f"ratio {tv['step_s'] / mj['step_s']:.2f}x (rounds {per_round})  (first call: tv {tv['first_s']:.1f} s, "
+          f"jax {mj['first_s']:.1f} s incl. compile)  memory: tv peak RSS {tv['memory_mb']:.0f} MB, "
+          f"jax XLA buffers {mj['memory_mb']:.0f} MB")
   if args.profile:
     print("per-block forward+backward, batch 2 (ms): torchvision, mvit_jax, ratio")
     rows = worker("profile:blocks")

@@ -1,19 +1,21 @@
 """Training throughput on this machine: mvit_jax's train step against torchvision + torch AdamW, and the full
 driver's overhead over the bare jitted step.
 
-    python scripts/bench_train.py [--threads 2] [--steps 3] [--driver_steps 120] [--host_malloc auto]
+    python scripts/bench_train.py [--threads 2] [--steps 3] [--rounds 2] [--driver_steps 120] [--host_malloc auto]
 
 Each measurement runs in its own subprocess pinned to the same `--threads` cores:
   pair:       mvit_b_16x4, batch 2, 16x224x224, float32: mvit_jax's jitted, donated update (forward + backward +
               AdamW with weight-decay mask, clipping at 1.0, label smoothing 0.1; `train.make_train_step`) and
-              torchvision mvit_v1_b (forward + backward + clip_grad_norm_ + torch.optim.AdamW), alternating step by
-              step in one process so that load from other jobs hits both alike;
+              torchvision mvit_v1_b (forward + backward + clip_grad_norm_ + torch.optim.AdamW), each framework in
+              its own process (one warm-up step, then `--steps` timed), torch / jax / torch / jax ... for `--rounds`
+              rounds so that load drift hits both alike. (Both in one process, alternating step by step, slowed
+              torch's step by 40%: the two runtimes' thread pools get in each other's way.)
   driver:     the demo config (mvit_tiny on the synthetic videos) through `train.train_and_evaluate`: seconds per
               step between the first and the last step (data loading, batch assembly, metrics, hooks included),
               against the bare jitted step of the same config on a fixed on-device batch, measured in a process
               before and in one after the driver (the mean of the two is the baseline).
 Every measuring process first applies `--host_malloc` (default `auto`, as `mvit_jax.main`: glibc keeps freed
-memory for reuse when JAX runs on the CPU; both frameworks of the pair share it).
+memory for reuse when JAX runs on the CPU; both frameworks get the same setting).
 Prints median seconds per step and the ratios (torch / jax >= 1.0: mvit_jax at least as fast; driver / bare - 1:
 the driver's overhead).
 """
@@ -110,30 +112,23 @@ def jax_step_fn():
   return step
 
 
-def run_pair(threads: int, steps: int) -> dict:
-  """Both train steps in one process, alternating torch / jax each round (load drift hits both alike)."""
-  torch_step = torch_step_fn(threads)  # torchvision before anything imports tensorflow.
-  jax_step = jax_step_fn()
-  firsts = {}
-  for name, fn in (('torch', torch_step), ('jax', jax_step)):
-    t = time.perf_counter()
-    fn()
-    firsts[name] = time.perf_counter() - t
-  times = {'torch': [], 'jax': []}
+def run_framework(framework: str, threads: int, steps: int) -> dict:
+  """One framework's train step: first step (incl. compilation) and the median of `steps` timed steps."""
+  step = torch_step_fn(threads) if framework == 'torch' else jax_step_fn()
+  t = time.perf_counter()
+  step()
+  first = time.perf_counter() - t
+  times = []
   for _ in range(steps):
-    for name, fn in (('torch', torch_step), ('jax', jax_step)):
-      t = time.perf_counter()
-      fn()
-      times[name].append(time.perf_counter() - t)
-  return {'torch_step_s': statistics.median(times['torch']), 'jax_step_s': statistics.median(times['jax']),
-          'torch_first_s': firsts['torch'], 'jax_first_s': firsts['jax'],
-          'ratios': [a / b for a, b in zip(times['torch'], times['jax'])]}
+    t = time.perf_counter()
+    step()
+    times.append(time.perf_counter() - t)
+  return {'step_s': statistics.median(times), 'first_s': first}
 
 
 def run_driver(driver_steps: int) -> dict:
   import importlib.util  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
   from mvit_jax import train  # pylint: disable=g-import-not-at-top
 
   spec = importlib.util.spec_from_file_location('demo', os.path.join(REPO, 'experiments', 'demo.py'))
@@ -209,32 +204,39 @@ def main():
   parser.add_argument('--host_malloc', default='auto', choices=('auto', 'keep', 'system'),
                       help="mvit_jax.host_malloc mode of every measuring process (both frameworks), as the trainer's "
                       "--host_malloc.")
-  parser.add_argument('--child', choices=['pair', 'driver', 'bare'])
+  parser.add_argument('--rounds', type=int, default=2, help='torch / jax process pairs for the pair measurement')
+  parser.add_argument('--child', choices=['torch', 'jax', 'driver', 'bare'])
   args = parser.parse_args()
   if args.child:
     from mvit_jax import host_malloc  # pylint: disable=g-import-not-at-top
     host_malloc.configure(args.host_malloc)  # Before either framework starts its threads, as mvit_jax.main does.
     _pin(args.threads)
-    result = {'pair': lambda: run_pair(args.threads, args.steps),
+    result = {'torch': lambda: run_framework('torch', args.threads, args.steps),
+              'jax': lambda: run_framework('jax', args.threads, args.steps),
               'driver': lambda: run_driver(args.driver_steps),
               'bare': lambda: run_bare(args.driver_steps)}[args.child]()
     print(json.dumps(result))
     return
   results = {}
   print(f'host_malloc={args.host_malloc}', flush=True)
-  # The machine may be shared: the driver run is bracketed by two bare-step runs and compared with their mean.
-  modes = [m for m in args.only if m != 'driver'] + (['bare', 'driver', 'bare_after'] if 'driver' in args.only
-                                                      else [])
-  for mode in modes:
-    args.child_mode = 'bare' if mode == 'bare_after' else mode
-    results[mode] = _child(args)
-    print(mode, json.dumps(results[mode]), flush=True)
-  if 'pair' in results:
-    pair = results['pair']
+  if 'pair' in args.only:
+    pair = {'torch': [], 'jax': []}
+    for _ in range(args.rounds):
+      for framework in ('torch', 'jax'):
+        args.child_mode = framework
+        pair[framework].append(_child(args))
+        print(framework, json.dumps(pair[framework][-1]), flush=True)
+    torch_s, jax_s = (statistics.median(r['step_s'] for r in pair[f]) for f in ('torch', 'jax'))
+    per_round = ', '.join(f"{t['step_s'] / j['step_s']:.2f}" for t, j in zip(pair['torch'], pair['jax']))
     print(f'train step mvit_b_16x4 batch {BATCH} {T}x{SIZE}x{SIZE} float32, {args.threads} threads: mvit_jax '
-          f"{pair['jax_step_s']:.2f} s, torchvision+AdamW {pair['torch_step_s']:.2f} s (medians), ratio torch/jax "
-          f"{pair['torch_step_s'] / pair['jax_step_s']:.2f} (per round: "
-          f"{', '.join(f'{r:.2f}' for r in pair['ratios'])})")
+          f'{jax_s:.2f} s, torchvision+AdamW {torch_s:.2f} s (medians over {args.rounds} processes each), ratio '
+          f'torch/jax {torch_s / jax_s:.2f} (per round: {per_round})')
+  if 'driver' in args.only:
+    # The machine may be shared: the driver run is bracketed by two bare-step runs and compared with their mean.
+    for mode in ('bare', 'driver', 'bare_after'):
+      args.child_mode = 'bare' if mode == 'bare_after' else mode
+      results[mode] = _child(args)
+      print(mode, json.dumps(results[mode]), flush=True)
   if 'driver' in results:
     bare = [results['bare']['bare_step_s'], results['bare_after']['bare_step_s']]
     overhead = results['driver']['driver_step_s'] / statistics.mean(bare) - 1

@@ -77,3 +77,29 @@ def test_max_pool_gradient_with_ties_goes_to_the_first_maximum(stride):
   out = pooling.window_pool(x, (3, 3, 3), stride, "max", "slices")
   total = jax.grad(lambda x: jnp.sum(pooling.window_pool(x, (3, 3, 3), stride, "max", "slices")))(x)
   assert float(jnp.sum(total)) == out.size  # each output's cotangent lands exactly once
+
+
+@pytest.mark.parametrize("grid,kernel,stride,padding", [
+    ((16, 32, 32), (3, 7, 7), (2, 4, 4), (1, 3, 3)),
+    ((5, 9, 11), (3, 3, 3), (1, 2, 2), (1, 1, 1)),
+    ((4, 10, 10), (3, 4, 4), (2, 4, 4), (0, 0, 2)),
+])
+def test_strided_conv_matches_xla_convolution(grid, kernel, stride, padding):
+  kx, kw, kc = jax.random.split(jax.random.key(3), 3)
+  x = jax.random.normal(kx, (2, *grid, 3))
+  w = jax.random.normal(kw, (*kernel, 3, 8))
+  padding = [(p, p) for p in padding]
+
+  def xla(x, w):
+    return jax.lax.conv_general_dilated(x, w, stride, padding, dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
+
+  want = xla(x, w)
+  got = pooling.strided_conv(x, w, stride, padding)
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+  ct = jax.random.normal(kc, want.shape)
+  grads = [jax.grad(lambda x, w: jnp.sum(f(x, w) * ct), argnums=(0, 1))(x, w)
+           for f in (xla, lambda x, w: pooling.strided_conv(x, w, stride, padding))]
+  for want_grad, got_grad in zip(*grads):
+    np.testing.assert_allclose(got_grad, want_grad, rtol=1e-4, atol=1e-4)
+  with pytest.raises(ValueError, match="padding"):
+    pooling.strided_conv(x, w, stride, [(0, 1)] * 3)

