@@ -4,13 +4,17 @@ Two formulations of the same operators, tested equal to each other (tests/test_p
 
 * ``"conv"``: `jax.lax.conv_general_dilated` with `feature_group_count` (depthwise) and `lax.reduce_window`.
 * ``"slices"``: the padded input is split into stride phases (space-to-depth), after which every kernel tap is a
-  contiguous slice; the output is the sum (or max) of the taps times per-channel weights. Forward and backward
-  are then plain slices, pads and multiply-adds that XLA fuses. Written by hand because XLA's grouped
+  contiguous slice; the output is the sum (or max) of the taps times per-channel weights. Their gradients are
+  custom VJPs in the same style (transposed convolution by stride phase; max pooling through the forward's
+  argmax), plain slices, pads and multiply-adds that XLA fuses. Written by hand because XLA's grouped
   convolution is 34-240x slower on CPU (measured, ../shared/reference/performance.md §6) and its backward is
-  reported slow on GPU (jax#13800, jax#26266); no library offers a faster depthwise 3-D conv for JAX.
+  reported slow on GPU (jax#13800, jax#26266); no library offers a faster depthwise 3-D conv for JAX. Measured
+  on an H100, MViT-B train step: slices 1.32x conv (docs/benchmarks.md).
 
 ``"auto"`` picks ``"slices"`` on CPU and GPU and ``"conv"`` on TPU (where XLA's native convolution emitter is
 the better-supported path; not measured here).
+
+`strided_conv` writes a dense strided convolution (the patch stem) the same way, as one matmul over the taps.
 """
 
 from __future__ import annotations
