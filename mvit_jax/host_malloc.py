@@ -17,10 +17,11 @@ import os
 import platform
 
 # <malloc.h> parameter numbers.
-_M_TRIM_THRESHOLD = -1
-_M_TOP_PAD = -2
-_M_MMAP_MAX = -4
-_M_ARENA_MAX = -8
+M_TRIM_THRESHOLD = -1
+M_TOP_PAD = -2
+M_MMAP_THRESHOLD = -3
+M_MMAP_MAX = -4
+M_ARENA_MAX = -8
 
 MODES = ('auto', 'keep', 'system')
 
@@ -39,17 +40,21 @@ def jax_will_run_on_cpu() -> bool:
   return importlib.util.find_spec('libtpu') is None
 
 
+def mallopt(settings: dict[int, int]) -> bool:
+  """Applies glibc `mallopt(param, value)` for each item; True when all were accepted, False without glibc."""
+  if platform.libc_ver()[0] != 'glibc':
+    return False
+  libc = ctypes.CDLL(None)
+  return all([libc.mallopt(param, value) == 1 for param, value in settings.items()])
+
+
 def keep_freed_memory() -> bool:
   """One malloc arena, no mmap-served blocks, no trimming: freed memory stays in the process for reuse.
 
   The process's resident size then stays at its peak. Returns False (and changes nothing) where the C library is
   not glibc.
   """
-  if platform.libc_ver()[0] != 'glibc':
-    return False
-  libc = ctypes.CDLL(None)
-  return all(libc.mallopt(param, value) == 1 for param, value in (
-      (_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, -1), (_M_TOP_PAD, 256 << 20)))  # -1: never trim.
+  return mallopt({M_ARENA_MAX: 1, M_MMAP_MAX: 0, M_TRIM_THRESHOLD: -1, M_TOP_PAD: 256 << 20})  # -1: never trim.
 
 
 def configure(mode: str = 'auto') -> bool:
