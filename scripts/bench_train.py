@@ -126,16 +126,22 @@ def run_framework(framework: str, threads: int, steps: int) -> dict:
   return {'step_s': statistics.median(times), 'first_s': first}
 
 
-def run_driver(driver_steps: int) -> dict:
+def _demo_config(num_train_steps: int):
+  """experiments/demo.py's config with `num_train_steps`."""
   import importlib.util  # pylint: disable=g-import-not-at-top
-  import jax  # pylint: disable=g-import-not-at-top
-  from mvit_jax import train  # pylint: disable=g-import-not-at-top
-
   spec = importlib.util.spec_from_file_location('demo', os.path.join(REPO, 'experiments', 'demo.py'))
   demo = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(demo)
   config = demo.get_config()
-  config.num_train_steps = driver_steps
+  config.num_train_steps = num_train_steps
+  return config
+
+
+def run_driver(driver_steps: int) -> dict:
+  import jax  # pylint: disable=g-import-not-at-top
+  from mvit_jax import train  # pylint: disable=g-import-not-at-top
+
+  config = _demo_config(driver_steps)
   config.eval_every_steps = -1
   config.checkpoint_every_steps = driver_steps  # One save, at the end (outside the timed window).
   config.log_every_steps = 50
@@ -167,14 +173,9 @@ def run_driver(driver_steps: int) -> dict:
 
 def run_bare(driver_steps: int) -> dict:
   """The demo config's jitted step alone, on one fixed on-device batch, timed like the driver's loop."""
-  import importlib.util  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  spec = importlib.util.spec_from_file_location('demo', os.path.join(REPO, 'experiments', 'demo.py'))
-  demo = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(demo)
-  config = demo.get_config()
-  config.num_train_steps = driver_steps
+  config = _demo_config(driver_steps)
   step_fn, state, batch, rng = _compiled_step(config, config.synthetic_data.num_classes)
   state, m = step_fn(state, batch, rng, np.int32(1))
   jax.block_until_ready(m)
