@@ -9,9 +9,10 @@ WORKDIR/synthetic_data when they are missing, trains `mvit_tiny` (8x48x48 input,
 clips, evaluates with 2 temporal clips per video (softmax averaged per video) and writes TensorBoard events,
 checkpoints, WORKDIR/eval/predictions_300.csv and WORKDIR/metrics.json.
 
-Measured (fresh checkout, 2026-11-25, the project's 2-core CPU VM shared with other jobs): 95.0% top-1 / 100%
-top-5 on the 40 validation videos (chance: 25% top-1), 1 min 59 s wall at load average ~2 and 3 min 51 s at ~8,
-including the dataset generation, compilation and the evaluation.
+Measured on the project's 2-core CPU VM, 2026-11-25, including the dataset generation, compilation and the
+evaluation (chance: 25% top-1): 95.0% top-1 / 100% top-5 on the 40 validation videos on fresh checkouts of the
+first version (1 min 59 s wall at load average ~2, 3 min 51 s at ~8); 97.5% / 100% in 1 min 56 s on the quiet VM
+at the current code (pooling custom VJPs and CPU stem change the float rounding, host malloc tuned).
 """
 from mvit_jax import config_lib
 
