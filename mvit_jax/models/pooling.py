@@ -53,12 +53,12 @@ def _phase_split(x: jax.Array, kernel: Triple, stride: Triple, padding: Triple, 
   return x.reshape(shape + list(x.shape[4:])), out
 
 
-def _unsplit_phases(phases: dict, x: jax.Array, kernel: Triple, stride: Triple, pad_value) -> jax.Array:
+def _unsplit_phases(phases: dict, x: jax.Array, kernel: Triple, stride: Triple) -> jax.Array:
   """Transpose of `_phase_split` for a gradient given per stride phase: {(pt, ph, pw): (B, T'', H'', W'', *C)}."""
   sT, sH, sW = stride
   d_xp = jnp.stack([jnp.stack([jnp.stack([phases[(pt, ph, pw)] for pw in range(sW)], axis=4)
                                for ph in range(sH)], axis=3) for pt in range(sT)], axis=2)
-  _, unsplit = jax.vjp(lambda x: _phase_split(x, kernel, stride, tuple(k // 2 for k in kernel), pad_value)[0], x)
+  _, unsplit = jax.vjp(lambda x: _phase_split(x, kernel, stride, tuple(k // 2 for k in kernel), 0)[0], x)
   return unsplit(d_xp)[0]
 
 
@@ -154,7 +154,7 @@ def _depthwise_slices_bwd(stride, residuals, ct):
       term = ct_pad[index] * kernel[tuple(qi * s + p for qi, s, p in zip(q, stride, phase))]
       total = term if total is None else total + term
     phases[phase] = zeros if total is None else total
-  return _unsplit_phases(phases, x, ksize, stride, 0), d_kernel
+  return _unsplit_phases(phases, x, ksize, stride), d_kernel
 
 
 _depthwise_slices.defvjp(_depthwise_slices_fwd, _depthwise_slices_bwd)
@@ -224,7 +224,7 @@ def _max_pool_slices_bwd(window, stride, residuals, ct):
     phases[phase] = term if phase not in phases else phases[phase] + term
   empty = jnp.zeros((ct.shape[0], *phase_len, *ct.shape[4:]), ct.dtype)
   phases = {p: phases.get(p, empty) for p in itertools.product(*(range(s) for s in stride))}
-  return (_unsplit_phases(phases, x, window, stride, -jnp.inf),)
+  return (_unsplit_phases(phases, x, window, stride),)
 
 
 _max_pool_slices.defvjp(_max_pool_slices_fwd, _max_pool_slices_bwd)
