@@ -154,3 +154,32 @@ def test_frame_folder_reads_only_sampled_frames(tmp_path):
   with pytest.raises(decode.DecodeError, match='00003.jpg'):
     decode.decode_frame_folder(str(folder), indices_fn([3]), fps=30.0)
   assert os.path.exists(folder / '00004.jpg')
+
+
+def _bt601_rgb(yuv420: np.ndarray) -> np.ndarray:
+  """The BT.601 limited-range formula in float64 with nearest chroma: (H*3/2, W) I420 -> (H, W, 3)."""
+  h, w = yuv420.shape[0] * 2 // 3, yuv420.shape[1]
+  y = (yuv420[:h].astype(np.float64) - 16) * 255 / 219
+  u, v = ((yuv420[h + i * h // 4:h + (i + 1) * h // 4].reshape(h // 2, w // 2).astype(np.float64) - 128) * 255 / 224
+          for i in (0, 1))
+  u, v = (np.repeat(np.repeat(c, 2, 0), 2, 1) for c in (u, v))
+  rgb = np.stack([y + 1.402 * v, y - 0.344136 * u - 0.714136 * v, y + 1.772 * u], -1)
+  return np.clip(np.round(rgb), 0, 255)
+
+
+@pytest.mark.parametrize('colorspace,fast', [(None, True), ('ITU709', False)])
+def test_rgb_conversion_is_bt601_and_honours_other_colour_spaces(colorspace, fast):
+  rng = np.random.default_rng(0)
+  image = np.repeat(np.repeat(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8), 4, 0), 4, 1)  # (48, 64, 3)
+  frame = av.VideoFrame.from_ndarray(image, format='rgb24').reformat(format='yuv420p')
+  if colorspace:
+    frame.colorspace = getattr(av.video.reformatter.Colorspace, colorspace)
+  rgb = decode._to_rgb(frame, 0)
+  assert rgb.shape == (48, 64, 3) and rgb.dtype == np.uint8
+  swscale = frame.to_ndarray(format='rgb24')
+  if fast:  # OpenCV: the exact formula (to rounding), unlike swscale's default table-based path.
+    assert np.abs(rgb - _bt601_rgb(frame.to_ndarray(format='yuv420p'))).max() <= 2
+    assert np.abs(rgb.astype(int) - swscale).max() <= 3
+  else:  # BT.709-tagged: swscale, which reads the frame's colour space.
+    np.testing.assert_array_equal(rgb, swscale)
+  np.testing.assert_array_equal(decode._to_rgb(frame, 24), frame.to_ndarray(format='rgb24', width=32, height=24))

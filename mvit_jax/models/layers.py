@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mvit_jax.models import ops
 from mvit_jax.models import pooling
 from mvit_jax.models.config import BlockSpec, MViTConfig, Triple
 
@@ -40,16 +41,26 @@ def dense(features: int, axes: tuple[str, str], config: MViTConfig, name: str, u
   )
 
 
-def layer_norm(axis_name: str, config: MViTConfig, name: str, eps: float | None = None) -> nn.LayerNorm:
-  """LayerNorm computing its statistics in float32 whatever the compute dtype."""
-  return nn.LayerNorm(
-      epsilon=config.norm_eps if eps is None else eps,
-      dtype=config.dtype,
-      param_dtype=config.param_dtype,
-      scale_init=_partitioned(nn.initializers.ones, (axis_name,)),
-      bias_init=_partitioned(nn.initializers.zeros, (axis_name,)),
-      name=name,
-  )
+class LayerNorm(nn.Module):
+  """LayerNorm over the last axis with float32 statistics whatever the compute dtype (params `scale`, `bias`, as
+  flax's nn.LayerNorm), differentiated by `ops.layer_norm`'s lean rule."""
+
+  epsilon: float
+  axis_name: str
+  config: MViTConfig
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    features = (x.shape[-1],)
+    scale = self.param("scale", _partitioned(nn.initializers.ones, (self.axis_name,)), features,
+                       self.config.param_dtype)
+    bias = self.param("bias", _partitioned(nn.initializers.zeros, (self.axis_name,)), features,
+                      self.config.param_dtype)
+    return ops.layer_norm(x.astype(self.config.dtype), scale, bias, self.epsilon)
+
+
+def layer_norm(axis_name: str, config: MViTConfig, name: str, eps: float | None = None) -> LayerNorm:
+  return LayerNorm(config.norm_eps if eps is None else eps, axis_name, config, name=name)
 
 
 def constrain(x: jax.Array, *axes: str | None) -> jax.Array:
@@ -219,7 +230,7 @@ class PoolingAttention(nn.Module):
       v = TokenPool(spec.kv_kernel, spec.kv_stride, self.thw, cfg, name="pool_v")(v)
     scale = hd**-0.5
     logits = jnp.einsum("bqhd,bkhd->bhqk", q * jnp.asarray(scale, q.dtype), k, preferred_element_type=jnp.float32)
-    probs = jax.nn.softmax(logits, axis=-1).astype(cfg.dtype)
+    probs = ops.softmax(logits).astype(cfg.dtype)
     out = jnp.einsum("bhqk,bkhd->bqhd", probs, v)
     out = out.reshape(b, out.shape[1], dim)
     return dense(dim, ("heads", "embed"), cfg, "proj")(out)
@@ -235,7 +246,7 @@ class Mlp(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     x = dense(self.hidden, ("embed", "mlp"), self.config, "fc1")(x)
-    x = constrain(nn.gelu(x, approximate=False), "batch", "length", "mlp")
+    x = constrain(ops.gelu(x), "batch", "length", "mlp")
     return dense(self.dim_out, ("mlp", "embed"), self.config, "fc2")(x)
 
 
