@@ -78,7 +78,7 @@ class DropPath(nn.Module):
       return x
     keep = 1.0 - self.rate
     mask = jax.random.bernoulli(self.make_rng("dropout"), keep, (x.shape[0],) + (1,) * (x.ndim - 1))
-    return jnp.where(mask, x / keep, 0).astype(x.dtype)
+    return x * (mask / keep).astype(x.dtype)  # A (B, 1, ...) factor: all the backward pass keeps.
 
 
 class PatchEmbed(nn.Module):
