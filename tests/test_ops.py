@@ -39,3 +39,10 @@ def test_layer_norm_matches_flax(dtype, rtol):
   ours = lambda x, s, b: ops.layer_norm(x, s, b, 1e-6)
   assert ours(x, scale, bias).dtype == dtype
   _assert_close(_grads(ours, x, scale, bias), _grads(ref, x, scale, bias), rtol)
+
+
+def test_unstack_qkv_matches_slicing():
+  qkv = jax.random.normal(jax.random.key(4), (2, 9, 3, 2, 8))
+  ours = lambda t: jnp.concatenate([a * (i + 1.5) for i, a in enumerate(ops.unstack_qkv(t))], -1)
+  reference = lambda t: jnp.concatenate([t[:, :, i] * (i + 1.5) for i in range(3)], -1)
+  _assert_close(_grads(ours, qkv), _grads(reference, qkv), 1e-6)

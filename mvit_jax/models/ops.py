@@ -1,4 +1,4 @@
-"""Softmax, exact GELU and LayerNorm with hand-written derivatives that keep few, small residuals.
+"""Softmax, exact GELU, LayerNorm and the q/k/v split with hand-written derivatives that keep few, small residuals.
 
 Autodiff of the textbook formulas saves every intermediate for the backward pass: `jax.nn.softmax` (unless the
 global `jax_softmax_custom_jvp` flag is set) keeps both exp(x - max) and the probabilities, erf-GELU keeps its
@@ -83,3 +83,24 @@ def _layer_norm_bwd(eps, residuals, g):
 
 
 layer_norm.defvjp(_layer_norm_fwd, _layer_norm_bwd)
+
+
+@jax.custom_vjp
+def unstack_qkv(qkv: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """(B, L, 3, heads, head_dim) -> q, k, v (B, L, heads, head_dim).
+
+  Autodiff of the three slices pads each cotangent to the full (B, L, 3, ...) shape and adds the pads (three
+  full-size writes); the backward pass here stacks the three cotangents in one.
+  """
+  return qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+
+
+def _unstack_qkv_fwd(qkv):
+  return unstack_qkv(qkv), None
+
+
+def _unstack_qkv_bwd(_, cotangents):
+  return (jnp.stack(cotangents, axis=2),)
+
+
+unstack_qkv.defvjp(_unstack_qkv_fwd, _unstack_qkv_bwd)
