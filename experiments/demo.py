@@ -12,7 +12,8 @@ checkpoints, WORKDIR/eval/predictions_300.csv and WORKDIR/metrics.json.
 Measured on the project's 2-core CPU VM, 2026-11-25, including the dataset generation, compilation and the
 evaluation (chance: 25% top-1): 95.0% top-1 / 100% top-5 on the 40 validation videos on fresh checkouts of the
 first version (1 min 59 s wall at load average ~2, 3 min 51 s at ~8); 97.5% / 100% in 1 min 56 s on the quiet VM
-at the current code (pooling custom VJPs and CPU stem change the float rounding, host malloc tuned).
+after the pooling custom VJPs, CPU stem and host malloc tuning; 95.0% / 100% in 1 min 37 s at the current code
+(lean softmax/GELU/LayerNorm derivatives and OpenCV colour conversion change the float rounding and the pixels).
 """
 from mvit_jax import config_lib
 
