@@ -19,6 +19,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
+cv2.setNumThreads(1)  # Loaders and `scan` run one process per core; OpenCV's own pool would oversubscribe them.
+
 # EOF this many nominal frames (or this fraction of the video) before a requested frame means a truncated file.
 _MAX_MISSING_FRAMES = 2
 _MAX_MISSING_FRACTION = 0.05
