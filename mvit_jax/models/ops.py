@@ -59,24 +59,23 @@ def _moments(x: jax.Array, eps: float) -> tuple[jax.Array, jax.Array]:
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
 def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: float) -> jax.Array:
   """(x - mean) / sqrt(var + eps) * scale + bias over the last axis; statistics in float32, output in x.dtype."""
-  mean, rstd = _moments(x, eps)
-  return ((x.astype(jnp.float32) - mean) * rstd * scale + bias).astype(x.dtype)
+  return _layer_norm_fwd(x, scale, bias, eps)[0]
 
 
 def _layer_norm_fwd(x, scale, bias, eps):
   mean, rstd = _moments(x, eps)
   y = ((x.astype(jnp.float32) - mean) * rstd * scale + bias).astype(x.dtype)
-  return y, (x, mean, rstd, scale, bias)
+  return y, (x, mean, rstd, scale)
 
 
 def _layer_norm_bwd(eps, residuals, g):
   del eps
-  x, mean, rstd, scale, bias = residuals
+  x, mean, rstd, scale = residuals
   x_hat = (x.astype(jnp.float32) - mean) * rstd
   g = g.astype(jnp.float32)
   reduce_axes = tuple(range(x.ndim - 1))
   d_scale = (g * x_hat).sum(axis=reduce_axes).astype(scale.dtype)
-  d_bias = g.sum(axis=reduce_axes).astype(bias.dtype)
+  d_bias = g.sum(axis=reduce_axes).astype(scale.dtype)  # Parameters share one dtype.
   g_hat = g * scale.astype(jnp.float32)
   dx = rstd * (g_hat - g_hat.mean(axis=-1, keepdims=True) - x_hat * (g_hat * x_hat).mean(axis=-1, keepdims=True))
   return dx.astype(x.dtype), d_scale, d_bias
