@@ -9,11 +9,10 @@ Set XLA_FLAGS to compare XLA's CPU dot libraries (e.g. --xla_cpu_experimental_on
 """
 import argparse
 import json
-import os
-import statistics
 import subprocess
 import sys
-import time
+
+from bench_model import _pin, _time  # The sibling script's pinning and timing.
 
 # (rows = batch 2 x tokens, in, out): qkv / fc1 / fc2 of stages 1-3 at 8x56x56, 8x28x28, 8x14x14 tokens, and proj.
 SHAPES = [(50178, 96, 288), (50178, 96, 384), (50178, 384, 96), (12546, 192, 576), (12546, 192, 768),
@@ -21,35 +20,25 @@ SHAPES = [(50178, 96, 288), (50178, 96, 384), (50178, 384, 96), (12546, 192, 576
 KINDS = ('x @ W', 'g @ W^T', 'x^T @ g')
 
 
-def _median_s(fn, repeats: int) -> float:
-  fn()
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
-
-
 def run(framework: str, threads: int, repeats: int) -> list[list[float]]:
   """[[forward, input grad, weight grad] seconds per shape] in this process."""
-  os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[:threads]))
+  _pin(threads)
   rows = []
   if framework == 'torch':
     import torch  # pylint: disable=g-import-not-at-top
     torch.set_num_threads(threads)
     for m, k, n in SHAPES:
       x, w, g = torch.randn(m, k), torch.randn(k, n), torch.randn(m, n)
-      rows.append([_median_s(fn, repeats) for fn in (lambda: x @ w, lambda: g @ w.t(), lambda: x.t() @ g)])
+      rows.append([_time(fn, repeats)[1] for fn in (lambda: x @ w, lambda: g @ w.t(), lambda: x.t() @ g)])
   else:
     import jax  # pylint: disable=g-import-not-at-top
     forward, input_grad, weight_grad = (jax.jit(f) for f in (lambda x, w: x @ w, lambda g, w: g @ w.T,
                                                              lambda x, g: x.T @ g))
     for i, (m, k, n) in enumerate(SHAPES):
       x, w, g = (jax.random.normal(jax.random.key(3 * i + j), s) for j, s in enumerate([(m, k), (k, n), (m, n)]))
-      rows.append([_median_s(fn, repeats) for fn in (lambda: forward(x, w).block_until_ready(),
-                                                     lambda: input_grad(g, w).block_until_ready(),
-                                                     lambda: weight_grad(x, g).block_until_ready())])
+      rows.append([_time(fn, repeats)[1] for fn in (lambda: forward(x, w).block_until_ready(),
+                                                        lambda: input_grad(g, w).block_until_ready(),
+                                                        lambda: weight_grad(x, g).block_until_ready())])
   return rows
 
 
