@@ -134,6 +134,28 @@ def test_restored_iterator_yields_the_uninterrupted_batches(data_dir, num_worker
   resumed.close()
 
 
+@pytest.mark.parametrize('num_workers', [1, 2])
+def test_workers_recycle_batch_memory_but_never_under_a_held_batch(data_dir, num_workers):
+  kwargs = dict(global_batch_size=8, seed=3, process_index=0, process_count=1)  # 1.4 MB float32 video: pooled.
+  in_process = pipeline.make_train_iterator(make_config(data_dir), **kwargs)
+  reference = take(in_process, 16)
+  in_process.close()
+  it = pipeline.make_train_iterator(make_config(data_dir, num_workers=num_workers), **kwargs)
+  held = take(it, 4)  # Kept alive: their blocks must not be handed out again.
+  blocks = set()
+  for want in reference[4:]:
+    batch = next(it)
+    blocks.add(batch['video'].shm.name)
+    np.testing.assert_array_equal(batch['video'], want['video'])
+    del batch  # Dropped: its block goes back to the worker.
+  for want, got in zip(reference, held):
+    np.testing.assert_array_equal(got['video'], want['video'])
+    np.testing.assert_array_equal(got['label'], want['label'])
+    assert got['video'].shm.name not in blocks
+  assert len(blocks) < 12  # Blocks were reused.
+  it.close()
+
+
 def test_eval_yields_every_view_in_order_with_padding(data_dir):
   cfg = make_config(data_dir, test_num_clips=2, test_num_crops=3)
   it = pipeline.make_eval_iterator(cfg, global_batch_size=8, process_index=0, process_count=1)

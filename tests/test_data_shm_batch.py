@@ -1,4 +1,8 @@
-"""mvit_jax.data.shm_batch: batches equal np.stack's, large leaves land in shared memory whose pages are in place."""
+"""mvit_jax.data.shm_batch: batches equal np.stack's; large leaves land in pooled shared memory whose pages are in
+place, which comes back to the worker once the main process drops the batch (tests/test_data_pipeline.py checks
+this through real workers)."""
+import multiprocessing
+from multiprocessing import shared_memory
 import os
 import resource
 
@@ -33,7 +37,18 @@ def pool(monkeypatch):
   pool = shm_batch._BlockPool()  # pylint: disable=protected-access
   monkeypatch.setattr(shm_batch, '_POOL', pool)
   yield pool
+  _close_and_unlink_all(pool)
+
+
+def _close_and_unlink_all(pool):
+  """pool.close() leaves blocks in use to the main process; here the test is that process."""
+  in_use = [shm.name for blocks in pool._handed_out.values() for shm in blocks]  # pylint: disable=protected-access
   pool.close()
+  for name in in_use:
+    try:
+      shared_memory.SharedMemory(name).unlink()
+    except FileNotFoundError:
+      pass
 
 
 def test_large_leaves_are_stacked_into_shared_memory(pool):
@@ -45,12 +60,11 @@ def test_large_leaves_are_stacked_into_shared_memory(pool):
     assert isinstance(batch['video'], grain_mp.SharedMemoryArray)
     assert not isinstance(batch['label'], grain_mp.SharedMemoryArray)
     assert os.path.exists(f'/dev/shm/{batch["video"].shm.name}')
-    batch['video'].shm.unlink()  # What grain's main process does once the batch is consumed.
 
 
 def test_pooled_blocks_are_populated_before_they_are_written(pool):
   shape = (64, 256, 256, 3)  # 12 MiB = 3072 pages.
-  pool.array(shape, np.uint8).shm.unlink()  # Starts the next block in the background.
+  pool.array(shape, np.uint8)  # Starts the next block in the background.
   block = pool.array(shape, np.uint8)
   before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
   block[...] = 7
@@ -59,16 +73,63 @@ def test_pooled_blocks_are_populated_before_they_are_written(pool):
   before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
   fresh[...] = 7
   fresh_faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-  block.shm.unlink()
   fresh.shm.unlink()
   assert fresh_faults > 1000  # Every page of a fresh block faults (this is what the pool saves).
   assert faults < fresh_faults / 10
 
 
-def test_close_unlinks_the_blocks_made_ahead():
+def _main_process_view(worker_array):
+  """What grain's main process makes of a worker's SharedMemoryArray, then our map after mp_prefetch."""
+  array = grain_mp.SharedMemoryArray.from_metadata(worker_array.metadata)
+  array.unlink_on_del()
+  return shm_batch.recycle_when_dropped({'video': array})['video']
+
+
+def test_a_block_is_reused_only_after_the_main_process_drops_its_batch(pool):
+  shape = (2, 1 << 20)
+  first = pool.array(shape, np.uint8)
+  seen = _main_process_view(first)
+  second = pool.array(shape, np.uint8)
+  assert second.shm.name != first.shm.name  # `seen` is alive.
+  seen[...] = 1
+  del seen  # Garbage in the main process: the block is free again, and not unlinked.
+  assert os.path.exists(f'/dev/shm/{first.shm.name}')
+  assert pool.array(shape, np.uint8).shm.name == first.shm.name
+
+
+def test_blocks_grain_unlinks_are_forgotten(pool):
+  shape = (2, 1 << 20)
+  first = pool.array(shape, np.uint8)
+  grain_mp.SharedMemoryArray.from_metadata(first.metadata).shm.unlink()  # A batch grain dropped (close, set_state).
+  assert not os.path.exists(f'/dev/shm/{first.shm.name}')
+  assert pool.array(shape, np.uint8).shm.name != first.shm.name
+
+
+def test_close_unlinks_spare_and_free_blocks_but_not_those_in_use():
   pool = shm_batch._BlockPool(blocks_ahead=2)  # pylint: disable=protected-access
-  pool.array((2, 1 << 20), np.uint8).shm.unlink()
-  ahead = [future.result().name for pending in pool._pending.values() for future in pending]  # pylint: disable=protected-access
-  assert len(ahead) == 2 and all(os.path.exists(f'/dev/shm/{name}') for name in ahead)
+  shape = (2, 1 << 20)
+  in_use = pool.array(shape, np.uint8)
+  freed = pool.array(shape, np.uint8)
+  seen = _main_process_view(freed)
+  del seen
+  spare = [future.result().name for pending in pool._pending.values() for future in pending]  # pylint: disable=protected-access
+  assert len(spare) == 2
   pool.close()
-  assert not any(os.path.exists(f'/dev/shm/{name}') for name in ahead)
+  assert not any(os.path.exists(f'/dev/shm/{name}') for name in spare + [freed.shm.name])
+  assert os.path.exists(f'/dev/shm/{in_use.shm.name}')  # Its batch may still be in grain's queue or in use.
+  shared_memory.SharedMemory(in_use.shm.name).unlink()
+
+
+def test_main_process_unlinks_blocks_of_a_worker_that_has_exited(monkeypatch):
+  dead = multiprocessing.get_context('spawn').Process(target=int)
+  dead.start()
+  dead.join()
+  monkeypatch.setattr(shm_batch.os, 'getpid', lambda: dead.pid)
+  pool = shm_batch._BlockPool()  # pylint: disable=protected-access
+  block = pool.array((2, 1 << 20), np.uint8)
+  name = block.shm.name
+  seen = _main_process_view(block)
+  del seen
+  assert not os.path.exists(f'/dev/shm/{name}')
+  monkeypatch.undo()
+  _close_and_unlink_all(pool)

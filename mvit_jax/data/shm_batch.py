@@ -1,11 +1,19 @@
-"""Batching in grain worker processes straight into shared memory whose pages are already in place.
+"""Batches from grain worker processes in shared memory that is recycled instead of allocated for every batch.
 
-A grain worker hands each batch to the main process in a fresh shared-memory block (grain's SharedMemoryArray). The
-kernel allocates and zeroes every page of a fresh block when it is first written: ~2 ms per 16x224x224 uint8 clip on
-the project's 2-core VM, about a tenth of what a worker spends per clip. grain passes on, without copying, leaves
-that already are SharedMemoryArrays; so a worker stacks each batch into a block that a background thread created and
-populated (madvise(MADV_POPULATE_WRITE), with the GIL released) while the worker decoded the previous batch.
-grain has no option for this (its blocks are always fresh and written on the worker's own thread), hence this file.
+A grain worker hands each batch to the main process in a fresh shared-memory block (grain's SharedMemoryArray),
+which the main process unlinks once the batch is dropped. The kernel allocates and zeroes every page of a fresh
+block when it is first written and frees them again at the end: ~2 ms of CPU per 16x224x224 uint8 clip on the
+project's 2-core VM, a tenth of a worker's time per clip. grain passes on, without copying, leaves that already are
+SharedMemoryArrays, so here
+  - workers stack large leaves into blocks of their own pool (`stack`, grain's batch_fn), each block followed by a
+    small trailer that says whether the main process still uses it;
+  - the main process (`recycle_when_dropped`, a map after mp_prefetch) keeps grain from unlinking those blocks and,
+    once a batch array is garbage, marks its block free in the trailer (one pwrite);
+  - the worker reuses free blocks, whose pages are already in place. When none is free it takes a new block that a
+    background thread created and populated (madvise(MADV_POPULATE_WRITE), without the GIL) one batch ahead.
+Blocks grain unlinks itself (batches dropped by close() or set_state()) are forgotten. A worker that exits
+unlinks its free and spare blocks; blocks in use then belong to the main process, which unlinks them when their
+batch is dropped (the trailer names the worker's pid). grain has no option for any of this, hence this file.
 """
 import collections
 from concurrent import futures
@@ -13,13 +21,23 @@ import ctypes
 import math
 from multiprocessing import shared_memory
 from multiprocessing import util as mp_util
-from typing import Sequence
+import os
+from typing import Any, Sequence
+import weakref
 
 from grain import multiprocessing as grain_mp
 import numpy as np
 
 _MADV_POPULATE_WRITE = 23  # Linux >= 5.14; older kernels fall back to writing zeros.
 _MIN_POOLED_BYTES = 1 << 20  # Smaller leaves (labels, masks) are stacked as usual.
+_MAGIC = b'mvitpool'
+_STATE = len(_MAGIC)  # Trailer offsets: magic, one state byte, the worker's pid (uint64, little-endian).
+_PID = _STATE + 1
+_TRAILER = _PID + 8
+_IN_USE, _FREE = 1, 0
+_SHM_DIR = '/dev/shm'  # Where POSIX shared memory lives on Linux (SharedMemory names are files there).
+
+_LIBC = ctypes.CDLL(None, use_errno=True)
 
 
 def _populate(shm: shared_memory.SharedMemory) -> None:
@@ -33,43 +51,76 @@ def _populate(shm: shared_memory.SharedMemory) -> None:
     del window  # Releases the export of shm.buf, so the block can be closed.
 
 
-_LIBC = ctypes.CDLL(None, use_errno=True)
+def _new_block(data_bytes: int) -> shared_memory.SharedMemory:
+  shm = shared_memory.SharedMemory(create=True, size=data_bytes + _TRAILER)
+  _populate(shm)
+  shm.buf[data_bytes:data_bytes + _STATE] = _MAGIC
+  shm.buf[data_bytes + _PID:data_bytes + _TRAILER] = os.getpid().to_bytes(8, 'little')
+  return shm
+
+
+class _PooledArray(grain_mp.SharedMemoryArray):
+  """A worker's view of a pooled block: grain sends its metadata like any SharedMemoryArray's, but dropping it
+  does not close the block (SharedMemoryArray.__del__ would), which stays mapped in the pool."""
+
+  def __del__(self) -> None:
+    pass
 
 
 class _BlockPool:
-  """Shared-memory blocks of each requested size, created and populated one batch ahead on one thread."""
+  """A worker's shared-memory blocks by data size: handed out, free again, or being populated ahead."""
 
   def __init__(self, blocks_ahead: int = 1):
     self._blocks_ahead = blocks_ahead
     self._executor = futures.ThreadPoolExecutor(1, thread_name_prefix='shm-populate')
     self._pending: dict[int, collections.deque[futures.Future]] = collections.defaultdict(collections.deque)
-    # Unlink blocks still waiting in the pool when the worker exits (multiprocessing skips atexit in children).
+    self._handed_out: dict[int, list[shared_memory.SharedMemory]] = collections.defaultdict(list)
+    # Unlink this worker's blocks when it exits (multiprocessing skips atexit in children).
     mp_util.Finalize(self, self.close, exitpriority=10)
 
-  def _new_block(self, size: int) -> shared_memory.SharedMemory:
-    shm = shared_memory.SharedMemory(create=True, size=size)
-    _populate(shm)
-    return shm
+  def _reusable_block(self, data_bytes: int) -> shared_memory.SharedMemory | None:
+    blocks, found = self._handed_out[data_bytes], None
+    for shm in list(blocks):
+      if not os.path.exists(os.path.join(_SHM_DIR, shm.name)):  # grain unlinked it (a dropped batch).
+        blocks.remove(shm)
+        shm.close()
+      elif found is None and shm.buf[data_bytes + _STATE] == _FREE:
+        found = shm
+    return found
 
-  def array(self, shape: tuple[int, ...], dtype: np.dtype) -> grain_mp.SharedMemoryArray:
+  def array(self, shape: tuple[int, ...], dtype: np.dtype) -> _PooledArray:
     """An uninitialised SharedMemoryArray of `shape` whose pages are already allocated."""
-    size = math.prod(shape) * np.dtype(dtype).itemsize
-    pending = self._pending[size]
-    if not pending:
-      pending.append(self._executor.submit(self._new_block, size))
-    shm = pending.popleft().result()
-    while len(pending) < self._blocks_ahead:
-      pending.append(self._executor.submit(self._new_block, size))
-    return grain_mp.SharedMemoryArray.from_shared_memory(shm, shape, dtype)
+    data_bytes = math.prod(shape) * np.dtype(dtype).itemsize
+    shm = self._reusable_block(data_bytes)
+    if shm is None:
+      pending = self._pending[data_bytes]
+      if not pending:
+        pending.append(self._executor.submit(_new_block, data_bytes))
+      shm = pending.popleft().result()
+      while len(pending) < self._blocks_ahead:
+        pending.append(self._executor.submit(_new_block, data_bytes))
+      self._handed_out[data_bytes].append(shm)
+    shm.buf[data_bytes + _STATE] = _IN_USE
+    return _PooledArray.from_shared_memory(shm, shape, dtype)
 
   def close(self) -> None:
+    """Unlinks the spare and the free blocks; those in use are the main process's to unlink."""
     self._executor.shutdown(wait=True)
-    for pending in self._pending.values():
-      for future in pending:
-        shm = future.result()
-        shm.close()
+    spare = [future.result() for pending in self._pending.values() for future in pending]
+    for data_bytes, handed_out in self._handed_out.items():
+      spare += [shm for shm in handed_out if shm.buf[data_bytes + _STATE] == _FREE]
+    for shm in spare:
+      try:
         shm.unlink()
+      except FileNotFoundError:  # Unlinked by grain's main process already.
+        pass
+    for shm in spare + [shm for handed_out in self._handed_out.values() for shm in handed_out]:
+      try:
+        shm.close()
+      except BufferError:  # An array of this worker still maps it; the mapping goes with the process.
+        pass
     self._pending.clear()
+    self._handed_out.clear()
 
 
 _POOL: _BlockPool | None = None
@@ -95,4 +146,44 @@ def stack(elements: Sequence[dict]) -> dict:
       batch[key] = np.stack(leaves, out=_POOL.array(shape, dtype))
     else:
       batch[key] = np.stack(leaves)
+  return batch
+
+
+def _release(name: str, state_offset: int, worker_pid: int) -> None:
+  """A batch array died in the main process: its block goes back to the worker, or away if the worker is gone."""
+  try:
+    os.kill(worker_pid, 0)
+  except ProcessLookupError:
+    try:
+      shm = shared_memory.SharedMemory(name)
+    except FileNotFoundError:
+      return
+    shm.close()
+    shm.unlink()  # Also tells the resource tracker, which would otherwise warn at exit.
+    return
+  try:
+    fd = os.open(os.path.join(_SHM_DIR, name), os.O_WRONLY)
+  except FileNotFoundError:
+    return
+  try:
+    os.pwrite(fd, bytes([_FREE]), state_offset)
+  finally:
+    os.close(fd)
+
+
+def recycle_when_dropped(batch: dict[str, Any]) -> dict[str, Any]:
+  """Main process, after mp_prefetch: pooled blocks go back to their worker when their batch array is garbage.
+
+  grain would unlink them (its SharedMemoryArray's private `_unlink_on_del`); where grain changes that, the worker
+  sees the name gone and allocates a new block, as grain alone would.
+  """
+  for leaf in batch.values():
+    if not isinstance(leaf, grain_mp.SharedMemoryArray) or leaf.shm is None or not hasattr(leaf, '_unlink_on_del'):
+      continue
+    data_bytes = leaf.nbytes
+    if leaf.shm.size != data_bytes + _TRAILER or bytes(leaf.shm.buf[data_bytes:data_bytes + _STATE]) != _MAGIC:
+      continue
+    worker_pid = int.from_bytes(leaf.shm.buf[data_bytes + _PID:data_bytes + _TRAILER], 'little')
+    leaf._unlink_on_del = False  # pylint: disable=protected-access
+    weakref.finalize(leaf, _release, leaf.shm.name, data_bytes + _STATE, worker_pid)
   return batch
