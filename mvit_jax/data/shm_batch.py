@@ -117,7 +117,7 @@ class _BlockPool:
     for shm in spare + [shm for handed_out in self._handed_out.values() for shm in handed_out]:
       try:
         shm.close()
-      except BufferError:  # An array of this worker still maps it; the mapping goes with the process.
+      except (BufferError, OSError):  # Still mapped by an array of this worker: it goes with the process.
         pass
     self._pending.clear()
     self._handed_out.clear()
