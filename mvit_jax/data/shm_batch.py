@@ -153,7 +153,7 @@ def _release(name: str, state_offset: int, worker_pid: int) -> None:
   """A batch array died in the main process: its block goes back to the worker, or away if the worker is gone."""
   try:
     os.kill(worker_pid, 0)
-  except ProcessLookupError:
+  except (ProcessLookupError, PermissionError):  # Gone (PermissionError: its pid now belongs to someone else).
     try:
       shm = shared_memory.SharedMemory(name)
     except FileNotFoundError:
