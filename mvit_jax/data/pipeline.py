@@ -202,7 +202,8 @@ def _finish(ds: grain.MapDataset, cfg, num_videos: int):
     it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=cfg.num_workers,
                                                            per_worker_buffer_size=cfg.worker_buffer_size),
                               worker_init_fn=_init_worker).map(shm_batch.recycle_when_dropped)
-    # Labels, masks and failure reports (bytes each) go through grain's pipe, not a shared-memory block apiece.
+    # Labels, masks and failure reports (bytes each) go through grain's pipe, not a shared-memory block apiece
+    # (grain applies dataset options to the whole pipeline, its workers included).
     it_ds = grain.experimental.WithOptionsIterDataset(it_ds, grain.experimental.DatasetOptions(min_shm_size=1 << 16))
   return it_ds.map(_AccountFailures(num_videos, cfg.max_failure_fraction))
 
