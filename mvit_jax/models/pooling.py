@@ -25,6 +25,7 @@ import itertools
 import jax
 import jax.numpy as jnp
 from jax import lax
+import numpy as np
 
 Triple = tuple[int, int, int]
 
@@ -114,6 +115,25 @@ def _depthwise_slices_forward(x: jax.Array, kernel: jax.Array, stride: Triple) -
   return result
 
 
+_TAPS_PER_REDUCTION = 9
+
+
+def _tap_sums(xp: jax.Array, ct: jax.Array, ksize: Triple, stride: Triple, out: Triple) -> jax.Array:
+  """(kT * kH * kW, C) float32: for every kernel tap, the sum over (B, To, Ho, Wo, *G) of tap * ct.
+
+  Nine taps per reduction (one variadic `lax.reduce`): XLA makes one pass over memory per reduction, and one
+  reduction per tap streamed the cotangent and a tap slice k^3 times. Measured on the CPU at batch 2 (MViT-B's
+  poolings, all 27 taps): stage-3 Q 48 -> 6 ms, stage-2 Q 96 -> 23 ms, stage-1 Q 190 -> 69 ms.
+  """
+  axes = tuple(range(ct.ndim - 1))
+  products = [(tap * ct).astype(jnp.float32) for _, tap in _taps(xp, ksize, stride, out)]
+  sums = []
+  for i in range(0, len(products), _TAPS_PER_REDUCTION):
+    group = tuple(products[i:i + _TAPS_PER_REDUCTION])
+    sums += lax.reduce(group, (np.float32(0),) * len(group), lambda a, b: tuple(x + y for x, y in zip(a, b)), axes)
+  return jnp.stack(sums)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _depthwise_slices(x: jax.Array, kernel: jax.Array, stride: Triple) -> jax.Array:
   return _depthwise_slices_forward(x, kernel, stride)
@@ -132,9 +152,7 @@ def _depthwise_slices_bwd(stride, residuals, ct):
   ksize = tuple(kernel.shape[:3])
   padding = tuple(k // 2 for k in ksize)
   xp, out = _phase_split(x, ksize, stride, padding, 0)
-  reduce_axes = tuple(range(ct.ndim - 1))
-  d_kernel = jnp.stack([jnp.sum(tap * ct, axis=reduce_axes, dtype=jnp.float32)
-                        for _, tap in _taps(xp, ksize, stride, out)]).reshape(kernel.shape).astype(kernel.dtype)
+  d_kernel = _tap_sums(xp, ct, ksize, stride, out).reshape(kernel.shape).astype(kernel.dtype)
 
   # Per grid axis: phase length L'' of the padded input, and Q = ceil(k / s) taps at most per phase.
   phase_len = tuple(xp.shape[1 + 2 * i] for i in range(3))
