@@ -6,7 +6,8 @@ Two formulations of the same operators, tested equal to each other (tests/test_p
 * ``"slices"``: the padded input is split into stride phases (space-to-depth), after which every kernel tap is a
   contiguous slice; the output is the sum (or max) of the taps times per-channel weights. Their gradients are
   custom VJPs in the same style (transposed convolution by stride phase; max pooling through the forward's
-  argmax), plain slices, pads and multiply-adds that XLA fuses. Written by hand because XLA's grouped
+  argmax), plain slices, pads and multiply-adds that XLA fuses; on the CPU the depthwise kernel gradient is a
+  compiled kernel (`cpu_kernels`, 12x XLA's reductions) when it was built. Written by hand because XLA's grouped
   convolution is 34-240x slower on CPU (measured, ../shared/reference/performance.md §6) and its backward is
   reported slow on GPU (jax#13800, jax#26266); no library offers a faster depthwise 3-D conv for JAX. Measured
   on an H100, MViT-B train step: slices 1.32x conv (docs/benchmarks.md).
@@ -26,6 +27,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 import numpy as np
+
+from mvit_jax.models import cpu_kernels
 
 Triple = tuple[int, int, int]
 
@@ -121,6 +124,8 @@ _TAPS_PER_REDUCTION = 9
 def _tap_sums(xp: jax.Array, ct: jax.Array, ksize: Triple, stride: Triple, out: Triple) -> jax.Array:
   """(kT * kH * kW, C) float32: for every kernel tap, the sum over (B, To, Ho, Wo, *G) of tap * ct.
 
+  XLA's formulation, used off the CPU, for other dtypes than float32 and where `cpu_kernels` was not built.
+
   Nine taps per reduction (one variadic `lax.reduce`): XLA makes one pass over memory per reduction, and one
   reduction per tap streamed the cotangent and a tap slice k^3 times. Measured on the CPU at batch 2 (MViT-B's
   poolings, all 27 taps): stage-3 Q 48 -> 6 ms, stage-2 Q 96 -> 23 ms, stage-1 Q 190 -> 69 ms.
@@ -152,7 +157,17 @@ def _depthwise_slices_bwd(stride, residuals, ct):
   ksize = tuple(kernel.shape[:3])
   padding = tuple(k // 2 for k in ksize)
   xp, out = _phase_split(x, ksize, stride, padding, 0)
-  d_kernel = _tap_sums(xp, ct, ksize, stride, out).reshape(kernel.shape).astype(kernel.dtype)
+
+  def xla_kernel_grad(x, ct):
+    return _tap_sums(_phase_split(x, ksize, stride, padding, 0)[0], ct, ksize, stride, out).reshape(kernel.shape)
+
+  if cpu_kernels.available() and x.dtype == ct.dtype == jnp.float32:
+    # The compiled kernel on the CPU (12x XLA's reductions there), XLA's formulation on other platforms.
+    d_kernel = lax.platform_dependent(
+        x, ct, cpu=lambda x, ct: cpu_kernels.depthwise_kernel_grad(x, ct, ksize, stride), default=xla_kernel_grad)
+  else:
+    d_kernel = xla_kernel_grad(x, ct)
+  d_kernel = d_kernel.astype(kernel.dtype)
 
   # Per grid axis: phase length L'' of the padded input, and Q = ceil(k / s) taps at most per phase.
   phase_len = tuple(xp.shape[1 + 2 * i] for i in range(3))
