@@ -10,19 +10,21 @@ import os
 from setuptools import Extension, setup
 
 
-def _ffi_include_dir() -> str:
-  import jaxlib  # pylint: disable=import-outside-toplevel
+def _extensions() -> list[Extension]:
+  try:
+    import jaxlib  # pylint: disable=import-outside-toplevel
+  except ImportError:  # A build without isolation and without jaxlib: no compiled kernels.
+    return []
+  return [
+      Extension(
+          "mvit_jax.models._cpu_kernels",
+          sources=["mvit_jax/models/csrc/depthwise_kernel_grad.cc"],
+          include_dirs=[os.path.join(os.path.dirname(jaxlib.__file__), "include")],
+          extra_compile_args=["-O3", "-std=c++17"],
+          language="c++",
+          optional=True,
+      )
+  ]
 
-  return os.path.join(os.path.dirname(jaxlib.__file__), "include")
 
-
-setup(ext_modules=[
-    Extension(
-        "mvit_jax.models._cpu_kernels",
-        sources=["mvit_jax/models/csrc/depthwise_kernel_grad.cc"],
-        include_dirs=[_ffi_include_dir()],
-        extra_compile_args=["-O3", "-std=c++17"],
-        language="c++",
-        optional=True,
-    )
-])
+setup(ext_modules=_extensions())
