@@ -229,10 +229,14 @@ class PoolingAttention(nn.Module):
       k = TokenPool(spec.kv_kernel, spec.kv_stride, self.thw, cfg, name="pool_k")(k)
       v = TokenPool(spec.kv_kernel, spec.kv_stride, self.thw, cfg, name="pool_v")(v)
     scale = hd**-0.5
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q * jnp.asarray(scale, q.dtype), k, preferred_element_type=jnp.float32)
+    # Heads next to the batch axis, (B, heads, L, head_dim), before the two attention dots: given (B, L, heads,
+    # head_dim) operands XLA's CPU backend transposes the (Lq, Lk) probabilities instead (MViT-B forward 1.7x
+    # slower in the 28x28 / 14x14 stages, docs/benchmarks.md). The transposes here move only q, k, v and the output.
+    q, k, v = (jnp.transpose(a, (0, 2, 1, 3)) for a in (q * jnp.asarray(scale, q.dtype), k, v))
+    logits = jnp.einsum("bhqd,bhkd->bhqk", q, k, preferred_element_type=jnp.float32)
     probs = ops.softmax(logits).astype(cfg.dtype)
-    out = jnp.einsum("bhqk,bkhd->bqhd", probs, v)
-    out = out.reshape(b, out.shape[1], dim)
+    out = jnp.einsum("bhqk,bhkd->bhqd", probs, v)
+    out = jnp.transpose(out, (0, 2, 1, 3)).reshape(b, -1, dim)
     return dense(dim, ("heads", "embed"), cfg, "proj")(out)
 
 
