@@ -46,3 +46,17 @@ def test_unstack_qkv_matches_slicing():
   ours = lambda t: jnp.concatenate([a * (i + 1.5) for i, a in enumerate(ops.unstack_qkv(t))], -1)
   reference = lambda t: jnp.concatenate([t[:, :, i] * (i + 1.5) for i in range(3)], -1)
   _assert_close(_grads(ours, qkv), _grads(reference, qkv), 1e-6)
+
+
+@pytest.mark.parametrize("shape", [(2, 7, 5, 12), (2, 7, 12, 5)])  # (B, L, K, N): cotangent wider, then narrower.
+def test_matmul_matches_dot_and_its_gradients(shape):
+  b, l, k, n = shape
+  kx, kw = jax.random.split(jax.random.key(5))
+  x, w = jax.random.normal(kx, (b, l, k)), jax.random.normal(kw, (k, n))
+  np.testing.assert_allclose(ops.matmul(x, w), jnp.dot(x, w), rtol=1e-6)
+  ours = lambda x, w: jnp.sin(ops.matmul(x, w))
+  reference = lambda x, w: jnp.sin(jnp.dot(x, w))
+  _assert_close(_grads(ours, x, w), _grads(reference, x, w), 1e-5)
+  dense = lambda dot_general: nn.Dense(n, dot_general=dot_general)
+  params = dense(None).init(jax.random.key(6), x)
+  np.testing.assert_allclose(dense(ops.dense_dot_general).apply(params, x), dense(None).apply(params, x), rtol=1e-6)

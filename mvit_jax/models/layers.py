@@ -37,6 +37,8 @@ def dense(features: int, axes: tuple[str, str], config: MViTConfig, name: str, u
       param_dtype=config.param_dtype,
       kernel_init=_partitioned(dense_init, axes),
       bias_init=_partitioned(nn.initializers.zeros, (axes[1],)),
+      # On the CPU the weight gradient is oriented by ops.matmul (XLA's CPU dots copy an operand for it).
+      dot_general=ops.dense_dot_general if jax.default_backend() == "cpu" else None,
       name=name,
   )
 
