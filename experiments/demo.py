@@ -13,7 +13,9 @@ Measured on the project's 2-core CPU VM, 2026-11-25, including the dataset gener
 evaluation (chance: 25% top-1): 95.0% top-1 / 100% top-5 on the 40 validation videos on fresh checkouts of the
 first version (1 min 59 s wall at load average ~2, 3 min 51 s at ~8); 97.5% / 100% in 1 min 56 s on the quiet VM
 after the pooling custom VJPs, CPU stem and host malloc tuning; 95.0% / 100% in 1 min 37 s at the current code
-(lean softmax/GELU/LayerNorm derivatives and OpenCV colour conversion change the float rounding and the pixels).
+(lean softmax/GELU/LayerNorm derivatives and OpenCV colour conversion change the float rounding and the pixels);
+92.5% / 100% in 1 min 45 s on the 2-core Intel VM of 2026-12-01 after the compiled pooling kernel gradient and
+the oriented dense weight gradients (both change the float rounding of the gradients, hence the run).
 """
 from mvit_jax import config_lib
 
