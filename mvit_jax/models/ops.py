@@ -1,11 +1,12 @@
 """Softmax, exact GELU, LayerNorm, the q/k/v split and the dense matmul with hand-written derivatives.
 
 The first four keep few, small residuals (`matmul` orients its weight gradient, see there). Autodiff of the
-textbook formulas saves every intermediate for the backward pass: `jax.nn.softmax` (unless the global `jax_softmax_custom_jvp` flag is set) keeps both exp(x - max) and the probabilities, erf-GELU keeps its
-erfc and exp terms, flax's LayerNorm five full-size tensors. For MViT-B 16x4 at batch 2 that is gigabytes of
-extra memory traffic per training step on a CPU (or GPU) whose step is bandwidth-bound. Here each op saves what
-PyTorch's kernels save (softmax: its output; GELU: its input; LayerNorm: input, mean, 1/std) and recomputes the
-rest in the backward pass. Forward values are the textbook ones, computed in float32 where the docstrings say.
+textbook formulas saves every intermediate for the backward pass: `jax.nn.softmax` (unless the global
+`jax_softmax_custom_jvp` flag is set) keeps both exp(x - max) and the probabilities, erf-GELU keeps its erfc and
+exp terms, flax's LayerNorm five full-size tensors. For MViT-B 16x4 at batch 2 that is gigabytes of extra memory
+traffic per training step on a CPU (or GPU) whose step is bandwidth-bound. Here each op saves what PyTorch's
+kernels save (softmax: its output; GELU: its input; LayerNorm: input, mean, 1/std) and recomputes the rest in the
+backward pass. Forward values are the textbook ones, computed in float32 where the docstrings say.
 """
 
 import functools

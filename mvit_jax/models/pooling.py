@@ -158,11 +158,9 @@ def _depthwise_slices_bwd(stride, residuals, ct):
   padding = tuple(k // 2 for k in ksize)
   xp, out = _phase_split(x, ksize, stride, padding, 0)
 
-  def xla_kernel_grad(x, ct):
-    return _tap_sums(_phase_split(x, ksize, stride, padding, 0)[0], ct, ksize, stride, out).reshape(kernel.shape)
-
+  xla_kernel_grad = lambda x, ct: _tap_sums(xp, ct, ksize, stride, out).reshape(kernel.shape)
   if cpu_kernels.available() and x.dtype == ct.dtype == jnp.float32:
-    # The compiled kernel on the CPU (12x XLA's reductions there), XLA's formulation on other platforms.
+    # The compiled kernel on the CPU, XLA's formulation on other platforms.
     d_kernel = lax.platform_dependent(
         x, ct, cpu=lambda x, ct: cpu_kernels.depthwise_kernel_grad(x, ct, ksize, stride), default=xla_kernel_grad)
   else:
