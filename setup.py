@@ -18,7 +18,7 @@ def _extensions() -> list[Extension]:
   return [
       Extension(
           "mvit_jax.models._cpu_kernels",
-          sources=["mvit_jax/models/csrc/depthwise_kernel_grad.cc"],
+          sources=["mvit_jax/models/csrc/depthwise_kernel_grad.cc", "mvit_jax/models/csrc/softmax.cc"],
           include_dirs=[os.path.join(os.path.dirname(jaxlib.__file__), "include")],
           extra_compile_args=["-O3", "-std=c++17"],
           language="c++",

@@ -29,6 +29,7 @@ from mvit_jax import evaluate
 from mvit_jax import metrics as metrics_lib
 from mvit_jax import optim
 from mvit_jax import sharding as sharding_lib
+from mvit_jax.models import compiler_options
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -142,7 +143,8 @@ class TrainSetup:
     batch_sharding = sharding_lib.batch_sharding(self.mesh)
     jitted = jax.jit(train_step, donate_argnums=(0,),
                      in_shardings=(state_shardings, batch_sharding, replicated, replicated),
-                     out_shardings=(state_shardings, replicated))
+                     out_shardings=(state_shardings, replicated),
+                     compiler_options=compiler_options(self.mesh.devices.flat[0].platform))
 
     def step_fn(state, batch, base_rng, step):
       with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):

@@ -87,7 +87,7 @@ def jax_step(mode: str, pool_impl: str, remat_policy: str | None):
   import jax.numpy as jnp
   import optax
 
-  from mvit_jax.models import create_model
+  from mvit_jax.models import compiler_options, create_model
 
   model = create_model("mvit_b_16x4", pool_impl=pool_impl, remat_policy=remat_policy)
   batch = 1 if mode == "forward" else 2
@@ -96,14 +96,14 @@ def jax_step(mode: str, pool_impl: str, remat_policy: str | None):
   labels = jnp.zeros((batch,), jnp.int32)
   key = jax.random.key(2)
   if mode == "forward":
-    fn = jax.jit(lambda p, x, key: model.apply({"params": p}, x, train=False))
+    fn = jax.jit(lambda p, x, key: model.apply({"params": p}, x, train=False), compiler_options=compiler_options())
   else:
 
     def loss(p, x, key):
       logits = model.apply({"params": p}, x, train=True, rngs={"dropout": key})
       return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
-    fn = jax.jit(jax.grad(loss))
+    fn = jax.jit(jax.grad(loss), compiler_options=compiler_options())
   compiled = fn.lower(params, x, key).compile()
   memory = compiled.memory_analysis()
   nbytes = memory.argument_size_in_bytes + memory.output_size_in_bytes + memory.temp_size_in_bytes
@@ -132,7 +132,7 @@ def run_profile(threads: int, repeats: int, pool_impl: str) -> dict:
   import torch
   from torchvision.models.video import mvit_v1_b
 
-  from mvit_jax.models import block_specs, create_model
+  from mvit_jax.models import block_specs, compiler_options, create_model
   from mvit_jax.models.config import pooled_grid
   from mvit_jax.models.layers import MultiScaleBlock
 
@@ -152,7 +152,7 @@ def run_profile(threads: int, repeats: int, pool_impl: str) -> dict:
     x = jax.random.normal(jax.random.key(i), shape)
     params = jax.jit(lambda x: nn.unbox(block.init(jax.random.key(0), x, False)))(x)
     grad = jax.jit(jax.grad(lambda p, x: block.apply(p, x, True, rngs={"dropout": jax.random.key(1)}).sum(),
-                            argnums=(0, 1)))
+                            argnums=(0, 1)), compiler_options=compiler_options())
     rows[f"block {i:2d} {spec.dim_in}->{spec.dim_out} grid {thw}"] = [
         _time(tv_grad, repeats)[1], _time(lambda: jax.block_until_ready(grad(params, x)), repeats)[1]]
     thw = pooled_grid(thw, spec.q_kernel, spec.q_stride)

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from mvit_jax.models import cpu_kernels
 from mvit_jax.models import ops
 
 
@@ -27,6 +28,38 @@ def test_softmax_and_gelu_match_jax():
   x = 3 * jax.random.normal(jax.random.key(0), (2, 5, 33), jnp.float32)
   _assert_close(_grads(ops.softmax, x), _grads(lambda v: jax.nn.softmax(v, axis=-1), x), 1e-5)
   _assert_close(_grads(ops.gelu, x), _grads(lambda v: nn.gelu(v, approximate=False), x), 1e-5)
+
+
+def _softmax64(x):
+  x = np.asarray(x, np.float64)
+  e = np.exp(x - x.max(axis=-1, keepdims=True))
+  return e / e.sum(axis=-1, keepdims=True)
+
+
+@pytest.mark.skipif(not cpu_kernels.available(), reason="compiled CPU kernels not built (no C++ compiler at install)")
+@pytest.mark.parametrize("shape", [(3, 1), (2, 7), (4, 16), (2, 3, 17), (1, 2, 5, 393)])
+def test_compiled_softmax_and_its_vjp_match_float64(shape):
+  kx, kg = jax.random.split(jax.random.key(5))
+  # Scores up to ~40 apart, and one row with a -200 outlier (below the kernel's exp clamp at -87.3).
+  x = 8 * jax.random.normal(kx, shape, jnp.float32)
+  x = x.at[(0,) * (len(shape) - 1) + (-1,)].set(-200.0)
+  g = jax.random.normal(kg, shape, jnp.float32)
+  p64 = _softmax64(x)
+  np.testing.assert_allclose(jax.jit(cpu_kernels.softmax)(x), p64, rtol=2e-6, atol=1e-7)
+  p32 = jnp.asarray(p64, jnp.float32)
+  g64 = np.asarray(g, np.float64)
+  dx64 = p64 * (g64 - (g64 * p64).sum(axis=-1, keepdims=True))
+  np.testing.assert_allclose(jax.jit(cpu_kernels.softmax_vjp)(p32, g), dx64, rtol=1e-5, atol=1e-6)
+  # ops.softmax runs them on the CPU, forward and backward.
+  assert jax.jit(jax.grad(lambda v: (ops.softmax(v) * g).sum())).lower(x).as_text().count("mvit_softmax") == 2
+
+
+@pytest.mark.skipif(not cpu_kernels.available(), reason="compiled CPU kernels not built (no C++ compiler at install)")
+def test_compiled_softmax_propagates_nan_and_inf_like_jax():
+  x = jnp.array([[0.0, np.nan, 1.0], [0.0, np.inf, 1.0], [1.0, 2.0, 3.0]], jnp.float32)
+  got, want = np.asarray(jax.jit(cpu_kernels.softmax)(x)), np.asarray(jax.nn.softmax(x, axis=-1))
+  assert np.isnan(got[0]).all() and np.isnan(got[1]).all() and np.isnan(want[0]).all() and np.isnan(want[1]).any()
+  np.testing.assert_allclose(got[2], want[2], rtol=1e-6)
 
 
 @pytest.mark.parametrize('dtype,rtol', [(jnp.float32, 1e-5), (jnp.bfloat16, 2e-2)])
@@ -60,3 +93,15 @@ def test_matmul_matches_dot_and_its_gradients(shape):
   dense = lambda dot_general: nn.Dense(n, dot_general=dot_general)
   params = dense(None).init(jax.random.key(6), x)
   np.testing.assert_allclose(dense(ops.dense_dot_general).apply(params, x), dense(None).apply(params, x), rtol=1e-6)
+
+
+def test_compiler_options_per_backend_and_unknown_options_are_dropped():
+  from mvit_jax.models import xla_options as options_lib
+
+  assert options_lib.compiler_options("gpu") == options_lib.compiler_options("tpu") == {}
+  cpu = options_lib.compiler_options("cpu")
+  assert cpu == {"xla_cpu_experimental_ynn_fusion_type": ""}
+  # The options take effect: no YNNPACK fusion left for a dot.
+  hlo = jax.jit(lambda a: a @ a, compiler_options=cpu).lower(jnp.ones((64, 64))).compile().as_text()
+  assert "ynn" not in hlo
+  assert not options_lib._accepted((("xla_cpu_no_such_option", "1"),))

@@ -15,19 +15,50 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mvit_jax.models import cpu_kernels
 
-@jax.custom_jvp
+
+@jax.custom_vjp
 def softmax(x: jax.Array) -> jax.Array:
-  """Softmax over the last axis; the derivative needs only the output (JAX's newer rule, always on here)."""
-  unnormalized = jnp.exp(x - jax.lax.stop_gradient(x.max(axis=-1, keepdims=True)))
+  """Softmax over the last axis; the backward pass needs only the output (as JAX's newer rule).
+
+  float32 on the CPU runs the compiled kernels of `cpu_kernels` when they were built (XLA's CPU loop fusions are
+  2x slower, forward and backward); elsewhere, and for other dtypes, the XLA formulas below.
+  """
+  return _softmax_forward(x)
+
+
+def _xla_softmax(x):
+  unnormalized = jnp.exp(x - x.max(axis=-1, keepdims=True))
   return unnormalized / unnormalized.sum(axis=-1, keepdims=True)
 
 
-@softmax.defjvp
-def _softmax_jvp(primals, tangents):
-  (x,), (x_dot,) = primals, tangents
-  y = softmax(x)
-  return y, y * (x_dot - (y * x_dot).sum(axis=-1, keepdims=True))
+def _xla_softmax_vjp(y, g):
+  return y * (g - (y * g).sum(axis=-1, keepdims=True))
+
+
+def _use_cpu_kernels(*arrays) -> bool:
+  return cpu_kernels.available() and all(a.dtype == jnp.float32 for a in arrays)
+
+
+def _softmax_forward(x):
+  if _use_cpu_kernels(x):
+    return jax.lax.platform_dependent(x, cpu=cpu_kernels.softmax, default=_xla_softmax)
+  return _xla_softmax(x)
+
+
+def _softmax_fwd(x):
+  y = _softmax_forward(x)
+  return y, y
+
+
+def _softmax_bwd(y, g):
+  if _use_cpu_kernels(y, g):
+    return (jax.lax.platform_dependent(y, g, cpu=cpu_kernels.softmax_vjp, default=_xla_softmax_vjp),)
+  return (_xla_softmax_vjp(y, g).astype(y.dtype),)
+
+
+softmax.defvjp(_softmax_fwd, _softmax_bwd)
 
 
 @jax.custom_vjp
