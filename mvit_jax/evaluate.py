@@ -17,7 +17,7 @@ import numpy as np
 
 from mvit_jax import sharding as sharding_lib
 from mvit_jax.data import device_preprocess
-from mvit_jax.models import compiler_options
+from mvit_jax.models import inference_compiler_options
 
 
 def make_predict_fn(model: nn.Module, mesh: jax.sharding.Mesh, rules, data_config):
@@ -32,7 +32,7 @@ def make_predict_fn(model: nn.Module, mesh: jax.sharding.Mesh, rules, data_confi
     return {'scores': scores, 'label': batch['label'], 'video_index': batch['video_index'], 'mask': batch['mask']}
 
   jitted = jax.jit(predict, out_shardings=jax.NamedSharding(mesh, jax.P()),
-                   compiler_options=compiler_options(mesh.devices.flat[0].platform))
+                   compiler_options=inference_compiler_options(mesh.devices.flat[0].platform))
 
   def run(params, batch):
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):

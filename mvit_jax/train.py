@@ -29,7 +29,6 @@ from mvit_jax import evaluate
 from mvit_jax import metrics as metrics_lib
 from mvit_jax import optim
 from mvit_jax import sharding as sharding_lib
-from mvit_jax.models import compiler_options
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -143,8 +142,7 @@ class TrainSetup:
     batch_sharding = sharding_lib.batch_sharding(self.mesh)
     jitted = jax.jit(train_step, donate_argnums=(0,),
                      in_shardings=(state_shardings, batch_sharding, replicated, replicated),
-                     out_shardings=(state_shardings, replicated),
-                     compiler_options=compiler_options(self.mesh.devices.flat[0].platform))
+                     out_shardings=(state_shardings, replicated))
 
     def step_fn(state, batch, base_rng, step):
       with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):

@@ -1,20 +1,22 @@
 """Benchmarks mvit_jax MViT-B 16x4 against torchvision mvit_v1_b on this CPU, same threads, same run.
 
-    python scripts/bench_model.py [--threads 2] [--repeats 3] [--rounds 2] [--pool_impl slices] [--profile]
+    python scripts/bench_model.py [--threads 2] [--repeats 5] [--rounds 2] [--pool_impl slices] [--profile]
 
-Measures each framework in its own subprocess pinned to `--threads` cores, torchvision / mvit_jax / torchvision /
-mvit_jax ... for `--rounds` rounds (so load drift on a shared machine hits both alike; both frameworks in one
-process slow each other's thread pools, torch's by 40%):
+Each framework runs in its own process pinned to the same `--threads` cores (both frameworks in one process slow
+each other's thread pools, torch's by 40%):
   forward:    batch 1, 16x224x224, float32, eval mode;
   train step: forward + backward (gradients of the cross-entropy w.r.t. all parameters), batch 2, train mode.
-Prints median seconds (the median over rounds of each process's median of `--repeats` calls), the ratio
-torchvision_time / mvit_jax_time (>= 1.0: mvit_jax at least as fast), first-call times (JAX's includes
-compilation), torchvision's peak RSS (its process, libraries included) and the bytes XLA allocates for the
-compiled JAX step (arguments + outputs + temporaries).
+The two processes take turns, one step at a time (`--repeats` steps each, who goes first alternating, 0.2 s apart
+so thread pools settle), while the other waits idle: on a shared VM whose speed drifts by 20-50% within a minute
+both frameworks then see the same machine. `--rounds` repeats this with fresh processes (and JAX compilations).
+Prints median seconds over all steps of all rounds, the ratio torchvision_time / mvit_jax_time (>= 1.0: mvit_jax
+at least as fast) with each round's ratio, first-call times (JAX's includes compilation), torchvision's peak RSS
+(its process, libraries included) and the bytes XLA allocates for the compiled JAX step (arguments + outputs +
+temporaries).
 `--host_malloc` (default `auto`, as the trainer) sets glibc malloc to keep freed memory (`mvit_jax/host_malloc.py`)
 for both frameworks: XLA's CPU runtime allocates its multi-GB temporaries afresh every step, and glibc's defaults
 serve them with new mmaps whose page faults cost seconds; `--host_malloc=system` measures glibc's defaults.
-`--preload` runs the measuring process with another malloc (both frameworks alike), e.g. tcmalloc.
+`--preload` runs the measuring processes with another malloc (both frameworks alike), e.g. tcmalloc.
 `--profile` also prints both frameworks' per-block forward+backward times (where the time goes).
 """
 
@@ -87,7 +89,7 @@ def jax_step(mode: str, pool_impl: str, remat_policy: str | None):
   import jax.numpy as jnp
   import optax
 
-  from mvit_jax.models import compiler_options, create_model
+  from mvit_jax.models import create_model, inference_compiler_options
 
   model = create_model("mvit_b_16x4", pool_impl=pool_impl, remat_policy=remat_policy)
   batch = 1 if mode == "forward" else 2
@@ -96,33 +98,39 @@ def jax_step(mode: str, pool_impl: str, remat_policy: str | None):
   labels = jnp.zeros((batch,), jnp.int32)
   key = jax.random.key(2)
   if mode == "forward":
-    fn = jax.jit(lambda p, x, key: model.apply({"params": p}, x, train=False), compiler_options=compiler_options())
+    fn = jax.jit(lambda p, x, key: model.apply({"params": p}, x, train=False),
+                 compiler_options=inference_compiler_options())
   else:
 
     def loss(p, x, key):
       logits = model.apply({"params": p}, x, train=True, rngs={"dropout": key})
       return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
-    fn = jax.jit(jax.grad(loss), compiler_options=compiler_options())
+    fn = jax.jit(jax.grad(loss))  # inference_compiler_options make the train step slower (xla_options.py).
   compiled = fn.lower(params, x, key).compile()
   memory = compiled.memory_analysis()
   nbytes = memory.argument_size_in_bytes + memory.output_size_in_bytes + memory.temp_size_in_bytes
   return (lambda: jax.block_until_ready(compiled(params, x, key))), nbytes
 
 
-def run_one(framework: str, mode: str, threads: int, repeats: int, pool_impl: str,
-            remat_policy: str | None) -> dict:
-  """One framework's step in this process: set-up + first call (JAX: compilation), median of `repeats` calls, and
-  its memory figure."""
+def serve_steps(framework: str, mode: str, threads: int, pool_impl: str, remat_policy: str | None) -> None:
+  """A worker: sets up one framework's step, prints `READY {json}` (set-up + first call, memory figure), then runs
+  one step per `step` line on stdin, answering `TIME seconds`, until `quit` (answered with `DONE {json}`)."""
   start = time.perf_counter()
   if framework == "tv":
     fn, memory_mb = torch_step(mode, threads), None
   else:
     fn, nbytes = jax_step(mode, pool_impl, remat_policy)
     memory_mb = nbytes / 2**20
-  setup = time.perf_counter() - start
-  first, median = _time(fn, repeats)
-  return dict(step_s=median, first_s=setup + first, memory_mb=_peak_rss_mb() if memory_mb is None else memory_mb)
+  fn()
+  print("READY " + json.dumps(dict(first_s=time.perf_counter() - start)), flush=True)
+  for line in sys.stdin:
+    if line.strip() != "step":
+      break
+    t = time.perf_counter()
+    fn()
+    print(f"TIME {time.perf_counter() - t}", flush=True)
+  print("DONE " + json.dumps(dict(memory_mb=_peak_rss_mb() if memory_mb is None else memory_mb)), flush=True)
 
 
 def run_profile(threads: int, repeats: int, pool_impl: str) -> dict:
@@ -132,7 +140,7 @@ def run_profile(threads: int, repeats: int, pool_impl: str) -> dict:
   import torch
   from torchvision.models.video import mvit_v1_b
 
-  from mvit_jax.models import block_specs, compiler_options, create_model
+  from mvit_jax.models import block_specs, create_model
   from mvit_jax.models.config import pooled_grid
   from mvit_jax.models.layers import MultiScaleBlock
 
@@ -152,7 +160,7 @@ def run_profile(threads: int, repeats: int, pool_impl: str) -> dict:
     x = jax.random.normal(jax.random.key(i), shape)
     params = jax.jit(lambda x: nn.unbox(block.init(jax.random.key(0), x, False)))(x)
     grad = jax.jit(jax.grad(lambda p, x: block.apply(p, x, True, rngs={"dropout": jax.random.key(1)}).sum(),
-                            argnums=(0, 1)), compiler_options=compiler_options())
+                            argnums=(0, 1)))
     rows[f"block {i:2d} {spec.dim_in}->{spec.dim_out} grid {thw}"] = [
         _time(tv_grad, repeats)[1], _time(lambda: jax.block_until_ready(grad(params, x)), repeats)[1]]
     thw = pooled_grid(thw, spec.q_kernel, spec.q_stride)
@@ -162,7 +170,7 @@ def run_profile(threads: int, repeats: int, pool_impl: str) -> dict:
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--threads", type=int, default=2)
-  parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--repeats", type=int, default=5, help="steps per framework and round")
   parser.add_argument("--pool_impl", default="auto")
   parser.add_argument("--remat_policy", default=None)
   parser.add_argument("--host_malloc", default="auto", choices=("auto", "keep", "system"),
@@ -182,38 +190,67 @@ def main():
     _pin(args.threads)
     kind, mode = args.worker.split(":")
     if kind in ("tv", "mj"):
-      result = run_one(kind, mode, args.threads, args.repeats, args.pool_impl, args.remat_policy)
+      serve_steps(kind, mode, args.threads, args.pool_impl, args.remat_policy)
     else:
-      result = run_profile(args.threads, args.repeats, args.pool_impl)
-    print("RESULT " + json.dumps(result))
+      print("RESULT " + json.dumps(run_profile(args.threads, args.repeats, args.pool_impl)))
     return
 
-  def worker(spec: str) -> dict:
+  def command(spec: str) -> list[str]:
     cmd = [sys.executable, __file__, f"--worker={spec}", f"--threads={args.threads}",
-           f"--repeats={args.repeats}", f"--pool_impl={args.pool_impl}",
-           f"--host_malloc={args.host_malloc}"]
-    cmd += [f"--remat_policy={args.remat_policy}"] if args.remat_policy else []
-    env = dict(os.environ, LD_PRELOAD=args.preload) if args.preload else None
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env).stdout
-    return json.loads(out.split("RESULT ", 1)[1])
+           f"--repeats={args.repeats}", f"--pool_impl={args.pool_impl}", f"--host_malloc={args.host_malloc}"]
+    return cmd + ([f"--remat_policy={args.remat_policy}"] if args.remat_policy else [])
 
-  print(f"MViT-B 16x4 vs torchvision mvit_v1_b, {args.threads} threads, median of {args.repeats}, "
-        f"host_malloc={args.host_malloc}" + (f", LD_PRELOAD={args.preload}" if args.preload else ""))
-  for mode, desc in (("forward", "forward, batch 1, eval"), ("train", "forward+backward, batch 2, train")):
-    runs = {"tv": [], "mj": []}
-    for _ in range(args.rounds):
+  env = dict(os.environ, LD_PRELOAD=args.preload) if args.preload else None
+
+  def answer(proc: subprocess.Popen, tag: str) -> str:
+    for line in proc.stdout:
+      if line.startswith(tag + " "):
+        return line[len(tag) + 1:]
+    raise RuntimeError(f"benchmark worker {proc.args[2]} exited with {proc.wait()} before answering {tag}")
+
+  def paired_round(mode: str) -> dict:
+    """Set-up of both workers one after the other, then `--repeats` alternating steps each."""
+    procs, result = {}, {}
+    try:
       for framework in ("tv", "mj"):
-        runs[framework].append(worker(f"{framework}:{mode}"))
-    tv, mj = ({k: statistics.median(r[k] for r in runs[f]) for k in runs[f][0]} for f in ("tv", "mj"))
-    per_round = ", ".join(f"{t['step_s'] / j['step_s']:.2f}" for t, j in zip(runs["tv"], runs["mj"]))
+        procs[framework] = subprocess.Popen(command(f"{framework}:{mode}"), stdin=subprocess.PIPE,
+                                            stdout=subprocess.PIPE, text=True, env=env)
+        result[framework] = dict(json.loads(answer(procs[framework], "READY")), steps=[])
+      for i in range(args.repeats):
+        for framework in (("tv", "mj") if i % 2 == 0 else ("mj", "tv")):
+          time.sleep(0.2)
+          procs[framework].stdin.write("step\n")
+          procs[framework].stdin.flush()
+          result[framework]["steps"].append(float(answer(procs[framework], "TIME")))
+      for framework, proc in procs.items():
+        proc.stdin.write("quit\n")
+        proc.stdin.flush()
+        result[framework].update(json.loads(answer(proc, "DONE")))
+    finally:
+      for proc in procs.values():
+        proc.stdin.close()
+        proc.wait()
+    return result
+
+  print(f"MViT-B 16x4 vs torchvision mvit_v1_b, {args.threads} threads, {args.repeats} alternating steps x "
+        f"{args.rounds} rounds, host_malloc={args.host_malloc}"
+        + (f", LD_PRELOAD={args.preload}" if args.preload else ""))
+  for mode, desc in (("forward", "forward, batch 1, eval"), ("train", "forward+backward, batch 2, train")):
+    rounds = [paired_round(mode) for _ in range(args.rounds)]
+    tv, mj = ({"step_s": statistics.median(t for r in rounds for t in r[f]["steps"]),
+               **{k: statistics.median(r[f][k] for r in rounds) for k in ("first_s", "memory_mb")}}
+              for f in ("tv", "mj"))
+    per_round = ", ".join(f"{statistics.median(r['tv']['steps']) / statistics.median(r['mj']['steps']):.2f}"
+                          for r in rounds)
     print(f"{desc:<34} torchvision {tv['step_s']:7.3f} s  mvit_jax {mj['step_s']:7.3f} s  "
           f"ratio {tv['step_s'] / mj['step_s']:.2f}x (rounds {per_round})  "
           f"(set-up + first call: tv {tv['first_s']:.1f} s, "
           f"jax {mj['first_s']:.1f} s incl. compile)  memory: tv peak RSS {tv['memory_mb']:.0f} MB, "
-          f"jax XLA buffers {mj['memory_mb']:.0f} MB")
+          f"jax XLA buffers {mj['memory_mb']:.0f} MB", flush=True)
   if args.profile:
     print("per-block forward+backward, batch 2 (ms): torchvision, mvit_jax, ratio")
-    rows = worker("profile:blocks")
+    out = subprocess.run(command("profile:blocks"), capture_output=True, text=True, check=True, env=env).stdout
+    rows = json.loads(out.split("RESULT ", 1)[1])
     for name, (tv, mj) in rows.items():
       print(f"  {name:<44} {tv * 1e3:8.1f} {mj * 1e3:8.1f}  {tv / mj:5.2f}x")
     tv_sum, mj_sum = (sum(r[k] for r in rows.values()) for k in (0, 1))

@@ -98,8 +98,8 @@ def test_matmul_matches_dot_and_its_gradients(shape):
 def test_compiler_options_per_backend_and_unknown_options_are_dropped():
   from mvit_jax.models import xla_options as options_lib
 
-  assert options_lib.compiler_options("gpu") == options_lib.compiler_options("tpu") == {}
-  cpu = options_lib.compiler_options("cpu")
+  assert options_lib.inference_compiler_options("gpu") == options_lib.inference_compiler_options("tpu") == {}
+  cpu = options_lib.inference_compiler_options("cpu")
   assert cpu == {"xla_cpu_experimental_ynn_fusion_type": ""}
   # The options take effect: no YNNPACK fusion left for a dot.
   hlo = jax.jit(lambda a: a @ a, compiler_options=cpu).lower(jnp.ones((64, 64))).compile().as_text()

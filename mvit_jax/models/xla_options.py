@@ -1,10 +1,11 @@
-"""XLA compiler options under which mvit_jax models run fastest on a backend: `jax.jit(..., compiler_options=)`.
+"""XLA compiler options under which mvit_jax models infer fastest on a backend: `jax.jit(..., compiler_options=)`.
 
 CPU: `xla_cpu_experimental_ynn_fusion_type=""` keeps XLA from handing dots (and the element-wise ops around them)
-to YNNPACK fusions, so dots run on XLA's Eigen-based dot kernels. Measured on a 2-core Xeon for MViT-B 16x4's
-shapes (docs/benchmarks.md, `scripts/bench_model.py`): YNNPACK's float32 GEMMs are slower for the model's narrow
-dense layers (e.g. (25089, 192) @ (192, 576): 52 vs 35 ms) and its one advantage, the softmax it fuses between
-the attention dots, is matched by `cpu_kernels.softmax`. Forward (batch 1) and train step (batch 2): -16% and -14%.
+to YNNPACK fusions, so dots run on XLA's Eigen-based dot kernels. Measured on a 2-core Xeon for MViT-B 16x4
+(docs/benchmarks.md): YNNPACK's float32 GEMMs are slower for the model's narrow dense layers (e.g. (25089, 192) @
+(192, 576): 52 vs 35 ms), and its one advantage, the softmax it fuses between the attention dots, is matched by
+`cpu_kernels.softmax`: the batch-1 forward is 4% faster. The train step is not (1.00x against torchvision with the
+option, 1.13x without, paired runs), so these options are for inference: the trainer compiles its step without.
 
 The flag is experimental in XLA: where the installed jaxlib does not know it, `compiler_options` returns {} and
 logs a warning (checked once, by compiling a one-op function).
@@ -31,9 +32,9 @@ def _accepted(options: tuple[tuple[str, str], ...]) -> bool:
   return True
 
 
-def compiler_options(backend: str | None = None) -> dict[str, str]:
-  """Options for `jax.jit(compiler_options=...)` of mvit_jax models on `backend` ('cpu', 'gpu', 'tpu'; default:
-  JAX's default backend); {} where there are none."""
+def inference_compiler_options(backend: str | None = None) -> dict[str, str]:
+  """Options for `jax.jit(compiler_options=...)` of an mvit_jax model's inference on `backend` ('cpu', 'gpu',
+  'tpu'; default: JAX's default backend); {} where there are none."""
   backend = backend or jax.default_backend()
   if backend != "cpu" or not _accepted(tuple(_CPU_OPTIONS.items())):
     return {}
