@@ -15,7 +15,8 @@ first version (1 min 59 s wall at load average ~2, 3 min 51 s at ~8); 97.5% / 10
 after the pooling custom VJPs, CPU stem and host malloc tuning; 95.0% / 100% in 1 min 37 s at the current code
 (lean softmax/GELU/LayerNorm derivatives and OpenCV colour conversion change the float rounding and the pixels);
 92.5% / 100% in 1 min 45 s on the 2-core Intel VM of 2026-12-01 after the compiled pooling kernel gradient and
-the oriented dense weight gradients (both change the float rounding of the gradients, hence the run).
+the oriented dense weight gradients (both change the float rounding of the gradients, hence the run); 90.0% /
+100% in 1 min 50 s there after the compiled softmax kernels (2026-12-01, sixth session; 36 of 40 videos).
 """
 from mvit_jax import config_lib
 
