@@ -19,6 +19,7 @@ def _extensions() -> list[Extension]:
       Extension(
           "mvit_jax.models._cpu_kernels",
           sources=["mvit_jax/models/csrc/depthwise_kernel_grad.cc", "mvit_jax/models/csrc/softmax.cc"],
+          depends=["mvit_jax/models/csrc/cpu_parallel.h"],
           include_dirs=[os.path.join(os.path.dirname(jaxlib.__file__), "include")],
           extra_compile_args=["-O3", "-std=c++17"],
           language="c++",

@@ -45,6 +45,11 @@ def available() -> bool:
   return True
 
 
+def usable(*arrays: jax.Array) -> bool:
+  """Whether the kernels were built and take these arrays (they are float32 only)."""
+  return available() and all(a.dtype == jnp.float32 for a in arrays)
+
+
 def depthwise_kernel_grad(x: jax.Array, ct: jax.Array, kernel_size: tuple[int, int, int],
                           stride: tuple[int, int, int]) -> jax.Array:
   """Kernel gradient (kT, kH, kW, C) float32 of the depthwise conv with padding kernel // 2 (CPU only).

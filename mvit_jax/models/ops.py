@@ -37,12 +37,8 @@ def _xla_softmax_vjp(y, g):
   return y * (g - (y * g).sum(axis=-1, keepdims=True))
 
 
-def _use_cpu_kernels(*arrays) -> bool:
-  return cpu_kernels.available() and all(a.dtype == jnp.float32 for a in arrays)
-
-
 def _softmax_forward(x):
-  if _use_cpu_kernels(x):
+  if cpu_kernels.usable(x):
     return jax.lax.platform_dependent(x, cpu=cpu_kernels.softmax, default=_xla_softmax)
   return _xla_softmax(x)
 
@@ -53,7 +49,7 @@ def _softmax_fwd(x):
 
 
 def _softmax_bwd(y, g):
-  if _use_cpu_kernels(y, g):
+  if cpu_kernels.usable(y, g):
     return (jax.lax.platform_dependent(y, g, cpu=cpu_kernels.softmax_vjp, default=_xla_softmax_vjp),)
   return (_xla_softmax_vjp(y, g).astype(y.dtype),)
 

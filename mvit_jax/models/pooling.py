@@ -159,7 +159,7 @@ def _depthwise_slices_bwd(stride, residuals, ct):
   xp, out = _phase_split(x, ksize, stride, padding, 0)
 
   xla_kernel_grad = lambda x, ct: _tap_sums(xp, ct, ksize, stride, out).reshape(kernel.shape)
-  if cpu_kernels.available() and x.dtype == ct.dtype == jnp.float32:
+  if cpu_kernels.usable(x, ct):
     # The compiled kernel on the CPU, XLA's formulation on other platforms.
     d_kernel = lax.platform_dependent(
         x, ct, cpu=lambda x, ct: cpu_kernels.depthwise_kernel_grad(x, ct, ksize, stride), default=xla_kernel_grad)

@@ -8,23 +8,15 @@
 // Rows (b, t) are split over XLA's intra-op thread pool; each row's sums are added in a fixed order.
 
 #include <algorithm>
-#include <atomic>
 #include <cstdint>
-#include <functional>
-#include <memory>
 #include <vector>
 
+#include "cpu_parallel.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
 
 namespace {
-
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define MVIT_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define MVIT_CLONES
-#endif
 
 MVIT_CLONES void MultiplyAccumulate(float* __restrict acc, const float* __restrict x, const float* __restrict g,
                                     int64_t n) {
@@ -79,27 +71,12 @@ ffi::Error KernelGradImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Bu
   const int64_t rows = q.B * q.To;
   // Per-row sums, added in row order afterwards: the result does not depend on which thread took which row.
   std::vector<float> partial(rows * taps_c, 0.0f);
-  // Rows are claimed from a shared counter. A helper task that starts late finds none left and touches only the
-  // counters, which it keeps alive itself (the call may have returned by then).
-  struct Counters {
-    std::atomic<int64_t> next{0};
-    std::atomic<int64_t> finished{0};
-  };
-  auto counters = std::make_shared<Counters>();
   const float* xs = x.typed_data();
   const float* cts = ct.typed_data();
   float* sums = partial.data();
-  auto work = [q, xs, cts, sums, rows, taps_c, counters]() {
-    for (int64_t r; (r = counters->next.fetch_add(1)) < rows;) {
-      Row(q, xs, cts, r / q.To, r % q.To, sums + r * taps_c);
-      counters->finished.fetch_add(1, std::memory_order_release);
-    }
-  };
-  const int64_t helpers = std::min<int64_t>(rows - 1, pool.num_threads());
-  for (int64_t i = 0; i < helpers; ++i) pool.Schedule(std::function<void()>(work));
-  work();
-  while (counters->finished.load(std::memory_order_acquire) < rows) {
-  }
+  mvit::ParallelFor(pool, rows, [q, xs, cts, sums, taps_c](int64_t r) {
+    Row(q, xs, cts, r / q.To, r % q.To, sums + r * taps_c);
+  });
   float* result = out->typed_data();
   std::fill(result, result + taps_c, 0.0f);
   for (int64_t r = 0; r < rows; ++r) {

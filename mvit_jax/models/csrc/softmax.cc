@@ -11,24 +11,17 @@
 // split over XLA's intra-op thread pool.
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <functional>
-#include <memory>
 
+#include "cpu_parallel.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
 
 namespace {
-
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define MVIT_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define MVIT_CLONES
-#endif
 
 constexpr int kLanes = 16;
 
@@ -94,29 +87,12 @@ MVIT_CLONES void SoftmaxVjpRow(const float* __restrict p, const float* __restric
   for (i = 0; i < n; ++i) dx[i] = p[i] * (g[i] - d);
 }
 
-// Runs row_fn(first_row, end_row) over blocks of rows on the calling thread and XLA's intra-op pool. Blocks are
-// claimed from a shared counter; a helper task that starts late finds none left and touches only the counters,
-// which it keeps alive itself (the call may have returned by then).
+// Runs row_fn(first_row, end_row) over blocks of ~16K elements' rows, in parallel.
 void ParallelRows(ffi::ThreadPool& pool, int64_t rows, int64_t row_length,
                   std::function<void(int64_t, int64_t)> row_fn) {
   const int64_t block = std::max<int64_t>(1, 16384 / std::max<int64_t>(row_length, 1));
-  const int64_t blocks = (rows + block - 1) / block;
-  struct Counters {
-    std::atomic<int64_t> next{0};
-    std::atomic<int64_t> finished{0};
-  };
-  auto counters = std::make_shared<Counters>();
-  auto work = [row_fn, rows, block, blocks, counters]() {
-    for (int64_t b; (b = counters->next.fetch_add(1)) < blocks;) {
-      row_fn(b * block, std::min(rows, (b + 1) * block));
-      counters->finished.fetch_add(1, std::memory_order_release);
-    }
-  };
-  const int64_t helpers = std::min<int64_t>(blocks - 1, pool.num_threads());
-  for (int64_t i = 0; i < helpers; ++i) pool.Schedule(std::function<void()>(work));
-  work();
-  while (counters->finished.load(std::memory_order_acquire) < blocks) {
-  }
+  mvit::ParallelFor(pool, (rows + block - 1) / block,
+                    [row_fn, rows, block](int64_t b) { row_fn(b * block, std::min(rows, (b + 1) * block)); });
 }
 
 int64_t RowLength(const ffi::Buffer<ffi::F32>& x) {
