@@ -1,4 +1,4 @@
-"""Builds the optional compiled CPU kernels (mvit_jax/models/csrc, see mvit_jax/models/cpu_kernels.py).
+"""Builds the optional compiled CPU kernels (mvit_jax/models/cpu/csrc, see mvit_jax/models/cpu).
 
 Everything else is declared in setup.cfg. The kernels include XLA's FFI headers, which jaxlib ships (a build
 requirement in pyproject.toml). Without a C++ compiler the build of the extension fails, setuptools goes on
@@ -17,9 +17,9 @@ def _extensions() -> list[Extension]:
     return []
   return [
       Extension(
-          "mvit_jax.models._cpu_kernels",
-          sources=["mvit_jax/models/csrc/depthwise_kernel_grad.cc", "mvit_jax/models/csrc/softmax.cc"],
-          depends=["mvit_jax/models/csrc/cpu_parallel.h"],
+          "mvit_jax.models.cpu._kernels",
+          sources=["mvit_jax/models/cpu/csrc/depthwise_kernel_grad.cc", "mvit_jax/models/cpu/csrc/softmax.cc"],
+          depends=["mvit_jax/models/cpu/csrc/cpu_parallel.h"],
           include_dirs=[os.path.join(os.path.dirname(jaxlib.__file__), "include")],
           extra_compile_args=["-O3", "-std=c++17"],
           language="c++",

@@ -17,6 +17,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from mvit_jax.models import layout as layout_lib
+
 ITEMS = ('params', 'state', 'data_iter')
 
 
@@ -56,8 +58,18 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_params, abstract
 
   Returns (params, opt_state, rng, data_restored). The data iterator is restored in place when the checkpoint
   was written by the same number of processes; otherwise data_restored is False and the caller restarts the
-  loader (grain iterator state is per process and cannot be re-split).
+  loader (grain iterator state is per process and cannot be re-split). A checkpoint written with the other
+  `scan_blocks` layout is restored in its own layout and mapped to the targets' (`layout.to_block_layout`).
   """
+  saved_layout = _saved_params_tree(manager, step)
+  if set(saved_layout) != set(abstract_params):
+    logging.info('Checkpoint step %d has the other block layout (scan_blocks); mapping it to this model\'s.', step)
+    params, opt_state, rng, data_restored = restore(
+        manager, step, _in_layout(abstract_params, saved_layout), _in_layout(abstract_opt_state, saved_layout),
+        data_iter)
+    params, opt_state = (jax.device_put(_in_layout(tree, abstract_params), jax.tree.map(lambda a: a.sharding, target))
+                         for tree, target in ((params, abstract_params), (opt_state, abstract_opt_state)))
+    return params, opt_state, rng, data_restored
   abstract_state = {'opt_state': abstract_opt_state,
                     'rng': jax.ShapeDtypeStruct((2,), np.uint32,
                                                 sharding=_replicated_like(abstract_params))}
@@ -74,6 +86,20 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_params, abstract
   restored = manager.restore(step, args=ocp.args.Composite(**args))
   rng = jax.random.wrap_key_data(np.asarray(restored['state']['rng']))
   return restored['params'], restored['state']['opt_state'], rng, data_restored
+
+
+def _saved_params_tree(manager: ocp.CheckpointManager, step: int):
+  metadata = manager.item_metadata(step)['params']
+  return getattr(metadata, 'tree', metadata)
+
+
+def _in_layout(tree, layout):
+  """`tree` (params, or an optimizer state holding param-shaped dicts) with its blocks in the layout of the
+  params tree `layout`; abstract leaves that change shape are restored replicated, then placed by the caller."""
+  replicated = _replicated_like(tree)
+  with_sharding = lambda x: (jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated)
+                             if isinstance(x, jax.ShapeDtypeStruct) and x.sharding is None else x)
+  return jax.tree.map(with_sharding, layout_lib.map_param_trees(tree, lambda t: layout_lib.to_block_layout(t, layout)))
 
 
 def restore_params(manager: ocp.CheckpointManager, step: int, abstract_params):

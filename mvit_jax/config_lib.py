@@ -19,6 +19,7 @@ MODEL_OVERRIDES = {
     'drop_path_rate': float,
     'head_dropout_rate': float,
     'pool_impl': str,
+    'scan_blocks': bool,     # None: the model's default (on).
 }
 
 REMAT_POLICIES = ('', 'full', 'nothing_saveable', 'everything_saveable', 'dots_saveable',

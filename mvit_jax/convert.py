@@ -29,6 +29,7 @@ import numpy as np
 
 from mvit_jax.models import pretrained
 from mvit_jax.models.config import MViTConfig, block_specs
+from mvit_jax.models.layout import to_block_layout
 from mvit_jax.models.variants import VARIANTS, get_config
 
 _FROM = flags.DEFINE_enum("from", None, ["torchvision", "pyslowfast"], "Checkpoint format.")
@@ -205,7 +206,7 @@ def convert(state: dict[str, np.ndarray], arch: str, **overrides) -> tuple[MViTC
   flat = torchvision_to_flax(state, cfg)
   from mvit_jax.models.mvit import MViT
 
-  model = MViT(cfg)
+  model = MViT(dataclasses.replace(cfg, scan_blocks=False))  # torchvision_to_flax names blocks one by one.
   x = jax.ShapeDtypeStruct((1, cfg.num_frames, cfg.input_size, cfg.input_size, 3), jnp.float32)
   expected = flax.traverse_util.flatten_dict(
       nn.unbox(jax.eval_shape(lambda x: model.init(jax.random.key(0), x), x))["params"], sep="/")
@@ -225,7 +226,7 @@ def convert(state: dict[str, np.ndarray], arch: str, **overrides) -> tuple[MViTC
   if problems:
     raise ConversionError("; ".join(problems))
   params = flax.traverse_util.unflatten_dict({k: flat[k].astype(np.float32) for k in expected}, sep="/")
-  return cfg, params, notes
+  return cfg, to_block_layout(params, cfg), notes
 
 
 def _torch_names(state, cfg) -> dict[str, str]:

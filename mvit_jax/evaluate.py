@@ -17,7 +17,6 @@ import numpy as np
 
 from mvit_jax import sharding as sharding_lib
 from mvit_jax.data import device_preprocess
-from mvit_jax.models import inference_compiler_options
 
 
 def make_predict_fn(model: nn.Module, mesh: jax.sharding.Mesh, rules, data_config):
@@ -31,8 +30,7 @@ def make_predict_fn(model: nn.Module, mesh: jax.sharding.Mesh, rules, data_confi
     scores = jax.nn.sigmoid(logits) if multi_label else jax.nn.softmax(logits, axis=-1)
     return {'scores': scores, 'label': batch['label'], 'video_index': batch['video_index'], 'mask': batch['mask']}
 
-  jitted = jax.jit(predict, out_shardings=jax.NamedSharding(mesh, jax.P()),
-                   compiler_options=inference_compiler_options(mesh.devices.flat[0].platform))
+  jitted = jax.jit(predict, out_shardings=jax.NamedSharding(mesh, jax.P()))
 
   def run(params, batch):
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):

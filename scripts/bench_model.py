@@ -89,7 +89,7 @@ def jax_step(mode: str, pool_impl: str, remat_policy: str | None):
   import jax.numpy as jnp
   import optax
 
-  from mvit_jax.models import create_model, inference_compiler_options
+  from mvit_jax.models import create_model
 
   model = create_model("mvit_b_16x4", pool_impl=pool_impl, remat_policy=remat_policy)
   batch = 1 if mode == "forward" else 2
@@ -98,15 +98,14 @@ def jax_step(mode: str, pool_impl: str, remat_policy: str | None):
   labels = jnp.zeros((batch,), jnp.int32)
   key = jax.random.key(2)
   if mode == "forward":
-    fn = jax.jit(lambda p, x, key: model.apply({"params": p}, x, train=False),
-                 compiler_options=inference_compiler_options())
+    fn = jax.jit(lambda p, x, key: model.apply({"params": p}, x, train=False))
   else:
 
     def loss(p, x, key):
       logits = model.apply({"params": p}, x, train=True, rngs={"dropout": key})
       return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
-    fn = jax.jit(jax.grad(loss))  # inference_compiler_options make the train step slower (xla_options.py).
+    fn = jax.jit(jax.grad(loss))
   compiled = fn.lower(params, x, key).compile()
   memory = compiled.memory_analysis()
   nbytes = memory.argument_size_in_bytes + memory.output_size_in_bytes + memory.temp_size_in_bytes

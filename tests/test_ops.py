@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mvit_jax.models import cpu_kernels
+from mvit_jax.models import cpu
 from mvit_jax.models import ops
 
 
@@ -36,7 +36,7 @@ def _softmax64(x):
   return e / e.sum(axis=-1, keepdims=True)
 
 
-@pytest.mark.skipif(not cpu_kernels.available(), reason="compiled CPU kernels not built (no C++ compiler at install)")
+@pytest.mark.skipif(not cpu.kernels.available(), reason="compiled CPU kernels not built (no C++ compiler at install)")
 @pytest.mark.parametrize("shape", [(3, 1), (2, 7), (4, 16), (2, 3, 17), (1, 2, 5, 393)])
 def test_compiled_softmax_and_its_vjp_match_float64(shape):
   kx, kg = jax.random.split(jax.random.key(5))
@@ -45,19 +45,19 @@ def test_compiled_softmax_and_its_vjp_match_float64(shape):
   x = x.at[(0,) * (len(shape) - 1) + (-1,)].set(-200.0)
   g = jax.random.normal(kg, shape, jnp.float32)
   p64 = _softmax64(x)
-  np.testing.assert_allclose(jax.jit(cpu_kernels.softmax)(x), p64, rtol=2e-6, atol=1e-7)
+  np.testing.assert_allclose(jax.jit(cpu.kernels.softmax)(x), p64, rtol=2e-6, atol=1e-7)
   p32 = jnp.asarray(p64, jnp.float32)
   g64 = np.asarray(g, np.float64)
   dx64 = p64 * (g64 - (g64 * p64).sum(axis=-1, keepdims=True))
-  np.testing.assert_allclose(jax.jit(cpu_kernels.softmax_vjp)(p32, g), dx64, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(jax.jit(cpu.kernels.softmax_vjp)(p32, g), dx64, rtol=1e-5, atol=1e-6)
   # ops.softmax runs them on the CPU, forward and backward.
   assert jax.jit(jax.grad(lambda v: (ops.softmax(v) * g).sum())).lower(x).as_text().count("mvit_softmax") == 2
 
 
-@pytest.mark.skipif(not cpu_kernels.available(), reason="compiled CPU kernels not built (no C++ compiler at install)")
+@pytest.mark.skipif(not cpu.kernels.available(), reason="compiled CPU kernels not built (no C++ compiler at install)")
 def test_compiled_softmax_propagates_nan_and_inf_like_jax():
   x = jnp.array([[0.0, np.nan, 1.0], [0.0, np.inf, 1.0], [1.0, 2.0, 3.0]], jnp.float32)
-  got, want = np.asarray(jax.jit(cpu_kernels.softmax)(x)), np.asarray(jax.nn.softmax(x, axis=-1))
+  got, want = np.asarray(jax.jit(cpu.kernels.softmax)(x)), np.asarray(jax.nn.softmax(x, axis=-1))
   assert np.isnan(got[0]).all() and np.isnan(got[1]).all() and np.isnan(want[0]).all() and np.isnan(want[1]).any()
   np.testing.assert_allclose(got[2], want[2], rtol=1e-6)
 
@@ -86,22 +86,10 @@ def test_matmul_matches_dot_and_its_gradients(shape):
   b, l, k, n = shape
   kx, kw = jax.random.split(jax.random.key(5))
   x, w = jax.random.normal(kx, (b, l, k)), jax.random.normal(kw, (k, n))
-  np.testing.assert_allclose(ops.matmul(x, w), jnp.dot(x, w), rtol=1e-6)
-  ours = lambda x, w: jnp.sin(ops.matmul(x, w))
+  np.testing.assert_allclose(cpu.matmul(x, w), jnp.dot(x, w), rtol=1e-6)
+  ours = lambda x, w: jnp.sin(cpu.matmul(x, w))
   reference = lambda x, w: jnp.sin(jnp.dot(x, w))
   _assert_close(_grads(ours, x, w), _grads(reference, x, w), 1e-5)
   dense = lambda dot_general: nn.Dense(n, dot_general=dot_general)
   params = dense(None).init(jax.random.key(6), x)
-  np.testing.assert_allclose(dense(ops.dense_dot_general).apply(params, x), dense(None).apply(params, x), rtol=1e-6)
-
-
-def test_compiler_options_per_backend_and_unknown_options_are_dropped():
-  from mvit_jax.models import xla_options as options_lib
-
-  assert options_lib.inference_compiler_options("gpu") == options_lib.inference_compiler_options("tpu") == {}
-  cpu = options_lib.inference_compiler_options("cpu")
-  assert cpu == {"xla_cpu_experimental_ynn_fusion_type": ""}
-  # The options take effect: no YNNPACK fusion left for a dot.
-  hlo = jax.jit(lambda a: a @ a, compiler_options=cpu).lower(jnp.ones((64, 64))).compile().as_text()
-  assert "ynn" not in hlo
-  assert not options_lib._accepted((("xla_cpu_no_such_option", "1"),))
+  np.testing.assert_allclose(dense(cpu.dense_dot_general).apply(params, x), dense(None).apply(params, x), rtol=1e-6)

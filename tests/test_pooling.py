@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mvit_jax.models import cpu_kernels
+from mvit_jax.models import cpu
 from mvit_jax.models import pooling
 
 CASES = [
@@ -80,33 +80,7 @@ def test_max_pool_gradient_with_ties_goes_to_the_first_maximum(stride):
   assert float(jnp.sum(total)) == out.size  # each output's cotangent lands exactly once
 
 
-@pytest.mark.parametrize("grid,kernel,stride,padding", [
-    ((16, 32, 32), (3, 7, 7), (2, 4, 4), (1, 3, 3)),
-    ((5, 9, 11), (3, 3, 3), (1, 2, 2), (1, 1, 1)),
-    ((4, 10, 10), (3, 4, 4), (2, 4, 4), (0, 0, 2)),
-])
-def test_strided_conv_matches_xla_convolution(grid, kernel, stride, padding):
-  kx, kw, kc = jax.random.split(jax.random.key(3), 3)
-  x = jax.random.normal(kx, (2, *grid, 3))
-  w = jax.random.normal(kw, (*kernel, 3, 8))
-  padding = [(p, p) for p in padding]
-
-  def xla(x, w):
-    return jax.lax.conv_general_dilated(x, w, stride, padding, dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
-
-  want = xla(x, w)
-  got = pooling.strided_conv(x, w, stride, padding)
-  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
-  ct = jax.random.normal(kc, want.shape)
-  grads = [jax.grad(lambda x, w: jnp.sum(f(x, w) * ct), argnums=(0, 1))(x, w)
-           for f in (xla, lambda x, w: pooling.strided_conv(x, w, stride, padding))]
-  for want_grad, got_grad in zip(*grads):
-    np.testing.assert_allclose(got_grad, want_grad, rtol=1e-4, atol=1e-4)
-  with pytest.raises(ValueError, match="padding"):
-    pooling.strided_conv(x, w, stride, [(0, 1)] * 3)
-
-
-@pytest.mark.skipif(not cpu_kernels.available(), reason="compiled CPU kernels not built (no C++ compiler at install)")
+@pytest.mark.skipif(not cpu.kernels.available(), reason="compiled CPU kernels not built (no C++ compiler at install)")
 @pytest.mark.parametrize("shape,kernel,stride", [
     ((2, 3, 8, 8, 2, 8), (3, 3, 3), (1, 2, 2)),   # heads axis, MViT's Q pooling
     ((1, 4, 9, 7, 8), (3, 3, 3), (1, 4, 4)),       # no group axis, odd grid, adaptive K/V stride
@@ -118,7 +92,7 @@ def test_compiled_kernel_gradient_equals_the_xla_reduction(shape, kernel, stride
   x = jax.random.normal(kx, shape)
   out = tuple((n + 2 * (k // 2) - k) // s + 1 for n, k, s in zip(shape[1:4], kernel, stride))
   ct = jax.random.normal(kc, (shape[0], *out, *shape[4:]))
-  compiled = jax.jit(cpu_kernels.depthwise_kernel_grad, static_argnums=(2, 3))(x, ct, kernel, stride)
+  compiled = jax.jit(cpu.kernels.depthwise_kernel_grad, static_argnums=(2, 3))(x, ct, kernel, stride)
   xp, _ = pooling._phase_split(x, kernel, stride, tuple(k // 2 for k in kernel), 0)
   reduced = pooling._tap_sums(xp, ct, kernel, stride, out).reshape(*kernel, shape[-1])
   # Hand-computed for one tap, channel 0: the centre tap pairs every output with its own input position.

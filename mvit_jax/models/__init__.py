@@ -1,7 +1,5 @@
-"""MViT models in Flax Linen: `create_model(name, **overrides)`, `load_pretrained(path)`, and the XLA options to
-jit their inference with, `inference_compiler_options()`."""
+"""MViT models in Flax Linen: `create_model(name, **overrides)` and `load_pretrained(path)`."""
 
-from mvit_jax.models.xla_options import inference_compiler_options
 from mvit_jax.models.config import BlockSpec, MViTConfig, block_specs
 from mvit_jax.models.mvit import MViT
 from mvit_jax.models.variants import PAPER_STATS, VARIANTS, create_model, get_config

@@ -56,6 +56,9 @@ class MViTConfig:
   param_dtype: Any = jnp.float32
   pool_impl: str = "auto"  # "auto", "slices" or "conv"; see mvit_jax.models.pooling.
   remat_policy: str | None = None  # None: no remat; else "full" or a name in jax.checkpoint_policies.
+  # Consecutive blocks of one shape run as one nn.scan, params stacked on a leading 'layers' axis
+  # (`block_groups`; `layout.to_block_layout` maps parameters between the two layouts).
+  scan_blocks: bool = True
 
   def __post_init__(self):
     for key in ("dtype", "param_dtype"):
@@ -91,6 +94,21 @@ class BlockSpec:
   @property
   def head_dim(self) -> int:
     return self.dim_in // self.num_heads
+
+
+def block_groups(config: MViTConfig) -> list[tuple[int, int]]:
+  """Maximal runs [first, last] of consecutive blocks with one shape: the same spec but for the drop-path rate,
+  on the same token grid (a Q-pooling block ends its run: its output grid differs from its input grid)."""
+  groups: list[tuple[int, int]] = []
+  previous = None
+  for i, spec in enumerate(block_specs(config)):
+    shape = dataclasses.replace(spec, drop_path=0.0)
+    if shape == previous and spec.q_stride == (1, 1, 1):
+      groups[-1] = (groups[-1][0], i)
+    else:
+      groups.append((i, i))
+    previous = shape if spec.q_stride == (1, 1, 1) else None
+  return groups
 
 
 def round_width(width: float, multiplier: float, min_width: int = 1, divisor: int = 1) -> int:

@@ -8,12 +8,12 @@ input, heads x head_dim), 'head_dim' (per-head pooling channels), 'pos' (positio
 
 from __future__ import annotations
 
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mvit_jax.models import cpu
 from mvit_jax.models import ops
 from mvit_jax.models import pooling
 from mvit_jax.models.config import BlockSpec, MViTConfig, Triple
@@ -37,8 +37,7 @@ def dense(features: int, axes: tuple[str, str], config: MViTConfig, name: str, u
       param_dtype=config.param_dtype,
       kernel_init=_partitioned(dense_init, axes),
       bias_init=_partitioned(nn.initializers.zeros, (axes[1],)),
-      # On the CPU the weight gradient is oriented by ops.matmul (XLA's CPU dots copy an operand for it).
-      dot_general=ops.dense_dot_general if jax.default_backend() == "cpu" else None,
+      dot_general=cpu.dense_dot_general,  # Autodiff's product, but on the CPU (see there).
       name=name,
   )
 
@@ -70,13 +69,14 @@ def constrain(x: jax.Array, *axes: str | None) -> jax.Array:
 
 
 class DropPath(nn.Module):
-  """Stochastic depth: drops the whole residual branch per sample, scaling kept ones by 1 / (1 - rate)."""
+  """Stochastic depth: drops the whole residual branch per sample, scaling kept ones by 1 / (1 - rate). The rate
+  is a float or, in scanned blocks, a traced scalar."""
 
-  rate: float
+  rate: float | jax.Array
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    if not train or self.rate == 0.0:
+    if not train or (isinstance(self.rate, float) and self.rate == 0.0):
       return x
     keep = 1.0 - self.rate
     mask = jax.random.bernoulli(self.make_rng("dropout"), keep, (x.shape[0],) + (1,) * (x.ndim - 1))
@@ -113,9 +113,6 @@ class PatchEmbed(nn.Module):
         param_dtype=cfg.param_dtype,
         kernel_init=_partitioned(torch_conv_init, kernel_axes),
         bias_init=_partitioned(bias_init, ("embed",)),
-        # On CPU the video stem runs as slices + one matmul (pooling.strided_conv: 2.8x XLA's CPU convolution).
-        conv_general_dilated=(pooling.strided_conv if not cfg.image and jax.default_backend() == "cpu"
-                              and pooling.resolve_impl(cfg.pool_impl) == "slices" else None),
         name="proj",
     )
     b, t = x.shape[:2]
@@ -268,9 +265,9 @@ class MultiScaleBlock(nn.Module):
   config: MViTConfig
 
   @nn.compact
-  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+  def __call__(self, x: jax.Array, train: bool, drop_path_rate: float | jax.Array | None = None) -> jax.Array:
     cfg, spec = self.config, self.spec
-    drop_path = DropPath(spec.drop_path)
+    drop_path = DropPath(spec.drop_path if drop_path_rate is None else drop_path_rate)
     attn = PoolingAttention(spec, self.thw, cfg, name="attn")(layer_norm("embed", cfg, "norm1")(x))
     if spec.q_stride != (1, 1, 1):
       skip_kernel = tuple(s + 1 if s > 1 else s for s in spec.q_stride)
@@ -284,3 +281,11 @@ class MultiScaleBlock(nn.Module):
     if spec.dim_out != spec.dim_in:
       x = dense(spec.dim_out, ("embed", "mlp"), cfg, "proj")(y)
     return constrain(x + drop_path(mlp, train), "batch", "length", "embed")
+
+
+class ScannedBlock(MultiScaleBlock):
+  """`MultiScaleBlock` with the (carry, scanned input) -> (carry, output) signature of `nn.scan`: the scanned input
+  is the block's drop-path rate."""
+
+  def __call__(self, x: jax.Array, drop_path_rate: jax.Array, train: bool) -> tuple[jax.Array, None]:
+    return super().__call__(x, train, drop_path_rate), None

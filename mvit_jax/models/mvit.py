@@ -2,20 +2,38 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from mvit_jax.models import layers
-from mvit_jax.models.config import MViTConfig, block_specs, pooled_grid
+from mvit_jax.models.config import MViTConfig, block_groups, block_specs, pooled_grid
 
 
-def _remat_block(policy_name: str | None):
+def _remat(block_cls, policy_name: str | None, *, in_scan: bool):
   if policy_name is None:
-    return layers.MultiScaleBlock
+    return block_cls
   policy = None if policy_name == "full" else getattr(jax.checkpoint_policies, policy_name)
-  # static_argnums counts `self` as 0: `train` (argument 2) selects Python control flow.
-  return nn.remat(layers.MultiScaleBlock, policy=policy, static_argnums=(2,))
+  # static_argnums counts `self` as 0: `train` (argument 2, or 3 after a scanned block's rate) selects Python
+  # control flow. Inside a scan the loop already keeps XLA from merging the recomputation into the forward.
+  return nn.remat(block_cls, policy=policy, static_argnums=(3 if in_scan else 2,), prevent_cse=not in_scan)
+
+
+def block_name(first: int, last: int) -> str:
+  """Parameter name of blocks first..last: `blocks_{i}` for one block, `blocks_{first}_{last}` for a scanned run."""
+  return f"blocks_{first}" if first == last else f"blocks_{first}_{last}"
+
+
+def _scanned_blocks(first: int, last: int, spec, thw, cfg: MViTConfig):
+  """The run of blocks first..last (one shape) as one nn.scan over a stacked 'layers' axis of parameters."""
+  block = _remat(layers.ScannedBlock, cfg.remat_policy, in_scan=True)
+  scanned = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
+                    in_axes=(0, nn.broadcast), length=last - first + 1,
+                    metadata_params={nn.PARTITION_NAME: "layers"})
+  return scanned(dataclasses.replace(spec, drop_path=0.0), thw, cfg, name=block_name(first, last))
 
 
 class MViT(nn.Module):
@@ -40,9 +58,16 @@ class MViT(nn.Module):
     tokens, thw = layers.PatchEmbed(cfg, name="patch_embed")(x)
     x = layers.PositionEmbedding(cfg, name="pos_embed")(tokens, thw)
     x = layers.constrain(x, "batch", "length", "embed")
-    block_cls = _remat_block(cfg.remat_policy)
-    for i, spec in enumerate(block_specs(cfg)):
-      x = block_cls(spec, thw, cfg, name=f"blocks_{i}")(x, train)
+    specs = block_specs(cfg)
+    groups = block_groups(cfg) if cfg.scan_blocks else [(i, i) for i in range(len(specs))]
+    block_cls = _remat(layers.MultiScaleBlock, cfg.remat_policy, in_scan=False)
+    for first, last in groups:
+      spec = specs[first]
+      if first == last:
+        x = block_cls(spec, thw, cfg, name=block_name(first, last))(x, train)
+      else:
+        rates = np.asarray([s.drop_path for s in specs[first:last + 1]], np.float32)
+        x, _ = _scanned_blocks(first, last, spec, thw, cfg)(x, rates, train)
       thw = pooled_grid(thw, spec.q_kernel, spec.q_stride)
     x = layers.layer_norm("embed", cfg, "norm")(x)
     x = nn.Dropout(cfg.head_dropout_rate, deterministic=not train)(x[:, 0])

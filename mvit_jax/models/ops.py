@@ -1,6 +1,6 @@
-"""Softmax, exact GELU, LayerNorm, the q/k/v split and the dense matmul with hand-written derivatives.
+"""Softmax, exact GELU, LayerNorm and the q/k/v split with hand-written derivatives that keep few, small residuals.
 
-The first four keep few, small residuals (`matmul` orients its weight gradient, see there). Autodiff of the
+Autodiff of the
 textbook formulas saves every intermediate for the backward pass: `jax.nn.softmax` (unless the global
 `jax_softmax_custom_jvp` flag is set) keeps both exp(x - max) and the probabilities, erf-GELU keeps its erfc and
 exp terms, flax's LayerNorm five full-size tensors. For MViT-B 16x4 at batch 2 that is gigabytes of extra memory
@@ -15,16 +15,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mvit_jax.models import cpu_kernels
+from mvit_jax.models import cpu
 
 
 @jax.custom_vjp
 def softmax(x: jax.Array) -> jax.Array:
-  """Softmax over the last axis; the backward pass needs only the output (as JAX's newer rule).
-
-  float32 on the CPU runs the compiled kernels of `cpu_kernels` when they were built (XLA's CPU loop fusions are
-  2x slower, forward and backward); elsewhere, and for other dtypes, the XLA formulas below.
-  """
+  """Softmax over the last axis; the backward pass needs only the output (as JAX's newer rule). Compiled for the
+  CPU, float32 runs `cpu.kernels.softmax` and its backward when they were built."""
   return _softmax_forward(x)
 
 
@@ -38,9 +35,7 @@ def _xla_softmax_vjp(y, g):
 
 
 def _softmax_forward(x):
-  if cpu_kernels.usable(x):
-    return jax.lax.platform_dependent(x, cpu=cpu_kernels.softmax, default=_xla_softmax)
-  return _xla_softmax(x)
+  return cpu.on_cpu(cpu.kernels.softmax, _xla_softmax, x)
 
 
 def _softmax_fwd(x):
@@ -49,9 +44,7 @@ def _softmax_fwd(x):
 
 
 def _softmax_bwd(y, g):
-  if cpu_kernels.usable(y, g):
-    return (jax.lax.platform_dependent(y, g, cpu=cpu_kernels.softmax_vjp, default=_xla_softmax_vjp),)
-  return (_xla_softmax_vjp(y, g).astype(y.dtype),)
+  return (cpu.on_cpu(cpu.kernels.softmax_vjp, _xla_softmax_vjp, y, g).astype(y.dtype),)
 
 
 softmax.defvjp(_softmax_fwd, _softmax_bwd)
@@ -131,41 +124,3 @@ def _unstack_qkv_bwd(_, cotangents):
 
 
 unstack_qkv.defvjp(_unstack_qkv_fwd, _unstack_qkv_bwd)
-
-
-@jax.custom_vjp
-def matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
-  """x (..., K) @ kernel (K, N), with a weight gradient that transposes the narrower of x and the cotangent.
-
-  The weight gradient x^T g contracts the token axis, the major axis of both operands; XLA's CPU backend copies
-  one of them into contraction-minor layout first, and for autodiff's x^T g that is the cotangent g, the wider
-  one for fc1, qkv and widening projections (4x / 3x / 2x the bytes of x). Here the product is oriented so that
-  the narrower operand is the one copied. MViT-B train step on the CPU: -13% (docs/benchmarks.md).
-  """
-  return jnp.dot(x, kernel)
-
-
-def _matmul_fwd(x, kernel):
-  return jnp.dot(x, kernel), (x, kernel)
-
-
-def _matmul_bwd(residuals, g):
-  x, kernel = residuals
-  k, n = kernel.shape
-  x2, g2 = x.reshape(-1, k), g.reshape(-1, n)
-  contract_rows = (((0,), (0,)), ((), ()))
-  if n > k:
-    d_kernel = jax.lax.dot_general(g2, x2, contract_rows).T
-  else:
-    d_kernel = jax.lax.dot_general(x2, g2, contract_rows)
-  return jnp.dot(g, kernel.T), d_kernel.astype(kernel.dtype)
-
-
-matmul.defvjp(_matmul_fwd, _matmul_bwd)
-
-
-def dense_dot_general(x, kernel, dimension_numbers, precision=None, preferred_element_type=None):
-  """`lax.dot_general` for `flax.linen.Dense` that contracts x's last axis with the kernel's first by `matmul`."""
-  if dimension_numbers != (((x.ndim - 1,), (0,)), ((), ())) or precision is not None or preferred_element_type:
-    return jax.lax.dot_general(x, kernel, dimension_numbers, precision, preferred_element_type)
-  return matmul(x, kernel)

@@ -6,16 +6,12 @@ Two formulations of the same operators, tested equal to each other (tests/test_p
 * ``"slices"``: the padded input is split into stride phases (space-to-depth), after which every kernel tap is a
   contiguous slice; the output is the sum (or max) of the taps times per-channel weights. Their gradients are
   custom VJPs in the same style (transposed convolution by stride phase; max pooling through the forward's
-  argmax), plain slices, pads and multiply-adds that XLA fuses; on the CPU the depthwise kernel gradient is a
-  compiled kernel (`cpu_kernels`, 12x XLA's reductions) when it was built. Written by hand because XLA's grouped
-  convolution is 34-240x slower on CPU (measured, ../shared/reference/performance.md §6) and its backward is
-  reported slow on GPU (jax#13800, jax#26266); no library offers a faster depthwise 3-D conv for JAX. Measured
-  on an H100, MViT-B train step: slices 1.32x conv (docs/benchmarks.md).
+  argmax), plain slices, pads and multiply-adds that XLA fuses. Written by hand because XLA's grouped convolution
+  is 34-240x slower on the CPU and its backward is reported slow on GPU (jax#13800, jax#26266); no library offers
+  a faster depthwise 3-D conv for JAX (docs/performance.md).
 
-``"auto"`` picks ``"slices"`` on CPU and GPU and ``"conv"`` on TPU (where XLA's native convolution emitter is
-the better-supported path; not measured here).
-
-`strided_conv` writes a dense strided convolution (the patch stem) the same way, as one matmul over the taps.
+``"auto"`` chooses per compile target (`lax.platform_dependent`): ``"conv"`` on TPU, where XLA's convolution
+emitters are native and the slices' many small ops compile slowly, ``"slices"`` on the CPU and GPUs.
 """
 
 from __future__ import annotations
@@ -28,15 +24,18 @@ import jax.numpy as jnp
 from jax import lax
 import numpy as np
 
-from mvit_jax.models import cpu_kernels
+from mvit_jax.models import cpu
 
 Triple = tuple[int, int, int]
 
 
-def resolve_impl(impl: str) -> str:
-  if impl != "auto":
-    return impl
-  return "conv" if jax.default_backend() == "tpu" else "slices"
+def _by_impl(impl: str, conv, slices, *args):
+  """`conv(*args)` or `slices(*args)` as `impl` says; for "auto" as the platform being compiled for says."""
+  if impl == "conv":
+    return conv(*args)
+  if impl == "slices":
+    return slices(*args)
+  return lax.platform_dependent(*args, tpu=conv, default=slices)
 
 
 def _phase_split(x: jax.Array, kernel: Triple, stride: Triple, padding: Triple, pad_value) -> tuple[jax.Array, Triple]:
@@ -85,26 +84,29 @@ def depthwise_conv(x: jax.Array, kernel: jax.Array, stride: Triple, impl: str = 
   Returns:
     (B, To, Ho, Wo, *G, C) with floor-mode output sizes.
   """
-  ksize = tuple(kernel.shape[:3])
-  padding = tuple(k // 2 for k in ksize)
-  if resolve_impl(impl) == "conv":
-    lead, channels = x.shape[:4], x.shape[-1]
-    groups = x.shape[4:-1]
-    # Fold group axes into the batch: (B, *G, T, H, W, C).
-    perm = (0, *range(4, x.ndim - 1), 1, 2, 3, x.ndim - 1)
-    xb = jnp.transpose(x, perm).reshape((-1, *lead[1:], channels))
-    y = lax.conv_general_dilated(
-        xb,
-        kernel[:, :, :, None, :].astype(x.dtype),
-        window_strides=stride,
-        padding=[(p, p) for p in padding],
-        dimension_numbers=("NDHWC", "DHWIO", "NDHWC"),
-        feature_group_count=channels,
-    )
-    y = y.reshape((lead[0], *groups, *y.shape[1:]))
-    inv = (0, 1 + len(groups), 2 + len(groups), 3 + len(groups), *range(1, 1 + len(groups)), y.ndim - 1)
-    return jnp.transpose(y, inv)
-  return _depthwise_slices(x, kernel, stride)
+  return _by_impl(impl, lambda x, k: _depthwise_xla_conv(x, k, stride), lambda x, k: _depthwise_slices(x, k, stride),
+                  x, kernel)
+
+
+def _depthwise_xla_conv(x: jax.Array, kernel: jax.Array, stride: Triple) -> jax.Array:
+  """`depthwise_conv` as XLA's grouped convolution."""
+  padding = tuple(k // 2 for k in kernel.shape[:3])
+  lead, channels = x.shape[:4], x.shape[-1]
+  groups = x.shape[4:-1]
+  # Fold group axes into the batch: (B, *G, T, H, W, C).
+  perm = (0, *range(4, x.ndim - 1), 1, 2, 3, x.ndim - 1)
+  xb = jnp.transpose(x, perm).reshape((-1, *lead[1:], channels))
+  y = lax.conv_general_dilated(
+      xb,
+      kernel[:, :, :, None, :].astype(x.dtype),
+      window_strides=stride,
+      padding=[(p, p) for p in padding],
+      dimension_numbers=("NDHWC", "DHWIO", "NDHWC"),
+      feature_group_count=channels,
+  )
+  y = y.reshape((lead[0], *groups, *y.shape[1:]))
+  inv = (0, 1 + len(groups), 2 + len(groups), 3 + len(groups), *range(1, 1 + len(groups)), y.ndim - 1)
+  return jnp.transpose(y, inv)
 
 
 def _depthwise_slices_forward(x: jax.Array, kernel: jax.Array, stride: Triple) -> jax.Array:
@@ -124,7 +126,7 @@ _TAPS_PER_REDUCTION = 9
 def _tap_sums(xp: jax.Array, ct: jax.Array, ksize: Triple, stride: Triple, out: Triple) -> jax.Array:
   """(kT * kH * kW, C) float32: for every kernel tap, the sum over (B, To, Ho, Wo, *G) of tap * ct.
 
-  XLA's formulation, used off the CPU, for other dtypes than float32 and where `cpu_kernels` was not built.
+  XLA's formulation, used off the CPU, for other dtypes than float32 and where `cpu.kernels` was not built.
 
   Nine taps per reduction (one variadic `lax.reduce`): XLA makes one pass over memory per reduction, and one
   reduction per tap streamed the cotangent and a tap slice k^3 times. Measured on the CPU at batch 2 (MViT-B's
@@ -158,13 +160,8 @@ def _depthwise_slices_bwd(stride, residuals, ct):
   padding = tuple(k // 2 for k in ksize)
   xp, out = _phase_split(x, ksize, stride, padding, 0)
 
-  xla_kernel_grad = lambda x, ct: _tap_sums(xp, ct, ksize, stride, out).reshape(kernel.shape)
-  if cpu_kernels.usable(x, ct):
-    # The compiled kernel on the CPU, XLA's formulation on other platforms.
-    d_kernel = lax.platform_dependent(
-        x, ct, cpu=lambda x, ct: cpu_kernels.depthwise_kernel_grad(x, ct, ksize, stride), default=xla_kernel_grad)
-  else:
-    d_kernel = xla_kernel_grad(x, ct)
+  d_kernel = cpu.on_cpu(lambda x, ct: cpu.kernels.depthwise_kernel_grad(x, ct, ksize, stride),
+                        lambda x, ct: _tap_sums(xp, ct, ksize, stride, out).reshape(kernel.shape), x, ct)
   d_kernel = d_kernel.astype(kernel.dtype)
 
   # Per grid axis: phase length L'' of the padded input, and Q = ceil(k / s) taps at most per phase.
@@ -196,18 +193,25 @@ def window_pool(x: jax.Array, window: Triple, stride: Triple, mode: str, impl: s
 
   Max pooling pads with -inf; average pooling counts padded zeros (PyTorch `count_include_pad=True`).
   """
-  padding = tuple(k // 2 for k in window)
-  if resolve_impl(impl) == "conv":
-    extra = (1,) * (x.ndim - 4)
-    dims, strides = (1, *window, *extra), (1, *stride, *extra)
-    pads = [(0, 0)] + [(p, p) for p in padding] + [(0, 0)] * len(extra)
-    if mode == "max":
-      return lax.reduce_window(x, -jnp.inf, lax.max, dims, strides, pads)
-    total = lax.reduce_window(x, 0.0, lax.add, dims, strides, pads)
-    return total / (window[0] * window[1] * window[2])
+  return _by_impl(impl, lambda x: _xla_window_pool(x, window, stride, mode),
+                  lambda x: _window_pool_slices(x, window, stride, mode), x)
+
+
+def _xla_window_pool(x: jax.Array, window: Triple, stride: Triple, mode: str) -> jax.Array:
+  """`window_pool` as XLA's reduce_window."""
+  extra = (1,) * (x.ndim - 4)
+  dims, strides = (1, *window, *extra), (1, *stride, *extra)
+  pads = [(0, 0)] + [(k // 2, k // 2) for k in window] + [(0, 0)] * len(extra)
+  if mode == "max":
+    return lax.reduce_window(x, -jnp.inf, lax.max, dims, strides, pads)
+  total = lax.reduce_window(x, 0.0, lax.add, dims, strides, pads)
+  return total / (window[0] * window[1] * window[2])
+
+
+def _window_pool_slices(x: jax.Array, window: Triple, stride: Triple, mode: str) -> jax.Array:
   if mode == "max":
     return _max_pool_slices(x, window, stride)
-  xp, out = _phase_split(x, window, stride, padding, 0)
+  xp, out = _phase_split(x, window, stride, tuple(k // 2 for k in window), 0)
   result = None
   for _, tap in _taps(xp, window, stride, out):
     result = tap if result is None else result + tap
@@ -259,23 +263,3 @@ def _max_pool_slices_bwd(window, stride, residuals, ct):
 
 
 _max_pool_slices.defvjp(_max_pool_slices_fwd, _max_pool_slices_bwd)
-
-
-def strided_conv(inputs: jax.Array, kernel: jax.Array, strides, padding, lhs_dilation=None, rhs_dilation=None,
-                 dimension_numbers=None, feature_group_count: int = 1, precision=None) -> jax.Array:
-  """Dense 3-D convolution (B, T, H, W, Cin) x (kT, kH, kW, Cin, Cout) as stride-phase slices and one matmul.
-
-  A drop-in `conv_general_dilated` for `flax.linen.Conv` (channels last, symmetric padding, no dilation, one
-  group), used for the patch stem on CPU: XLA's CPU convolution of the MViT-B stem (3x7x7, stride 2x4x4) takes
-  0.23 s forward + kernel gradient at batch 2, 2.8x this formulation and five times PyTorch's. The kernel taps
-  become contiguous slices of the phase-split input, concatenated into (B, To, Ho, Wo, kT*kH*kW*Cin) patches.
-  """
-  del dimension_numbers  # Flax's channels-last default.
-  ksize, strides = tuple(kernel.shape[:3]), tuple(strides)
-  padding = [tuple(p) for p in padding]
-  if (feature_group_count != 1 or any(d not in (None, 1) for d in (*(lhs_dilation or ()), *(rhs_dilation or ())))
-      or any(lo != hi for lo, hi in padding)):
-    raise ValueError("strided_conv supports one group, no dilation and symmetric padding only")
-  xp, out = _phase_split(inputs, ksize, strides, tuple(lo for lo, _ in padding), 0)
-  patches = jnp.concatenate([tap for _, tap in _taps(xp, ksize, strides, out)], axis=-1)
-  return jnp.einsum("bthwk,ko->bthwo", patches, kernel.reshape(-1, kernel.shape[-1]), precision=precision)

@@ -21,6 +21,7 @@ import orbax.checkpoint as ocp
 
 from mvit_jax.models.config import MViTConfig
 from mvit_jax.models.layers import resize_table
+from mvit_jax.models.layout import to_block_layout
 from mvit_jax.models.mvit import MViT
 from mvit_jax.models.variants import create_model
 
@@ -50,10 +51,10 @@ def write_model_json(directory: str, name: str, overrides: dict[str, Any]) -> No
     json.dump({"name": name, "overrides": overrides_to_json(overrides)}, f, indent=1, sort_keys=True)
 
 
-def read_model_json(directory: str) -> MViT:
+def read_model_json(directory: str, **overrides) -> MViT:
   with open(os.path.join(directory, MODEL_JSON)) as f:
     spec = json.load(f)
-  return create_model(spec["name"], **_overrides_from_json(spec.get("overrides", {})))
+  return create_model(spec["name"], **{**_overrides_from_json(spec.get("overrides", {})), **overrides})
 
 
 def save_params(directory: str, params: Any) -> None:
@@ -63,11 +64,15 @@ def save_params(directory: str, params: Any) -> None:
   checkpointer.wait_until_finished()
 
 
-def load_pretrained(path: str) -> tuple[MViT, dict[str, Any]]:
-  """Loads `(module, variables)` from a converted-checkpoint folder or a training workdir (latest step)."""
+def load_pretrained(path: str, **overrides) -> tuple[MViT, dict[str, Any]]:
+  """Loads `(module, variables)` from a converted-checkpoint folder or a training workdir (latest step).
+
+  `overrides` replace fields of the recorded config that do not change the parameters (e.g. `scan_blocks`,
+  `dtype`, `pool_impl`); the parameters come in the layout of the returned module whatever layout was saved.
+  """
   if not os.path.exists(os.path.join(path, MODEL_JSON)):
     raise FileNotFoundError(f"{path} has no {MODEL_JSON}: not a converted checkpoint or an mvit_jax workdir")
-  module = read_model_json(path)
+  module = read_model_json(path, **overrides)
   params_dir = os.path.join(path, PARAMS_DIR)
   if os.path.isdir(params_dir):
     params = ocp.StandardCheckpointer().restore(os.path.abspath(params_dir))
@@ -75,7 +80,7 @@ def load_pretrained(path: str) -> tuple[MViT, dict[str, Any]]:
     from mvit_jax import checkpointing  # Training workdir: the trainer's orbax checkpoints.
 
     params = checkpointing.latest_params(path)
-  return module, {"params": params}
+  return module, {"params": to_block_layout(params, module.config)}
 
 
 def _square_grid(rows: int, key: str) -> tuple[int, int]:
@@ -90,11 +95,14 @@ def adapt_pretrained(pretrained: dict[str, Any], target: dict[str, Any]) -> dict
 
   Position tables are interpolated to the target's token grid (spatial tables are square grids, temporal tables
   1-D; the joint image table keeps its class row); where the classifier shape differs (another class count) the
-  target's freshly initialised head is kept. Every other leaf must match in shape.
+  target's freshly initialised head is kept. Every other leaf must match in shape. Either may have scanned or
+  unrolled blocks (`MViTConfig.scan_blocks`); the result has the target's layout.
   Args: unboxed `params` trees of the pretrained model and of the freshly initialised target model.
   """
-  src = flax.traverse_util.flatten_dict(nn.unbox(pretrained), sep="/")
-  dst = flax.traverse_util.flatten_dict(nn.unbox(target), sep="/")
+  target = nn.unbox(target)
+  unrolled = {}  # A target layout without scanned runs.
+  src = flax.traverse_util.flatten_dict(to_block_layout(nn.unbox(pretrained), unrolled), sep="/")
+  dst = flax.traverse_util.flatten_dict(to_block_layout(target, unrolled), sep="/")
   out = {}
   for key, value in dst.items():
     if key not in src:
@@ -120,7 +128,7 @@ def adapt_pretrained(pretrained: dict[str, Any], target: dict[str, Any]) -> dict
   unused = sorted(set(src) - set(dst))
   if unused:
     raise KeyError(f"pretrained params {unused} have no place in the target model")
-  return flax.traverse_util.unflatten_dict(out, sep="/")
+  return to_block_layout(flax.traverse_util.unflatten_dict(out, sep="/"), target)
 
 
 def config_overrides(config: MViTConfig, base: MViTConfig) -> dict[str, Any]:

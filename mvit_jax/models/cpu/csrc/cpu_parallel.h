@@ -1,7 +1,7 @@
 // What the compiled CPU kernels share: instruction-set clones and a parallel loop on XLA's intra-op thread pool.
 
-#ifndef MVIT_JAX_MODELS_CSRC_CPU_PARALLEL_H_
-#define MVIT_JAX_MODELS_CSRC_CPU_PARALLEL_H_
+#ifndef MVIT_JAX_MODELS_CPU_CSRC_CPU_PARALLEL_H_
+#define MVIT_JAX_MODELS_CPU_CSRC_CPU_PARALLEL_H_
 
 #include <algorithm>
 #include <atomic>
@@ -44,4 +44,4 @@ inline void ParallelFor(xla::ffi::ThreadPool& pool, int64_t tasks, std::function
 
 }  // namespace mvit
 
-#endif  // MVIT_JAX_MODELS_CSRC_CPU_PARALLEL_H_
+#endif  // MVIT_JAX_MODELS_CPU_CSRC_CPU_PARALLEL_H_

@@ -1,18 +1,5 @@
-"""Compiled CPU kernels, called from jitted code as XLA FFI custom calls (`csrc/`, built by `pip install`).
-
-Only where XLA's CPU code generation is far from what the hardware does (measured in docs/benchmarks.md):
-
-* `depthwise_kernel_grad`: the kernel gradient of the depthwise 3-D convolution (conv pooling). XLA emits the
-  27-taps-by-channels reduction as scalar loops over strided slices: 93 ms for MViT-B's stage-2 Q pooling at batch
-  2 on a 2-core Xeon, against 8 ms here (and 15 ms for XLA's whole forward convolution).
-* `softmax`, `softmax_vjp`: the attention softmax over the last axis and its backward. XLA's loop fusions take
-  29 / 23 ms for stage 1's (25089, 393) scores, here 17 / 15 ms (YNNPACK, which XLA uses for the softmax it fuses
-  with the attention dots, 15 / 29 ms; its backward 139 ms on stage 2's scores, here 31 ms).
-
-The library is optional: without a C++ compiler at install time it is not built, `available()` is False and
-callers use their XLA formulation. On other platforms than the CPU callers lower their XLA formulation too
-(`jax.lax.platform_dependent`).
-"""
+"""The compiled CPU kernels (`csrc/`, built by `pip install` as `_kernels*.so`), called from jitted code as XLA FFI
+custom calls. Call them through `mvit_jax.models.cpu.on_cpu`, which lowers them only for the CPU."""
 
 from __future__ import annotations
 
@@ -36,7 +23,7 @@ _TARGETS = {
 @functools.cache
 def available() -> bool:
   """Whether the compiled library was built and its FFI targets are registered for the CPU."""
-  paths = glob.glob(os.path.join(os.path.dirname(__file__), "_cpu_kernels*.so"))
+  paths = glob.glob(os.path.join(os.path.dirname(__file__), "_kernels*.so"))
   if not paths:
     return False
   library = ctypes.cdll.LoadLibrary(paths[0])
