@@ -20,6 +20,7 @@ MODEL_OVERRIDES = {
     'head_dropout_rate': float,
     'pool_impl': str,
     'scan_blocks': bool,     # None: the model's default (on).
+    'attention_impl': str,   # None: the model's default ('einsum'); 'xla' or 'cudnn': jax.nn.dot_product_attention.
 }
 
 REMAT_POLICIES = ('', 'full', 'nothing_saveable', 'everything_saveable', 'dots_saveable',

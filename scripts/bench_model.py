@@ -18,6 +18,8 @@ for both frameworks: XLA's CPU runtime allocates its multi-GB temporaries afresh
 serve them with new mmaps whose page faults cost seconds; `--host_malloc=system` measures glibc's defaults.
 `--preload` runs the measuring processes with another malloc (both frameworks alike), e.g. tcmalloc.
 `--profile` also prints both frameworks' per-block forward+backward times (where the time goes).
+`--without softmax,kernel_grad,dense` runs mvit_jax without those CPU-only paths of `mvit_jax/models/cpu/` (the
+softmax kernels, the pooling's kernel-gradient kernel, the dense weight-gradient orientation): what each buys.
 """
 
 from __future__ import annotations
@@ -80,6 +82,25 @@ def torch_step(mode: str, threads: int):
     model.zero_grad(set_to_none=True)
     torch.nn.functional.cross_entropy(model(x), labels).backward()
   return step
+
+
+CPU_PATHS = ("softmax", "kernel_grad", "dense")
+
+
+def disable_cpu_paths(names: list[str]) -> None:
+  """Makes mvit_jax's models take the XLA formulation instead of the named CPU-only paths (a measurement switch)."""
+  from mvit_jax.models import cpu
+
+  softmax_kernels = (cpu.kernels.softmax, cpu.kernels.softmax_vjp)
+  on_cpu = cpu.on_cpu
+
+  def selective_on_cpu(kernel, default, *arrays):
+    off = "softmax" in names if kernel in softmax_kernels else "kernel_grad" in names
+    return default(*arrays) if off else on_cpu(kernel, default, *arrays)
+
+  cpu.on_cpu = selective_on_cpu
+  if "dense" in names:
+    cpu.dense_dot_general = None  # flax's own lax.dot_general: autodiff's weight gradient.
 
 
 def jax_step(mode: str, pool_impl: str, remat_policy: str | None):
@@ -179,8 +200,12 @@ def main():
                       "e.g. /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 (Debian libtcmalloc-minimal4).")
   parser.add_argument("--rounds", type=int, default=2)
   parser.add_argument("--profile", action="store_true")
+  parser.add_argument("--without", default="", help=f"comma list of mvit_jax CPU-only paths to leave out: {CPU_PATHS}")
   parser.add_argument("--worker", help=argparse.SUPPRESS)
   args = parser.parse_args()
+  without = [name for name in args.without.split(",") if name]
+  if set(without) - set(CPU_PATHS):
+    parser.error(f"--without takes {CPU_PATHS}, got {without}")
 
   if args.worker:
     from mvit_jax import host_malloc
@@ -188,6 +213,7 @@ def main():
     host_malloc.configure(args.host_malloc)  # Before either framework starts its threads.
     _pin(args.threads)
     kind, mode = args.worker.split(":")
+    disable_cpu_paths(without)
     if kind in ("tv", "mj"):
       serve_steps(kind, mode, args.threads, args.pool_impl, args.remat_policy)
     else:
@@ -196,7 +222,8 @@ def main():
 
   def command(spec: str) -> list[str]:
     cmd = [sys.executable, __file__, f"--worker={spec}", f"--threads={args.threads}",
-           f"--repeats={args.repeats}", f"--pool_impl={args.pool_impl}", f"--host_malloc={args.host_malloc}"]
+           f"--repeats={args.repeats}", f"--pool_impl={args.pool_impl}", f"--host_malloc={args.host_malloc}",
+           f"--without={args.without}"]
     return cmd + ([f"--remat_policy={args.remat_policy}"] if args.remat_policy else [])
 
   env = dict(os.environ, LD_PRELOAD=args.preload) if args.preload else None
@@ -232,7 +259,7 @@ def main():
     return result
 
   print(f"MViT-B 16x4 vs torchvision mvit_v1_b, {args.threads} threads, {args.repeats} alternating steps x "
-        f"{args.rounds} rounds, host_malloc={args.host_malloc}"
+        f"{args.rounds} rounds, host_malloc={args.host_malloc}" + (f", without {without}" if without else "")
         + (f", LD_PRELOAD={args.preload}" if args.preload else ""))
   for mode, desc in (("forward", "forward, batch 1, eval"), ("train", "forward+backward, batch 2, train")):
     rounds = [paired_round(mode) for _ in range(args.rounds)]

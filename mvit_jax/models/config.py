@@ -56,6 +56,10 @@ class MViTConfig:
   param_dtype: Any = jnp.float32
   pool_impl: str = "auto"  # "auto", "slices" or "conv"; see mvit_jax.models.pooling.
   remat_policy: str | None = None  # None: no remat; else "full" or a name in jax.checkpoint_policies.
+  # Attention: "einsum" (two dots around `ops.softmax`, whose backward keeps only the probabilities), or
+  # `jax.nn.dot_product_attention` with implementation "xla" or "cudnn" (cuDNN's fused kernel on NVIDIA GPUs;
+  # bfloat16 / float16 compute, head_dim a multiple of 8 up to 128).
+  attention_impl: str = "einsum"
   # Consecutive blocks of one shape run as one nn.scan, params stacked on a leading 'layers' axis
   # (`block_groups`; `layout.to_block_layout` maps parameters between the two layouts).
   scan_blocks: bool = True
@@ -69,6 +73,8 @@ class MViTConfig:
       raise ValueError(f"pool_mode must be 'conv', 'avg' or 'max', got {self.pool_mode!r}")
     if self.pool_impl not in ("auto", "slices", "conv"):
       raise ValueError(f"pool_impl must be 'auto', 'slices' or 'conv', got {self.pool_impl!r}")
+    if self.attention_impl not in ("einsum", "xla", "cudnn"):
+      raise ValueError(f"attention_impl must be 'einsum', 'xla' or 'cudnn', got {self.attention_impl!r}")
     if self.image and self.num_frames != 1:
       raise ValueError(f"image models take num_frames=1, got {self.num_frames}")
 

@@ -228,9 +228,13 @@ class PoolingAttention(nn.Module):
       k = TokenPool(spec.kv_kernel, spec.kv_stride, self.thw, cfg, name="pool_k")(k)
       v = TokenPool(spec.kv_kernel, spec.kv_stride, self.thw, cfg, name="pool_v")(v)
     scale = hd**-0.5
+    if cfg.attention_impl != "einsum":
+      # (B, L, heads, head_dim) is dot_product_attention's (B, T, N, H); it scales the float32 logits.
+      out = jax.nn.dot_product_attention(q, k, v, scale=scale, implementation=cfg.attention_impl)
+      return dense(dim, ("heads", "embed"), cfg, "proj")(out.reshape(b, -1, dim))
     # Heads next to the batch axis, (B, heads, L, head_dim), before the two attention dots: given (B, L, heads,
-    # head_dim) operands XLA's CPU backend transposes the (Lq, Lk) probabilities instead (MViT-B forward 1.7x
-    # slower in the 28x28 / 14x14 stages, docs/benchmarks.md). The transposes here move only q, k, v and the output.
+    # head_dim) operands XLA's CPU backend transposes the (Lq, Lk) probabilities instead. The transposes here move
+    # only q, k, v and the output.
     q, k, v = (jnp.transpose(a, (0, 2, 1, 3)) for a in (q * jnp.asarray(scale, q.dtype), k, v))
     logits = jnp.einsum("bhqd,bhkd->bhqk", q, k, preferred_element_type=jnp.float32)
     probs = ops.softmax(logits).astype(cfg.dtype)
