@@ -1,18 +1,18 @@
 """Training throughput on one GPU: mvit_jax's train step against torchvision (eager and torch.compile), same card.
 
-    python scripts/bench_gpu.py [--batch 16] [--steps 20] [--modes jax_slices,jax_conv,torch_eager,torch_compile]
+    python scripts/bench_gpu.py [--batch 16,32] [--steps 20] [--modes jax,jax/scan=off,jax/attention=cudnn,...]
 
 MViT-B 16x4 (16x224x224, 400 classes), one fixed on-device batch of random clips (data loading excluded), each
 mode in its own subprocess (JAX and torch never share the card's memory):
-  jax_<pool_impl>[_<remat>]: the trainer's own jitted, donated update (`train.make_train_step`: bf16 compute,
-                 float32 params and AdamW state, weight-decay mask, clipping at 1.0, label smoothing 0.1) with
-                 that pooling formulation (slices / conv) and optional per-block remat policy;
+  jax[/KEY=VALUE...]: the trainer's own jitted, donated update (`train.make_train_step`: bf16 compute, float32
+                 params and AdamW state, weight-decay mask, clipping at 1.0, label smoothing 0.1); KEYs:
+                 pool (pool_impl: auto / slices / conv), scan (scan_blocks: on / off), attention (attention_impl:
+                 einsum / xla / cudnn), remat (a remat policy, e.g. full);
   torch_eager:   torchvision mvit_v1_b, bf16 autocast, float32 params, fused AdamW, clip_grad_norm_ 1.0,
                  label smoothing 0.1;
   torch_compile: the same with `torch.compile(model)` (default mode).
 Prints median step seconds, clips/s, MFU and peak device memory. MFU = clips/s x 3 x 2 x 70.5 GMAC (the paper's
-forward multiply-adds, 2 flops each, training = 3x forward) / 989.4 TFLOP/s (H100 SXM dense bf16 datasheet peak;
-see ../shared/reference/performance.md section 0 and 3).
+forward multiply-adds, 2 flops each, training = 3x forward) / the card's dense bf16 datasheet peak.
 """
 import argparse
 import json
@@ -43,7 +43,7 @@ def _median_step(step, steps: int) -> tuple[float, float]:
   return first, statistics.median(times)
 
 
-def run_jax(batch: int, steps: int, pool_impl: str, remat: str) -> dict:
+def run_jax(batch: int, steps: int, options: dict[str, str]) -> dict:
   import jax
   import numpy as np
   sys.path.insert(0, REPO)
@@ -51,9 +51,14 @@ def run_jax(batch: int, steps: int, pool_impl: str, remat: str) -> dict:
 
   c = config_lib.base_config()
   c.model.name = 'mvit_b_16x4'
-  c.model.pool_impl = pool_impl
+  unknown = set(options) - {'pool', 'scan', 'attention', 'remat'}
+  if unknown:
+    raise ValueError(f'unknown jax mode options {sorted(unknown)}')
+  c.model.pool_impl = options.get('pool', 'auto')
+  c.model.scan_blocks = options.get('scan', 'on') == 'on'
+  c.model.attention_impl = options.get('attention', 'einsum')
   c.half_precision = True
-  c.remat_policy = remat
+  c.remat_policy = options.get('remat', '')
   c.batch_size = batch
   c.optimizer.base_batch_size = batch
   c.data.num_classes = NUM_CLASSES
@@ -118,9 +123,8 @@ def run_torch(batch: int, steps: int, compile_model: bool) -> dict:
 
 
 def run_mode(mode: str, batch: int, steps: int) -> dict:
-  if mode.startswith('jax_'):
-    parts = mode.split('_', 2)
-    return run_jax(batch, steps, parts[1], parts[2] if len(parts) > 2 else '')
+  if mode == 'jax' or mode.startswith('jax/'):
+    return run_jax(batch, steps, dict(option.split('=', 1) for option in mode.split('/')[1:]))
   if mode in ('torch_eager', 'torch_compile'):
     return run_torch(batch, steps, mode == 'torch_compile')
   raise ValueError(f'unknown mode {mode!r}')
@@ -135,9 +139,10 @@ def _peak_for(device: str) -> float:
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('--batch', default='16', help='comma-separated batch sizes')
+  parser.add_argument('--batch', default='16,32', help='comma-separated batch sizes')
   parser.add_argument('--steps', type=int, default=20)
-  parser.add_argument('--modes', default='jax_slices,jax_conv,torch_eager,torch_compile')
+  parser.add_argument('--modes', default='jax,jax/scan=off,jax/attention=xla,jax/attention=cudnn,torch_eager,'
+                      'torch_compile')
   parser.add_argument('--timeout', type=int, default=400, help='seconds per mode')
   parser.add_argument('--json', default='', help='also write the results here')
   parser.add_argument('--child', default='')
@@ -168,12 +173,12 @@ def main():
         with open(args.json, 'w') as f:
           json.dump(rows, f, indent=1)
 
-  print(f'\n{"mode":<24}{"batch":>6}{"step s":>9}{"clips/s":>9}{"MFU":>7}{"peak GiB":>10}{"first s":>9}')
+  print(f'\n{"mode":<30}{"batch":>6}{"step s":>9}{"clips/s":>9}{"MFU":>7}{"peak GiB":>10}{"first s":>9}')
   for r in rows:
     if 'error' in r:
-      print(f'{r["mode"]:<24}{r["batch"]:>6}  error: {r["error"]}')
+      print(f'{r["mode"]:<30}{r["batch"]:>6}  error: {r["error"]}')
     else:
-      print(f'{r["mode"]:<24}{r["batch"]:>6}{r["step_s"]:>9.4f}{r["clips_per_s"]:>9.1f}{r["mfu"]:>7.1%}'
+      print(f'{r["mode"]:<30}{r["batch"]:>6}{r["step_s"]:>9.4f}{r["clips_per_s"]:>9.1f}{r["mfu"]:>7.1%}'
             f'{r["peak_gib"]:>10.1f}{r["first_s"]:>9.1f}')
   for batch in sorted({r['batch'] for r in rows}):
     ok = {r['mode']: r['clips_per_s'] for r in rows if r['batch'] == batch and 'error' not in r}

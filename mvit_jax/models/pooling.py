@@ -8,7 +8,7 @@ Two formulations of the same operators, tested equal to each other (tests/test_p
   custom VJPs in the same style (transposed convolution by stride phase; max pooling through the forward's
   argmax), plain slices, pads and multiply-adds that XLA fuses. Written by hand because XLA's grouped convolution
   is 34-240x slower on the CPU and its backward is reported slow on GPU (jax#13800, jax#26266); no library offers
-  a faster depthwise 3-D conv for JAX (docs/performance.md).
+  a faster depthwise 3-D conv for JAX (docs/benchmarks.md).
 
 ``"auto"`` chooses per compile target (`lax.platform_dependent`): ``"conv"`` on TPU, where XLA's convolution
 emitters are native and the slices' many small ops compile slowly, ``"slices"`` on the CPU and GPUs.

@@ -2,7 +2,7 @@
 
 A program lowered for a TPU or a GPU (also from a CPU host: `jax.export`, ahead-of-time compilation) holds none of
 this; one lowered for the CPU takes it where it applies. Each piece is kept because it shortens MViT-B 16x4 on a
-2-core CPU by at least 10% end to end (`scripts/bench_model.py`; figures in docs/performance.md):
+2-core CPU by at least 10% end to end (`scripts/bench_model.py`; figures in docs/benchmarks.md):
 
 * `kernels.depthwise_kernel_grad`: the kernel gradient of the pooling convolutions (train step; XLA's CPU
   reductions over the 27 taps are scalar loops).
