@@ -6,8 +6,9 @@ FLOPs come from XLA's pre-compile cost analysis (`jax.jit(...).lower(...).cost_a
 papers' convention: PySlowFast counts with fvcore, where one multiply-add is one "flop" and only matrix
 products and convolutions are counted (element-wise ops, softmax and pooling are not). So each
 `dot_general` / `conv_general_dilated` of the forward pass is lowered on its own, its XLA flop count (2 per
-multiply-add) is halved, and the results are summed. Depthwise pooling is traced in its convolution form for
-this count (the formulations compute the same function). `xla_total` is XLA's count for the whole forward.
+multiply-add) is halved, and the results are summed. Depthwise pooling is traced in its convolution form and the
+blocks unrolled for this count (the formulations compute the same function; a scanned loop's body would be
+counted once). `xla_total` is XLA's count for the whole forward.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def _mac_flops(jaxpr, cache: dict) -> float:
 
 def model_stats(name: str) -> dict:
   """{name, params, gflops (multiply-adds per view), xla_total_gflops, paper_params, paper_gflops}."""
-  model = create_model(name, pool_impl="conv")
+  model = create_model(name, pool_impl="conv", scan_blocks=False)
   cfg = model.config
   x = jax.ShapeDtypeStruct((1, cfg.num_frames, cfg.input_size, cfg.input_size, 3), jnp.float32)
   variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), x)
