@@ -14,9 +14,15 @@ from mvit_jax.models import adapt_pretrained, create_model
 from mvit_jax.models.config import block_groups
 from mvit_jax.models.layout import map_param_trees, to_block_layout
 
-# mvit_tiny with two blocks of one shape in stage 2 (blocks 2 and 3), so that one run is scanned.
+# mvit_tiny with two blocks of one shape in stage 2 (blocks 2 and 3), so that one run is scanned; on a 4x32x32
+# clip with the conv form of the pooling, which compiles fastest at these sizes.
 DEEPER_TINY = dict(depth=7, dim_mul=((1, 2.0), (5, 2.0)), head_mul=((1, 2.0), (5, 2.0)),
-                   pool_q_stride=((1, 1, 2, 2), (5, 1, 2, 2)))
+                   pool_q_stride=((1, 1, 2, 2), (5, 1, 2, 2)), pool_impl="conv")
+CLIP = (2, 4, 32, 32, 3)
+
+
+def _init(model, shape=CLIP):
+  return nn.unbox(jax.jit(model.init)(jax.random.key(0), jnp.zeros(shape))["params"])
 
 
 def _models(name, **overrides):
@@ -41,21 +47,20 @@ def test_runs_of_one_shape():
 
 def test_stacked_parameters_carry_the_layers_axis():
   scanned, _ = _models("mvit_tiny", **DEEPER_TINY)
-  boxed = jax.eval_shape(lambda: scanned.init(jax.random.key(0), jnp.zeros((1, 8, 64, 64, 3))))["params"]
+  boxed = jax.eval_shape(lambda: scanned.init(jax.random.key(0), jnp.zeros(CLIP)))["params"]
   fc1 = boxed["blocks_2_3"]["mlp"]["fc1"]["kernel"]
   assert fc1.names == ("layers", "embed", "mlp") and fc1.value.shape == (2, 64, 256)
   assert "blocks_2" not in boxed and "blocks_4" in boxed
 
 
 @pytest.mark.parametrize("name,overrides,shape", [
-    ("mvit_tiny", DEEPER_TINY, (2, 8, 64, 64, 3)),
-    ("mvit_tiny", dict(DEEPER_TINY, remat_policy="full"), (2, 8, 64, 64, 3)),
-    ("mvit_b_16x4", {}, (1, 4, 64, 64, 3)),  # Position tables interpolated to the small input.
+    ("mvit_tiny", dict(DEEPER_TINY, remat_policy="full"), CLIP),
+    ("mvit_b_16x4", dict(pool_impl="conv"), (1, 4, 64, 64, 3)),  # Position tables interpolated to the input.
 ])
 def test_scan_on_and_off_give_the_same_logits_and_gradients(name, overrides, shape):
   scanned, unrolled = _models(name, **overrides)
   x = jax.random.normal(jax.random.key(1), shape)
-  params = nn.unbox(jax.jit(lambda x: scanned.init(jax.random.key(0), x))(x)["params"])
+  params = _init(scanned, shape)
   unrolled_params = to_block_layout(params, unrolled.config)
   assert set(unrolled_params) - set(params) >= {"blocks_4", "blocks_5"} if name == "mvit_b_16x4" else {"blocks_2"}
 
@@ -70,7 +75,7 @@ def test_scan_on_and_off_give_the_same_logits_and_gradients(name, overrides, sha
 
 def test_layouts_round_trip_exactly_and_abstract_trees_map_too():
   scanned, unrolled = _models("mvit_tiny", **DEEPER_TINY)
-  params = nn.unbox(scanned.init(jax.random.key(0), jnp.zeros((1, 8, 64, 64, 3)))["params"])
+  params = _init(scanned)
   back = to_block_layout(to_block_layout(params, unrolled.config), scanned.config)
   jax.tree.map(np.testing.assert_array_equal, back, params)
   np.testing.assert_array_equal(to_block_layout(params, {})["blocks_3"]["mlp"]["fc1"]["kernel"],
@@ -82,12 +87,14 @@ def test_layouts_round_trip_exactly_and_abstract_trees_map_too():
 
 def test_train_mode_takes_the_scanned_drop_path_rates():
   """Rates of zero leave training equal to inference (no branch dropped, none rescaled); non-zero ones drop."""
-  x = jax.random.normal(jax.random.key(1), (2, 8, 64, 64, 3))
+  x = jax.random.normal(jax.random.key(1), CLIP)
   for rate in (0.0, 0.5):
     model = create_model("mvit_tiny", **DEEPER_TINY, drop_path_rate=rate)
-    params = nn.unbox(model.init(jax.random.key(0), x)["params"])
-    train = model.apply({"params": params}, x, train=True, rngs={"dropout": jax.random.key(2)})
-    close = np.allclose(train, model.apply({"params": params}, x), rtol=1e-5, atol=1e-6)
+    params = _init(model)
+    apply = jax.jit(lambda p, train: model.apply({"params": p}, x, train=train, rngs={"dropout": jax.random.key(2)}),
+                    static_argnums=1)
+    train = apply(params, True)
+    close = np.allclose(train, apply(params, False), rtol=1e-5, atol=1e-6)
     assert close == (rate == 0.0) and np.isfinite(train).all()
 
 
@@ -101,7 +108,7 @@ def test_trainer_checkpoint_restores_into_the_other_layout(tmp_path, saved_scann
   tx = optax.adamw(1e-3)
 
   def state_of(model):
-    boxed = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 8, 64, 64, 3)))["params"])
+    boxed = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(CLIP)))["params"]
     shardings = sharding_lib.param_shardings(boxed, mesh, rules)
     abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), nn.unbox(boxed),
                             shardings)
@@ -111,7 +118,7 @@ def test_trainer_checkpoint_restores_into_the_other_layout(tmp_path, saved_scann
                                 opt_shardings)
     return abstract, opt_abstract
 
-  params = nn.unbox(saved_model.init(jax.random.key(0), jnp.zeros((1, 8, 64, 64, 3)))["params"])
+  params = _init(saved_model)
   grads = jax.tree.map(jnp.ones_like, params)
   opt_state = tx.init(params)
   _, opt_state = tx.update(grads, opt_state, params)  # Non-zero moments.
@@ -131,9 +138,8 @@ def test_trainer_checkpoint_restores_into_the_other_layout(tmp_path, saved_scann
 
 def test_init_from_maps_the_layout_and_keeps_the_targets():
   scanned, unrolled = _models("mvit_tiny", **DEEPER_TINY)
-  params = nn.unbox(unrolled.init(jax.random.key(0), jnp.zeros((1, 8, 64, 64, 3)))["params"])
-  target = nn.unbox(create_model("mvit_tiny", num_classes=3, **DEEPER_TINY).init(
-      jax.random.key(1), jnp.zeros((1, 8, 64, 64, 3)))["params"])
+  params = _init(unrolled)
+  target = _init(create_model("mvit_tiny", num_classes=3, **DEEPER_TINY))
   adapted = adapt_pretrained(params, target)
   assert set(adapted) == set(target)
   np.testing.assert_array_equal(adapted["blocks_2_3"]["attn"]["qkv"]["kernel"][0],
