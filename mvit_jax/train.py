@@ -7,6 +7,7 @@ preemption, periodic eval) -> final checkpoint and eval.
 Shapes: videos (B, T, H, W, 3) float32, labels (B,) int32 or (B, C) float32 multi-hot; B is the global batch.
 """
 from collections.abc import Callable, Mapping
+import contextlib
 import json
 import os
 import shutil
@@ -93,6 +94,18 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, schedule
   return train_step
 
 
+def abstract_train_batch(config: ml_collections.ConfigDict, batch_size: int, num_classes: int,
+                         mesh: jax.sharding.Mesh) -> dict[str, jax.ShapeDtypeStruct]:
+  """Shapes, dtypes and shardings of the global batch `pipeline.make_train_iterator` yields (after
+  sharding_lib.global_batch): uint8 videos with data.device_normalize, else float32; int32 or multi-hot labels."""
+  d, sharding = config.data, sharding_lib.batch_sharding(mesh)
+  video_dtype = jnp.uint8 if d.device_normalize else jnp.float32
+  label = ((batch_size, num_classes), jnp.float32) if d.multi_label else ((batch_size,), jnp.int32)
+  return {'video': jax.ShapeDtypeStruct((batch_size, d.num_frames, d.crop_size, d.crop_size, 3), video_dtype,
+                                        sharding=sharding),
+          'label': jax.ShapeDtypeStruct(*label, sharding=sharding)}
+
+
 class TrainSetup:
   """Model, optimizer, and the shapes and shardings of params and optimizer state; builds, places and compiles
   them (`build`, `init_params`, `init_opt_state`, `place_params`, `compile_step`)."""
@@ -136,16 +149,26 @@ class TrainSetup:
     """Puts host/other-device params onto this run's param shardings."""
     return jax.tree.map(lambda x, s: jax.device_put(np.asarray(x), s), params, self.param_shardings)
 
-  def compile_step(self, train_step):
+  @contextlib.contextmanager
+  def context(self):
+    """The mesh and logical-axis rules the model's sharding constraints resolve against (trace/lower in it)."""
+    with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
+      yield
+
+  def jit_step(self, train_step):
+    """jax.jit of train_step(state, batch, base_rng, step) with the run's shardings; the state is donated."""
     state_shardings = {'params': self.param_shardings, 'opt_state': self.opt_shardings}
     replicated = jax.NamedSharding(self.mesh, jax.P())
     batch_sharding = sharding_lib.batch_sharding(self.mesh)
-    jitted = jax.jit(train_step, donate_argnums=(0,),
-                     in_shardings=(state_shardings, batch_sharding, replicated, replicated),
-                     out_shardings=(state_shardings, replicated))
+    return jax.jit(train_step, donate_argnums=(0,),
+                   in_shardings=(state_shardings, batch_sharding, replicated, replicated),
+                   out_shardings=(state_shardings, replicated))
+
+  def compile_step(self, train_step):
+    jitted = self.jit_step(train_step)
 
     def step_fn(state, batch, base_rng, step):
-      with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
+      with self.context():
         return jitted(state, batch, base_rng, step)
 
     return step_fn
@@ -205,13 +228,18 @@ def prepare_synthetic_data(config: ml_collections.ConfigDict, workdir: str) -> N
   config.data.classes_file = os.path.join(root, 'classes.txt')
 
 
+def make_model(config, num_classes: int) -> tuple[nn.Module, dict]:
+  """(model, its create_model overrides) for config.model."""
+  from mvit_jax import models  # pylint: disable=g-import-not-at-top
+  overrides = model_overrides(config, num_classes)
+  return models.create_model(config.model.name, **overrides), overrides
+
+
 def setup_model_and_mesh(config, workdir):
   """(model, num_classes, mesh, rules); writes WORKDIR/model.json (for load_pretrained) and config.json."""
-  from mvit_jax import models  # pylint: disable=g-import-not-at-top
   from mvit_jax.data import sources  # pylint: disable=g-import-not-at-top
   num_classes = sources.num_classes_from_config(config.data)
-  overrides = model_overrides(config, num_classes)
-  model = models.create_model(config.model.name, **overrides)
+  model, overrides = make_model(config, num_classes)
   if jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, 'model.json'), 'w') as f:
