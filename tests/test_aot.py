@@ -76,3 +76,22 @@ def test_cli_bad_input_is_one_line_and_exit_2(args, message):
   lines = [line for line in result.stderr.splitlines() if line.strip()]
   assert len(lines) == 1 and message in lines[0], result.stderr
   assert not result.stdout.strip()
+
+
+@pytest.mark.parametrize('start, limit', [(8, 21), (8, 8), (8, 3), (1, 1), (4, 0), (3, 100)])
+def test_find_max_batch_search(monkeypatch, start, limit):
+  """Doubling then bisection finds the largest batch that fits, whether it starts above or below it."""
+  probes = []
+
+  def fake_compile(config, devices, batch, options=None):
+    probes.append(batch)
+    if batch > limit:
+      raise aot.DoesNotFit('RESOURCE_EXHAUSTED: out of HBM')
+    return aot.Report(per_chip_batch=batch, chips=4, device_kind='TPU v5 lite', mesh={}, lower_s=1, compile_s=1,
+                      stablehlo='', argument_bytes=0, output_bytes=0, alias_bytes=0, temp_bytes=batch,
+                      code_bytes=0, flops=1, hbm_bytes=16 * aot.GiB)
+
+  monkeypatch.setattr(aot, 'compile_train_step', fake_compile)
+  best, report = aot.find_max_batch(None, [None] * 4, start, log=lambda _: None)
+  assert best == limit and (report is None if limit == 0 else report.per_chip_batch == limit)
+  assert len(probes) == len(set(probes)) <= 2 * max(limit, start).bit_length() + 1
