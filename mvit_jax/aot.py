@@ -72,6 +72,7 @@ class Report:
   code_bytes: int
   flops: float              # Per chip and step (XLA cost analysis of the partitioned program).
   hbm_bytes: int | None     # The chip's HBM; None for an unknown generation.
+  scanned_blocks: bool = False  # The model runs blocks in a loop (its FLOPs then count the loop body once).
 
   @property
   def total_bytes(self) -> int:
@@ -173,7 +174,16 @@ def compile_train_step(config, devices: Sequence, per_chip_batch: int,
                 stablehlo=lowered.as_text(), argument_bytes=mem.argument_size_in_bytes,
                 output_bytes=mem.output_size_in_bytes, alias_bytes=mem.alias_size_in_bytes,
                 temp_bytes=mem.temp_size_in_bytes, code_bytes=mem.generated_code_size_in_bytes,
-                flops=float(cost.get('flops', 0.0)), hbm_bytes=hbm_bytes(devices[0].device_kind))
+                flops=float(cost.get('flops', 0.0)), hbm_bytes=hbm_bytes(devices[0].device_kind),
+                scanned_blocks=_scans_blocks(model))
+
+
+def _scans_blocks(model) -> bool:
+  """True when the model runs two or more blocks as one loop (nn.scan)."""
+  from mvit_jax.models import config as model_config  # pylint: disable=g-import-not-at-top
+  cfg = getattr(model, 'config', None)
+  return bool(getattr(cfg, 'scan_blocks', False)) and any(
+      last > first for first, last in model_config.block_groups(cfg))
 
 
 def format_report(r: Report) -> str:
@@ -189,7 +199,9 @@ def format_report(r: Report) -> str:
       f'  HBM per chip  arguments {gib(r.argument_bytes)}, outputs {gib(r.output_bytes)} (aliased '
       f'{gib(r.alias_bytes)}), temporaries {gib(r.temp_bytes)}, code {gib(r.code_bytes)}',
       f'                total {gib(r.total_bytes)} of {hbm}',
-      f'  FLOPs         {r.flops / 1e12:.3f} TFLOP per chip per step ({r.flops * r.chips / 1e12:.2f} in all)'])
+      f'  FLOPs         {r.flops / 1e12:.3f} TFLOP per chip per step ({r.flops * r.chips / 1e12:.2f} in all)'
+      + ('\n                too low: XLA counts the scanned blocks\' loop body once (model.scan_blocks=False '
+         'counts all)' if r.scanned_blocks else '')])
 
 
 def find_max_batch(config, devices, start: int, compiler_options=None, log=print) -> tuple[int, Report | None]:
