@@ -16,6 +16,10 @@ HBM, and XLA's FLOP count per chip and step. --find_max_batch then searches the 
 without and with rematerialisation (config.remat_policy '' and 'full'): doubling from the given batch until a
 compile does not fit, then bisection between the last fit and the first miss.
 
+`JAX_OPTIMIZATION_LEVEL=O0` (or --compiler_option=exec_time_optimization_effort=-1) compiles several times
+faster with less optimised TPU code: enough to check shapes and memory, not to train. libtpu logs its stage times
+to /tmp/tpu_logs; docs/tpu_compile.md gives the measured compile times and where they go.
+
 Exit status: 2 for bad input (one line on stderr: unknown topology, batch not divisible, mesh not matching the
 chip count, bad config key), 1 when the step does not fit in HBM.
 """
