@@ -76,6 +76,8 @@ def base_config() -> ml_collections.ConfigDict:
 
   # --- Parallelism --------------------------------------------------------------------------------------------
   c.mesh = ml_collections.ConfigDict({'data': -1, 'fsdp': 1, 'model': 1})  # -1: all remaining devices.
+  # Logical axis -> mesh axes, in priority order: batch over data x fsdp, parameters fully sharded over fsdp (their
+  # width dimension), tensor-parallel dimensions over 'model'; names absent from the rules are replicated.
   c.sharding_rules = (('batch', ('data', 'fsdp')), ('embed', 'fsdp'), ('mlp', 'model'), ('qkv', 'model'),
                       ('heads', 'model'))
 
