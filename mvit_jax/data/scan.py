@@ -3,19 +3,20 @@
   python -m mvit_jax.data.scan --manifest M [--root R] [--report FILE] [--workers N]
 
 Prints a summary and one line per bad video with the reason; --report writes `path<TAB>ok|bad<TAB>detail` for
-every video. Exit status 0 when all are good, 1 when any is bad (or the manifest does not parse). Uses all cores.
+every video. Exit status 0 when all are good, 1 when any is bad, 2 (one line on stderr) when the manifest is
+missing or does not parse. Uses all cores.
 Manifest entries that are folders are checked as frame folders (first and last frame readable).
 """
 import multiprocessing
 import os
 import sys
 
-from absl import app
 from absl import flags
 
+from mvit_jax import cli
+from mvit_jax import errors
 from mvit_jax.data import decode
 from mvit_jax.data import sources
-
 
 
 def check_video(path: str) -> tuple[str, bool, str]:
@@ -43,11 +44,9 @@ def scan(paths: list[str], workers: int = 0) -> list[tuple[str, bool, str]]:
 def main(argv):
   del argv
   FLAGS = flags.FLAGS  # pylint: disable=invalid-name
-  try:
-    records = sources.read_manifest(FLAGS.manifest, FLAGS.root, multi_label=FLAGS.multi_label)
-  except sources.ManifestError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(1)
+  if FLAGS.root:
+    errors.check_folder(FLAGS.root, '--root')
+  records = sources.read_manifest(FLAGS.manifest, FLAGS.root, multi_label=FLAGS.multi_label)
   results = scan([r.path for r in records], FLAGS.workers)
   bad = [(path, detail) for path, ok, detail in results if not ok]
   if FLAGS.report:
@@ -70,4 +69,4 @@ def _define_flags():
 
 if __name__ == '__main__':
   _define_flags()
-  app.run(main)
+  cli.run(main)

@@ -10,9 +10,11 @@ import os
 import numpy as np
 
 from mvit_jax.data import decode
+from mvit_jax.errors import did_you_mean_path
+from mvit_jax.errors import InputError
 
 
-class ManifestError(ValueError):
+class ManifestError(InputError):
   """A manifest or classes file that cannot be used; the message names the file and line."""
 
 
@@ -28,7 +30,7 @@ def read_class_names(path: str) -> list[str]:
     with open(path) as f:
       names = [line.strip() for line in f if line.strip()]
   except OSError as e:
-    raise ManifestError(f'cannot read classes file {path}: {e}') from None
+    raise ManifestError(f'cannot read classes file {path!r}: {e.strerror}{did_you_mean_path(path)}') from None
   if not names:
     raise ManifestError(f'classes file {path} is empty')
   return names
@@ -46,7 +48,7 @@ def read_manifest(path: str, root: str = '', *, num_classes: int = 0,
     with open(path) as f:
       lines = f.read().splitlines()
   except OSError as e:
-    raise ManifestError(f'cannot read manifest {path}: {e}') from None
+    raise ManifestError(f'cannot read manifest {path!r}: {e.strerror}{did_you_mean_path(path)}') from None
   records = []
   for lineno, line in enumerate(lines, 1):
     if not line.strip():
