@@ -8,8 +8,8 @@ Each measurement runs in its own subprocess pinned to the same `--threads` cores
               AdamW with weight-decay mask, clipping at 1.0, label smoothing 0.1; `train.make_train_step`) and
               torchvision mvit_v1_b (forward + backward + clip_grad_norm_ + torch.optim.AdamW), each framework in
               its own process (one warm-up step, then `--steps` timed), torch / jax / torch / jax ... for `--rounds`
-              rounds so that load drift hits both alike. (Both in one process, alternating step by step, slowed
-              torch's step by 40%: the two runtimes' thread pools get in each other's way.)
+              rounds so that load drift hits both alike (in one process the two runtimes' thread pools get in
+              each other's way).
   driver:     the demo config (mvit_tiny on the synthetic videos) through `train.train_and_evaluate`: seconds per
               step between the first and the last step (data loading, batch assembly, metrics, hooks included),
               against the bare jitted step of the same config on a fixed on-device batch, measured in a process
