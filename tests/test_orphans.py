@@ -71,7 +71,8 @@ def _shm_held_by(pids) -> set[str]:
 
 
 def _leaked_shm(before: set[str]) -> set[str]:
-  return set(os.listdir(SHM_DIR)) - before - _shm_held_by(_pids())
+  unheld = set(os.listdir(SHM_DIR)) - before - _shm_held_by(_pids())
+  return {name for name in unheld if os.path.exists(os.path.join(SHM_DIR, name))}  # Not unlinked meanwhile.
 
 
 def _start(run_id: str, args: list[str], log_path) -> subprocess.Popen:
@@ -209,9 +210,13 @@ def test_kill_while_training_with_two_loader_workers(tmp_path):
       workdir, '--config.synthetic_data.videos_per_class=4', '--config.data.num_workers=2',
       '--config.model.pool_impl=conv', '--config.num_train_steps=100000'), log_path)
   try:
-    # The workers start at the training loop's first batch; a batch in shared memory proves they deliver.
-    _wait_for(lambda: len(_workers(run_id)) == 2 and _shm_held_by(_workers(run_id)), proc, log_path,
-              'two loader workers with batches in shared memory')
+    # The workers start at the training loop's first batch; a batch block (psm_*, not one of the semaphores they
+    # map from the start) proves they are through their start-up and deliver.
+    def workers_deliver():
+      workers = _workers(run_id)
+      return len(workers) == 2 and any(name.startswith('psm_') for name in _shm_held_by(workers))
+
+    _wait_for(workers_deliver, proc, log_path, 'two loader workers with batches in shared memory')
     _kill_and_check(proc, run_id, shm_before)
   finally:
     _end_run(run_id)
