@@ -146,7 +146,8 @@ def test_unlink_all_unlinks_spare_free_and_in_use_blocks():
   freed = pool.array(shape, np.uint8)
   seen = _main_process_view(freed)
   del seen
-  spare = [future.result().name for pending in pool._pending.values() for future in pending]  # pylint: disable=protected-access
+  pending = pool._pending.values()  # pylint: disable=protected-access
+  spare = [future.result().name for futures_of_size in pending for future in futures_of_size]
   names = spare + [freed.shm.name, in_use.shm.name]
   assert len(names) == 4 and all(os.path.exists(f'/dev/shm/{name}') for name in names)
   pool.unlink_all()  # The main process is gone: nobody else would unlink the block it was using.
