@@ -15,6 +15,7 @@ from absl import flags
 
 from mvit_jax import cli
 from mvit_jax import errors
+from mvit_jax import process_lifetime
 from mvit_jax.data import decode
 from mvit_jax.data import sources
 
@@ -37,7 +38,8 @@ def scan(paths: list[str], workers: int = 0) -> list[tuple[str, bool, str]]:
   workers = min(workers or os.cpu_count() or 1, max(1, len(paths)))
   if workers == 1:
     return [check_video(p) for p in paths]
-  with multiprocessing.get_context('spawn').Pool(workers) as pool:
+  # A worker stuck on a stalled file would outlive a killed scan; exit_with_parent ends it.
+  with multiprocessing.get_context('spawn').Pool(workers, initializer=process_lifetime.exit_with_parent) as pool:
     return pool.map(check_video, paths, chunksize=max(1, min(64, len(paths) // (4 * workers))))
 
 
