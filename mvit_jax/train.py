@@ -295,16 +295,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   ts = TrainSetup.build(model, config, mesh, rules)
   predict_fn = evaluate.make_predict_fn(model, mesh, rules, config.data)
   manager = checkpointing.create_manager(workdir, keep=config.keep_checkpoints)
-  resume_step = manager.latest_step()
 
   if config.mode == 'eval':
-    if resume_step is not None:
-      params = checkpointing.restore_params(manager, resume_step, ts.abstract_params)
+    restored = checkpointing.restore_latest_params(manager, ts.abstract_params)
+    if restored:
+      step, params = restored
     elif config.init_from:
-      params = initial_params(ts, config, jax.random.key(config.seed))
+      step, params = 0, initial_params(ts, config, jax.random.key(config.seed))
     else:
       raise ValueError(f'config.mode=eval needs a checkpoint in {workdir} or config.init_from')
-    result = _eval(ts, predict_fn, params, config, resume_step or 0, workdir)
+    result = _eval(ts, predict_fn, params, config, step, workdir)
     manager.close()
     return result
 
@@ -318,9 +318,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   data_iter = train_iterator(config.seed)
 
   # --- Restore ladder: own checkpoint > init_from > scratch --------------------------------------------------------
-  if resume_step is not None:
-    params, opt_state, base_rng, data_restored = checkpointing.restore(
-        manager, resume_step, ts.abstract_params, ts.abstract_opt_state, data_iter)
+  restored = checkpointing.restore_latest(manager, ts.abstract_params, ts.abstract_opt_state, data_iter)
+  if restored:
+    resume_step, params, opt_state, base_rng, data_restored = restored
     if not data_restored:
       _close(data_iter)
       data_iter = train_iterator(config.seed + resume_step)
