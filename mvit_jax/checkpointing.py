@@ -23,7 +23,6 @@ import orbax.checkpoint as ocp
 from mvit_jax.models import layout as layout_lib
 
 
-
 class NoRestorableCheckpointError(RuntimeError):
   """A checkpoint folder holds checkpoints but none of them restores; the message names the folder."""
 
@@ -183,13 +182,15 @@ def _newest_restorable(manager: ocp.CheckpointManager, restore_step):
       logging.warning('Checkpoint %s does not restore (%s); trying the previous one.',
                       os.path.join(str(manager.directory), str(step)), _first_line(e))
   raise NoRestorableCheckpointError(
-      f'No checkpoint in {manager.directory} restores ({"; ".join(failures)}). Move the folder away to start from '
-      'scratch, or repair it.')
+      f'No checkpoint in {manager.directory} restores ({"; ".join(failures)}). To start from scratch, move '
+      'it away.')
 
 
-def _first_line(error: Exception) -> str:
+def _first_line(error: Exception, max_chars: int = 200) -> str:
+  """'Type: first line of the message', cut at max_chars (tensorstore appends its whole spec to the line)."""
   lines = str(error).strip().splitlines()
-  return f'{type(error).__name__}: {lines[0] if lines else ""}'
+  text = f'{type(error).__name__}: {lines[0] if lines else ""}'
+  return text if len(text) <= max_chars else text[:max_chars - 3] + '...'
 
 
 def _set_aside_steps_after(manager: ocp.CheckpointManager, step: int) -> None:

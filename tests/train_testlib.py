@@ -1,6 +1,7 @@
 """Shared helpers for the trainer tests: a tiny config on a tiny synthetic video dataset."""
 import glob
 import os
+import socket
 
 from mvit_jax import config_lib
 from mvit_jax.data import synthetic
@@ -27,6 +28,13 @@ def subprocess_env(cache_dir: str, num_devices: int = 1) -> dict:
              JAX_COMPILATION_CACHE_DIR=cache_dir, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
              JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0')
   return env
+
+
+def free_port() -> int:
+  """A free TCP port on localhost (for jax.distributed's coordinator)."""
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
 
 
 def tiny_train_config(data_root: str, **overrides):
