@@ -6,20 +6,26 @@
 
 Saves are asynchronous (the device->host copy happens inside `save`, so donated buffers can be reused right away)
 and keep the newest `keep` steps. Restores take abstract targets carrying the *current* shardings, so a checkpoint
-written on one mesh, device count or process count restores onto another (orbax #648).
+written on one mesh, device count or process count restores onto another (orbax #648). `restore_latest` and
+`restore_latest_params` fall back past checkpoints that do not restore (a file truncated or missing).
 """
 import os
 import re
+import shutil
 
 from absl import logging
 import grain
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 import orbax.checkpoint as ocp
 
+from mvit_jax import errors
 from mvit_jax.models import layout as layout_lib
 
-ITEMS = ('params', 'state', 'data_iter')
+
+class NoRestorableCheckpointError(errors.InputError):
+  """A checkpoint folder holds checkpoints but none of them restores; the message names the folder."""
 
 
 def checkpoint_dir(workdir: str) -> str:
@@ -137,3 +143,73 @@ def latest_params(workdir: str):
     params = restore_params(manager, step, target)
   logging.info('Restored params of step %d from %s', step, checkpoint_dir(workdir))
   return params
+
+
+def restore_latest(manager: ocp.CheckpointManager, abstract_params, abstract_opt_state, data_iter):
+  """Restores the newest checkpoint that restores: (step, params, opt_state, rng, data_restored), or None when
+  there is no checkpoint (see `restore` for the arguments and data_restored).
+
+  Newer checkpoints that fail to restore are logged and moved to WORKDIR/damaged_checkpoints/, so that the resumed
+  run can save their steps again. Raises NoRestorableCheckpointError when there are checkpoints but none restores:
+  a run never starts from scratch over its own checkpoints.
+  """
+  found = _newest_restorable(
+      manager, lambda step: restore(manager, step, abstract_params, abstract_opt_state, data_iter))
+  if found is None:
+    return None
+  step, (params, opt_state, rng, data_restored) = found
+  _set_aside_steps_after(manager, step)
+  return step, params, opt_state, rng, data_restored
+
+
+def restore_latest_params(manager: ocp.CheckpointManager, abstract_params):
+  """(step, params) of the newest checkpoint whose params restore (onto the abstract target's shardings), or None
+  when there is no checkpoint; raises NoRestorableCheckpointError when none restores. Nothing is moved."""
+  return _newest_restorable(manager, lambda step: restore_params(manager, step, abstract_params))
+
+
+def _newest_restorable(manager: ocp.CheckpointManager, restore_step):
+  """(step, restore_step(step)) for the newest step that restores, None without steps."""
+  steps = sorted(manager.all_steps(), reverse=True)
+  if not steps:
+    return None
+  failures = []
+  for step in steps:
+    try:
+      return step, restore_step(step)
+    # A damaged checkpoint fails in many ways (tensorstore's plain Exception, JSON, missing keys): each counts.
+    except Exception as e:  # pylint: disable=broad-exception-caught
+      failures.append(f'step {step}: {_first_line(e)}')
+      logging.warning('Checkpoint %s does not restore (%s); trying the previous one.',
+                      os.path.join(str(manager.directory), str(step)), _first_line(e))
+  raise NoRestorableCheckpointError(
+      f'No checkpoint in {manager.directory} restores ({"; ".join(failures)}). To start from scratch, move '
+      'it away.')
+
+
+def _first_line(error: Exception, max_chars: int = 200) -> str:
+  """'Type: first line of the message', cut at max_chars (tensorstore appends its whole spec to the line)."""
+  lines = str(error).strip().splitlines()
+  text = f'{type(error).__name__}: {lines[0] if lines else ""}'
+  return text if len(text) <= max_chars else text[:max_chars - 3] + '...'
+
+
+def _set_aside_steps_after(manager: ocp.CheckpointManager, step: int) -> None:
+  """Moves checkpoints newer than `step` (they did not restore) to WORKDIR/damaged_checkpoints/<step>[.<n>]."""
+  newer = [s for s in manager.all_steps() if s > step]
+  if not newer:
+    return
+  if jax.process_index() == 0:
+    damaged = os.path.join(os.path.dirname(str(manager.directory)), 'damaged_checkpoints')
+    os.makedirs(damaged, exist_ok=True)
+    for s in newer:
+      target, n = os.path.join(damaged, str(s)), 0
+      while os.path.exists(target):
+        n += 1
+        target = os.path.join(damaged, f'{s}.{n}')
+      shutil.move(os.path.join(str(manager.directory), str(s)), target)
+      logging.warning('Moved checkpoint step %d, which does not restore, to %s; resuming from step %d.', s, target,
+                      step)
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices('set_aside_damaged_checkpoints')
+  manager.reload()

@@ -29,6 +29,7 @@ import optax
 
 from mvit_jax import checkpointing
 from mvit_jax import config_lib
+from mvit_jax import errors
 from mvit_jax import evaluate
 from mvit_jax import metrics as metrics_lib
 from mvit_jax import models
@@ -309,17 +310,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   ts = TrainSetup.build(model, config, mesh, rules)
   predict_fn = evaluate.make_predict_fn(model, mesh, rules, config.data)
   manager = checkpointing.create_manager(workdir, keep=config.keep_checkpoints)
-  resume_step = manager.latest_step()
 
   if config.mode == 'eval':
-    if resume_step is not None:
-      params = checkpointing.restore_params(manager, resume_step, ts.abstract_params)
-    elif config.init_from:
-      params = initial_params(ts, config.init_from, jax.random.key(config.seed))
-    else:
-      raise ValueError(f'config.mode=eval needs a checkpoint in {workdir} or config.init_from')
+    restored = checkpointing.restore_latest_params(manager, ts.abstract_params)
     manager.close()
-    return _evaluate(predict_fn, params, config, num_classes, mesh, resume_step or 0, workdir)
+    if restored:
+      step, params = restored
+    elif config.init_from:
+      step, params = 0, initial_params(ts, config.init_from, jax.random.key(config.seed))
+    else:
+      raise errors.InputError(f'config.mode=eval needs a checkpoint in {workdir} or config.init_from')
+    return _evaluate(predict_fn, params, config, num_classes, mesh, step, workdir)
 
   # --- Data -------------------------------------------------------------------------------------------------------
   def train_iterator(seed):
@@ -328,10 +329,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   data_iter = train_iterator(config.seed)
 
-  # --- Restore: own checkpoint > init_from > scratch ----------------------------------------------------------------
-  if resume_step is not None:
-    params, opt_state, base_rng, data_restored = checkpointing.restore(
-        manager, resume_step, ts.abstract_params, ts.abstract_opt_state, data_iter)
+  # --- Restore: own checkpoint (newest that restores) > init_from > scratch -----------------------------------------
+  try:
+    restored = checkpointing.restore_latest(manager, ts.abstract_params, ts.abstract_opt_state, data_iter)
+  except checkpointing.NoRestorableCheckpointError:
+    _close(data_iter)
+    raise
+  if restored:
+    resume_step, params, opt_state, base_rng, data_restored = restored
     state = {'params': params, 'opt_state': opt_state}
     if not data_restored:
       _close(data_iter)

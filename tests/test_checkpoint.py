@@ -8,6 +8,7 @@ import pytest
 
 from mvit_jax import checkpointing
 from mvit_jax import sharding as sharding_lib
+import train_testlib
 
 
 def _tree(mesh):
@@ -85,3 +86,61 @@ def test_latest_params_without_checkpoint(tmp_path):
   os.makedirs(checkpointing.checkpoint_dir(str(tmp_path)))
   with pytest.raises(FileNotFoundError, match='No checkpoint'):
     checkpointing.latest_params(str(tmp_path))
+
+
+def _save_steps(workdir, mesh, steps):
+  """Saves params and optimizer state scaled by the step number at each of `steps`; returns the host params."""
+  host, params, opt_state = _tree(mesh)
+  with checkpointing.create_manager(workdir, keep=10) as manager:
+    for step in steps:
+      scaled = lambda tree: jax.tree.map(lambda x: x * step, tree)  # pylint: disable=cell-var-from-loop
+      checkpointing.save(manager, step, scaled(params), scaled(opt_state), jax.random.key(step),
+                         iter(grain.MapDataset.range(100).batch(2)))
+    manager.wait_until_finished()
+  return host
+
+
+@pytest.mark.parametrize('how', ['truncate', 'delete'])
+def test_damaged_newest_checkpoint_falls_back_and_is_set_aside(tmp_path, how, caplog):
+  workdir = str(tmp_path)
+  mesh = sharding_lib.make_mesh({'data': 8, 'fsdp': 1, 'model': 1})
+  host = _save_steps(workdir, mesh, [1, 2, 3])
+  train_testlib.damage_checkpoint(workdir, 3, how)
+  replicated = lambda x: jax.NamedSharding(mesh, jax.P())
+  _, params, opt_state = _tree(mesh)
+  with checkpointing.create_manager(workdir, keep=10) as manager:
+    step, got_params = checkpointing.restore_latest_params(manager, _abstract(params, replicated))
+    assert step == 2 and manager.all_steps() == [1, 2, 3]  # Eval-style restores move nothing.
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(got_params), jax.tree.map(lambda x: 2 * x, host))
+    step, got_params, _, rng, data_restored = checkpointing.restore_latest(
+        manager, _abstract(params, replicated), _abstract(opt_state, replicated), iter(grain.MapDataset.range(4)))
+    assert step == 2 and data_restored
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(got_params), jax.tree.map(lambda x: 2 * x, host))
+    np.testing.assert_array_equal(jax.random.key_data(rng), jax.random.key_data(jax.random.key(2)))
+    # Step 3 is moved aside, so the resumed run can save step 3 again.
+    assert manager.all_steps() == [1, 2]
+    checkpointing.save(manager, 3, params, opt_state, jax.random.key(3), iter(grain.MapDataset.range(4)))
+    manager.wait_until_finished()
+  assert checkpointing.latest_step(workdir) == 3
+  assert os.listdir(tmp_path / 'damaged_checkpoints') == ['3']
+  assert f'Checkpoint {checkpointing.checkpoint_dir(workdir)}/3 does not restore' in caplog.text
+
+
+def test_no_restorable_checkpoint_names_the_folder(tmp_path):
+  workdir = str(tmp_path)
+  mesh = sharding_lib.make_mesh({'data': 8, 'fsdp': 1, 'model': 1})
+  _save_steps(workdir, mesh, [1, 2])
+  train_testlib.damage_checkpoint(workdir, 1, 'delete')
+  train_testlib.damage_checkpoint(workdir, 2, 'truncate')
+  replicated = lambda x: jax.NamedSharding(mesh, jax.P())
+  _, params, opt_state = _tree(mesh)
+  message = f'No checkpoint in {checkpointing.checkpoint_dir(workdir)} restores'
+  with checkpointing.create_manager(workdir, keep=10) as manager:
+    with pytest.raises(checkpointing.NoRestorableCheckpointError, match=message):
+      checkpointing.restore_latest(manager, _abstract(params, replicated), _abstract(opt_state, replicated), None)
+    with pytest.raises(checkpointing.NoRestorableCheckpointError, match=message):
+      checkpointing.restore_latest_params(manager, _abstract(params, replicated))
+    assert manager.all_steps() == [1, 2]  # Nothing is moved when nothing restores.
+  # No checkpoint at all: None, the caller starts from scratch or init_from.
+  with checkpointing.create_manager(str(tmp_path / 'empty')) as manager:
+    assert checkpointing.restore_latest_params(manager, _abstract(params, replicated)) is None

@@ -1,6 +1,9 @@
 """Exact resume with real processes: SIGTERM saves and exits cleanly, SIGKILL loses only the steps since the last
-checkpoint, and the resumed run ends with the same params (bitwise) as an uninterrupted one."""
+checkpoint, a damaged newest checkpoint falls back to the previous one, and each resumed run ends with the same
+params (bitwise) as an uninterrupted one. Two processes preempted by SIGTERM save the same step."""
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,9 +20,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_STEPS = 8
 
 
-def _command(data_root, workdir):
+def _command(data_root, workdir, num_steps=NUM_STEPS, checkpoint_every_steps=2):
   return [sys.executable, '-m', 'mvit_jax.main', f'--config=tests/train_testlib.py:{data_root}',
-          f'--workdir={workdir}', f'--config.num_train_steps={NUM_STEPS}', '--config.checkpoint_every_steps=2',
+          f'--workdir={workdir}', f'--config.num_train_steps={num_steps}',
+          f'--config.checkpoint_every_steps={checkpoint_every_steps}',
           '--config.log_every_steps=2', '--config.eval_every_steps=-1']
 
 
@@ -41,18 +45,37 @@ def _wait_for_checkpoint_after(workdir, step, proc, timeout=300):
   raise AssertionError('timed out waiting for a checkpoint')
 
 
-@pytest.mark.slow
-def test_sigterm_and_sigkill_then_exact_resume(tmp_path):
-  data_root = train_testlib.write_tiny_dataset(str(tmp_path / 'data'))
-  env = train_testlib.subprocess_env(str(tmp_path / 'jax_cache'))
-  log_path = tmp_path / 'log.txt'
-  with open(log_path, 'w') as log:
-    # Reference: uninterrupted run.
-    reference = str(tmp_path / 'reference')
-    assert subprocess.run(_command(data_root, reference), cwd=REPO, env=env, stdout=log,
-                          stderr=subprocess.STDOUT).returncode == 0, log_path.read_text()[-3000:]
-    assert checkpointing.latest_step(reference) == NUM_STEPS
+def _assert_same_final_params(workdir, reference):
+  # Same programs, same data order (grain state), same per-step keys (fold_in(rng, step)) on CPU: bitwise equal.
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(checkpointing.latest_params(workdir)),
+               jax.device_get(checkpointing.latest_params(reference)))
 
+
+@pytest.fixture(scope='module')
+def run_env(tmp_path_factory):
+  """(data_root, env, log_path): the tiny dataset, the subprocess environment with a compilation cache shared by
+  the module's runs, and one log for the single-process runs."""
+  tmp_path = tmp_path_factory.mktemp('resume')
+  data_root = train_testlib.write_tiny_dataset(str(tmp_path / 'data'))
+  return data_root, train_testlib.subprocess_env(str(tmp_path / 'jax_cache')), tmp_path / 'log.txt'
+
+
+@pytest.fixture(scope='module')
+def reference(run_env, tmp_path_factory):
+  """Workdir of an uninterrupted NUM_STEPS run (checkpoints 4, 6, 8)."""
+  data_root, env, log_path = run_env
+  workdir = str(tmp_path_factory.mktemp('reference'))
+  with open(log_path, 'a') as log:
+    assert subprocess.run(_command(data_root, workdir), cwd=REPO, env=env, stdout=log,
+                          stderr=subprocess.STDOUT).returncode == 0, log_path.read_text()[-3000:]
+  assert checkpointing.latest_step(workdir) == NUM_STEPS
+  return workdir
+
+
+@pytest.mark.slow
+def test_sigterm_and_sigkill_then_exact_resume(run_env, reference, tmp_path):
+  data_root, env, log_path = run_env
+  with open(log_path, 'a') as log:
     # Preemption: SIGTERM once step 2 is saved -> the run saves its current step and exits 0.
     workdir = str(tmp_path / 'interrupted')
     proc = _start(data_root, workdir, env, log)
@@ -73,6 +96,53 @@ def test_sigterm_and_sigkill_then_exact_resume(tmp_path):
     assert subprocess.run(_command(data_root, workdir), cwd=REPO, env=env, stdout=log,
                           stderr=subprocess.STDOUT).returncode == 0, log_path.read_text()[-3000:]
   assert checkpointing.latest_step(workdir) == NUM_STEPS
-  # Same programs, same data order (grain state), same per-step keys (fold_in(rng, step)) on CPU: bitwise equal.
-  jax.tree.map(np.testing.assert_array_equal, jax.device_get(checkpointing.latest_params(workdir)),
-               jax.device_get(checkpointing.latest_params(reference)))
+  _assert_same_final_params(workdir, reference)
+
+
+@pytest.mark.slow
+def test_truncated_newest_checkpoint_resumes_from_the_previous_one(run_env, reference, tmp_path):
+  data_root, env, _ = run_env
+  # The reference stopped at step 8 of 8; the copy is asked for the same 8 steps with its step 8 damaged.
+  workdir = str(tmp_path / 'damaged')
+  shutil.copytree(reference, workdir)
+  damaged_file = train_testlib.damage_checkpoint(workdir, NUM_STEPS, 'truncate')
+  result = subprocess.run(_command(data_root, workdir), cwd=REPO, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+  assert result.returncode == 0, result.stdout[-3000:]
+  step_folder = os.path.join(checkpointing.checkpoint_dir(workdir), str(NUM_STEPS))
+  assert f'Checkpoint {step_folder} does not restore' in result.stdout
+  assert 'Resumed from step 6' in result.stdout
+  assert '[8] train/' in result.stdout  # Steps 7 and 8 ran again.
+  # The damaged step is kept aside, not overwritten.
+  set_aside = os.path.join(workdir, 'damaged_checkpoints', str(NUM_STEPS))
+  assert os.path.getsize(os.path.join(set_aside, os.path.relpath(damaged_file, step_folder))) < os.path.getsize(
+      os.path.join(reference, 'checkpoints', os.path.relpath(damaged_file, os.path.join(workdir, 'checkpoints'))))
+  assert checkpointing.latest_step(workdir) == NUM_STEPS
+  _assert_same_final_params(workdir, reference)
+
+
+@pytest.mark.slow
+def test_two_processes_preempted_save_the_same_step(run_env, tmp_path):
+  """SIGTERM to process 1 only: JAX's preemption sync service picks a step both processes reach; both save it."""
+  data_root, env, _ = run_env
+  env = dict(env, JAX_CPU_COLLECTIVES_IMPLEMENTATION='gloo')
+  workdir, port, num_steps = str(tmp_path / 'run'), train_testlib.free_port(), 200
+  procs, logs = [], [tmp_path / f'process_{i}.log' for i in range(2)]
+  for i, log in enumerate(logs):
+    command = [*_command(data_root, workdir, num_steps, checkpoint_every_steps=num_steps),
+               f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2', f'--process_id={i}']
+    procs.append(subprocess.Popen(command, cwd=REPO, env=env, stdout=open(log, 'w'), stderr=subprocess.STDOUT))
+  deadline = time.time() + 600
+  while '[2] train/' not in logs[0].read_text():
+    assert time.time() < deadline and procs[0].poll() is None, logs[0].read_text()[-3000:]
+    time.sleep(0.1)
+  procs[1].send_signal(signal.SIGTERM)
+  for proc, log in zip(procs, logs):
+    assert proc.wait(300) == 0, log.read_text()[-3000:]
+  saved = [re.findall(r'Preemption requested: saved step (\d+)', log.read_text()) for log in logs]
+  assert saved[0] == saved[1] and len(saved[0]) == 1, saved
+  step = int(saved[0][0])
+  assert 2 < step < num_steps
+  assert checkpointing.latest_step(workdir) == step
+  data_files = os.listdir(os.path.join(checkpointing.checkpoint_dir(workdir), str(step), 'data_iter'))
+  assert sorted(f for f in data_files if f.endswith('.json')) == ['process_0-of-2.json', 'process_1-of-2.json']

@@ -2,7 +2,6 @@
 config for a few steps and agree on the loss; the checkpoint they write restores in a single process."""
 import os
 import re
-import socket
 import subprocess
 import sys
 
@@ -18,12 +17,6 @@ DEMO_OVERRIDES = ['--config.synthetic_data.videos_per_class=4', '--config.model.
                   '--config.eval_batch_size=8']
 
 
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(('127.0.0.1', 0))
-    return s.getsockname()[1]
-
-
 def _losses(log: str) -> dict[int, float]:
   return {int(step): float(loss) for step, loss in re.findall(r'\[(\d+)\] train/accuracy=\S+, train/grad_norm=\S+, '
                                                               r'train/loss=([0-9.eE+-]+)', log)}
@@ -34,7 +27,7 @@ def test_two_processes_agree_and_restore_in_one(tmp_path):
   workdir = str(tmp_path / 'run')
   env = train_testlib.subprocess_env(str(tmp_path / 'jax_cache'), num_devices=1)
   env.update(JAX_CPU_COLLECTIVES_IMPLEMENTATION='gloo')
-  port = _free_port()
+  port = train_testlib.free_port()
   procs, logs = [], []
   for i in range(2):
     logs.append(tmp_path / f'process_{i}.log')

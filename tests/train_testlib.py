@@ -1,5 +1,7 @@
 """Shared helpers for the trainer tests: a tiny config on a tiny synthetic video dataset."""
+import glob
 import os
+import socket
 
 from mvit_jax import config_lib
 from mvit_jax.data import synthetic
@@ -26,6 +28,13 @@ def subprocess_env(cache_dir: str, num_devices: int = 1) -> dict:
              JAX_COMPILATION_CACHE_DIR=cache_dir, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
              JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0')
   return env
+
+
+def free_port() -> int:
+  """A free TCP port on localhost (for jax.distributed's coordinator)."""
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
 
 
 def tiny_train_config(data_root: str, **overrides):
@@ -66,3 +75,23 @@ def tiny_train_config(data_root: str, **overrides):
       target = target[g]
     target[leaf] = value
   return c
+
+
+def damage_checkpoint(workdir: str, step: int, how: str) -> str:
+  """Truncates to half ('truncate') or deletes ('delete') the largest data file of the params of checkpoint `step`,
+  as a crash mid-write or a lost file would; returns the file's path.
+
+  The data files are the OCDBT tree's merged root (params/d/, which also holds small arrays inline) and the
+  per-process chunks (params/ocdbt.process_<i>/d/); of equal sizes the root is chosen, as it is always read.
+  """
+  params = os.path.join(workdir, 'checkpoints', str(step), 'params')
+  roots = glob.glob(os.path.join(params, 'd', '*'))
+  chunks = glob.glob(os.path.join(params, 'ocdbt.process_*', 'd', '*'))
+  largest = max(roots + chunks, key=lambda f: (os.path.getsize(f), f in roots))
+  if how == 'truncate':
+    os.truncate(largest, os.path.getsize(largest) // 2)
+  elif how == 'delete':
+    os.remove(largest)
+  else:
+    raise ValueError(f'how must be truncate or delete, got {how!r}')
+  return largest
