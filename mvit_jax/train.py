@@ -4,7 +4,8 @@ setup -> mesh -> data -> model & optimizer (eval_shape + jit with out_shardings)
 config.init_from > scratch) -> jitted update with donated state -> loop (clu hooks, metrics, checkpoints,
 preemption, periodic eval) -> final checkpoint and eval.
 
-Shapes: videos (B, T, H, W, 3) float32, labels (B,) int32 or (B, C) float32 multi-hot; B is the global batch.
+Shapes: videos (B, T, H, W, 3) uint8 (float32 once normalised in the step), labels (B,) int32 or (B, C) float32
+multi-hot; B is the global batch.
 """
 from collections.abc import Callable, Mapping
 import contextlib
@@ -78,7 +79,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, schedule
 
   def train_step(state, batch, base_rng, step):
     erase_rng, mix_rng, dropout_rng = jax.random.split(jax.random.fold_in(base_rng, step), 3)
-    # uint8 clips (data.device_normalize) are normalised and randomly erased here; float clips pass through.
+    # The loader's uint8 clips are normalised and randomly erased here, on the device.
     videos = device_preprocess.preprocess_on_device(batch['video'], erase_rng, config.data, train=True)
     videos, targets = make_targets(mix_rng, videos, batch['label'], config.data, num_classes)
     (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state['params'], videos, targets,
@@ -97,11 +98,10 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, schedule
 def abstract_train_batch(config: ml_collections.ConfigDict, batch_size: int, num_classes: int,
                          mesh: jax.sharding.Mesh) -> dict[str, jax.ShapeDtypeStruct]:
   """Shapes, dtypes and shardings of the global batch `pipeline.make_train_iterator` yields (after
-  sharding_lib.global_batch): uint8 videos with data.device_normalize, else float32; int32 or multi-hot labels."""
+  sharding_lib.global_batch): uint8 videos; int32 or multi-hot labels."""
   d, sharding = config.data, sharding_lib.batch_sharding(mesh)
-  video_dtype = jnp.uint8 if d.device_normalize else jnp.float32
   label = ((batch_size, num_classes), jnp.float32) if d.multi_label else ((batch_size,), jnp.int32)
-  return {'video': jax.ShapeDtypeStruct((batch_size, d.num_frames, d.crop_size, d.crop_size, 3), video_dtype,
+  return {'video': jax.ShapeDtypeStruct((batch_size, d.num_frames, d.crop_size, d.crop_size, 3), jnp.uint8,
                                         sharding=sharding),
           'label': jax.ShapeDtypeStruct(*label, sharding=sharding)}
 
@@ -264,9 +264,10 @@ def initial_params(ts: TrainSetup, config, rng):
   return params
 
 
-def _eval(ts: TrainSetup, predict_fn, params, config, step, workdir):
+def _eval(ts: TrainSetup, predict_fn, params, config, num_classes, step, workdir):
   from mvit_jax.data import pipeline  # pylint: disable=g-import-not-at-top
-  batches = pipeline.make_eval_iterator(config.data, global_batch_size=config.eval_batch_size,
+  batches = pipeline.make_eval_iterator(config.data, num_classes=num_classes,
+                                        global_batch_size=config.eval_batch_size,
                                         process_index=jax.process_index(), process_count=jax.process_count())
   try:
     return evaluate.run_eval(predict_fn, params, batches, ts.mesh, multi_label=config.data.multi_label,
@@ -304,7 +305,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       params = initial_params(ts, config, jax.random.key(config.seed))
     else:
       raise ValueError(f'config.mode=eval needs a checkpoint in {workdir} or config.init_from')
-    result = _eval(ts, predict_fn, params, config, resume_step or 0, workdir)
+    result = _eval(ts, predict_fn, params, config, num_classes, resume_step or 0, workdir)
     manager.close()
     return result
 
@@ -312,8 +313,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   from mvit_jax.data import pipeline  # pylint: disable=g-import-not-at-top
 
   def train_iterator(seed):
-    return pipeline.make_train_iterator(config.data, global_batch_size=config.batch_size, seed=seed,
-                                        process_index=jax.process_index(), process_count=jax.process_count())
+    return pipeline.make_train_iterator(config.data, num_classes=num_classes, global_batch_size=config.batch_size,
+                                        seed=seed, process_index=jax.process_index(),
+                                        process_count=jax.process_count())
 
   data_iter = train_iterator(config.seed)
 
@@ -373,11 +375,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         logging.warning('Preemption requested: saved step %d, exiting.', step)
         break
       if config.eval_every_steps > 0 and step % config.eval_every_steps == 0 and step != last_step:
-        eval_metrics = _eval(ts, predict_fn, state['params'], config, step, workdir)
+        eval_metrics = _eval(ts, predict_fn, state['params'], config, num_classes, step, workdir)
         writer.write_scalars(step, {f'eval/{k}': v for k, v in eval_metrics.items()})
     else:
       if config.eval_every_steps >= 0:
-        eval_metrics = _eval(ts, predict_fn, state['params'], config, step, workdir)
+        eval_metrics = _eval(ts, predict_fn, state['params'], config, num_classes, step, workdir)
         writer.write_scalars(step, {f'eval/{k}': v for k, v in eval_metrics.items()})
   finally:
     manager.wait_until_finished()
