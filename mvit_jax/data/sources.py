@@ -35,14 +35,15 @@ def read_class_names(path: str) -> list[str]:
   return names
 
 
-def _parse_manifest(path: str, root: str, multi_label: bool) -> tuple[tuple[VideoRecord, ...], tuple[int, ...]]:
-  """(records, their line numbers) of a manifest; raises ManifestError naming file and line."""
+def _parse_manifest(path: str, root: str, multi_label: bool) -> tuple[tuple[VideoRecord, ...], np.ndarray, np.ndarray]:
+  """(records, int64 (N,) their line numbers, int64 (N,) their largest labels) of a manifest; raises
+  ManifestError naming file and line."""
   try:
     with open(path) as f:
       lines = f.read().splitlines()
   except OSError as e:
     raise ManifestError(f'cannot read manifest {path}: {e}') from None
-  records, linenos = [], []
+  records, linenos, max_labels = [], [], []
   for lineno, line in enumerate(lines, 1):
     if not line.strip():
       continue
@@ -60,9 +61,10 @@ def _parse_manifest(path: str, root: str, multi_label: bool) -> tuple[tuple[Vide
       raise ManifestError(f'{where}: label {min(labels)} outside [0, inf)')
     records.append(VideoRecord(os.path.join(root, rel), labels if multi_label else labels[0]))
     linenos.append(lineno)
+    max_labels.append(max(labels))
   if not records:
     raise ManifestError(f'manifest {path} has no entries')
-  return tuple(records), tuple(linenos)
+  return tuple(records), np.array(linenos), np.array(max_labels)
 
 
 @functools.lru_cache(maxsize=8)
@@ -86,12 +88,11 @@ def read_manifest(path: str, root: str = '', *, num_classes: int = 0,
     stat = os.stat(path)
   except OSError as e:
     raise ManifestError(f'cannot read manifest {path}: {e}') from None
-  records, linenos = _parse_manifest_cached(path, root, multi_label, (stat.st_mtime_ns, stat.st_size))
-  if num_classes:
-    for record, lineno in zip(records, linenos):
-      labels = np.atleast_1d(record.label)
-      if labels.max() >= num_classes:
-        raise ManifestError(f'{path}:{lineno}: label {labels.max()} outside [0, {num_classes})')
+  records, linenos, max_labels = _parse_manifest_cached(path, root, multi_label, (stat.st_mtime_ns, stat.st_size))
+  too_large = np.flatnonzero(max_labels >= num_classes) if num_classes else []
+  if len(too_large):
+    first = too_large[0]
+    raise ManifestError(f'{path}:{linenos[first]}: label {max_labels[first]} outside [0, {num_classes})')
   return list(records)
 
 
