@@ -7,16 +7,8 @@ Command (fresh checkout, after `pip install -e .`):
 The run writes 160 synthetic H.264 clips (4 motion classes: up, down, sideways, still; 120 train / 40 val) into
 WORKDIR/synthetic_data when they are missing, trains `mvit_tiny` (8x48x48 input, 4 blocks) for 300 steps of 16
 clips, evaluates with 2 temporal clips per video (softmax averaged per video) and writes TensorBoard events,
-checkpoints, WORKDIR/eval/predictions_300.csv and WORKDIR/metrics.json.
-
-Measured on the project's 2-core CPU VM, 2026-11-25, including the dataset generation, compilation and the
-evaluation (chance: 25% top-1): 95.0% top-1 / 100% top-5 on the 40 validation videos on fresh checkouts of the
-first version (1 min 59 s wall at load average ~2, 3 min 51 s at ~8); 97.5% / 100% in 1 min 56 s on the quiet VM
-after the pooling custom VJPs, CPU stem and host malloc tuning; 95.0% / 100% in 1 min 37 s at the current code
-(lean softmax/GELU/LayerNorm derivatives and OpenCV colour conversion change the float rounding and the pixels);
-92.5% / 100% in 1 min 45 s on the 2-core Intel VM of 2026-12-01 after the compiled pooling kernel gradient and
-the oriented dense weight gradients (both change the float rounding of the gradients, hence the run); 90.0% /
-100% in 1 min 50 s there after the compiled softmax kernels (2026-12-01, sixth session; 36 of 40 videos).
+checkpoints, WORKDIR/eval/predictions_300.csv and WORKDIR/metrics.json. The accuracy and wall time it reaches
+(chance: 25% top-1) are in README.md.
 """
 from mvit_jax import config_lib
 

@@ -11,8 +11,7 @@ Recipe: AdamW (0.9, 0.999), peak LR 1.6e-3 per 512 clips (linear scaling with th
 global-norm clipping at 1.0; label smoothing 0.1; Mixup 0.8 / CutMix 1.0 (switch 0.5); RandAugment m7-n4-mstd0.5;
 random erasing 0.25; Inception crop (area 0.08-1); 2 repeated augmentations per video (the 512 clips of a step are
 256 videos x 2); drop path 0.2; head dropout 0.5; bfloat16 compute with float32 parameters and optimizer state.
-Compute: 200 epochs x ~240k videos x 2 clips x 3 x 70.5 GMACs ~ 4e19 FLOPs (about 28 H100-hours at 40% MFU;
-video decoding needs roughly 1-2 CPU cores per 10 clips/s).
+Compute (H100-hours) and the CPU cores the loader needs: docs/training.md.
 """
 from mvit_jax import config_lib
 

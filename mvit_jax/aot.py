@@ -34,6 +34,9 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from mvit_jax import cli
+from mvit_jax.errors import InputError
+
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file (experiments/*.py).',
                                           lock_config=True)
 _TOPOLOGY = flags.DEFINE_string('topology', None, 'TPU topology name, e.g. v5e:2x2, v5p:2x2x1, v4:2x2x1, v6e:2x2.')
@@ -52,7 +55,7 @@ _GENERATION = {'TPU v4': 'v4', 'TPU v5 lite': 'v5e', 'TPU v5e': 'v5e', 'TPU v5':
 _ACCELERATOR = {'v4': ('v4', 2), 'v5e': ('v5litepod', 1), 'v5p': ('v5p', 2), 'v6e': ('v6e', 1)}
 
 
-class BadInput(ValueError):
+class BadInput(InputError):
   """The command line asks for something impossible (exit status 2)."""
 
 
@@ -293,13 +296,9 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   import jax  # pylint: disable=g-import-not-at-top
   jax.config.update('jax_platforms', 'cpu')  # Shapes on the host CPU; only the TPU compile-only client compiles.
-  try:
-    sys.exit(run(_CONFIG.value, _TOPOLOGY.value, _PER_CHIP_BATCH.value, _FIND_MAX_BATCH.value,
-                 parse_compiler_options(_COMPILER_OPTIONS.value)))
-  except BadInput as e:
-    print(f'mvit_jax.aot: error: {e}', file=sys.stderr)
-    sys.exit(2)
+  sys.exit(run(_CONFIG.value, _TOPOLOGY.value, _PER_CHIP_BATCH.value, _FIND_MAX_BATCH.value,
+               parse_compiler_options(_COMPILER_OPTIONS.value)))
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

@@ -2,14 +2,21 @@
 
 Every experiment starts from `base_config()` and changes values; `validate()` compares a config against that
 schema before anything is compiled: an unknown key or a value of the wrong type raises `ConfigError` naming the
-dotted key (e.g. `config.optimizer.base_lr`).
+dotted key (e.g. `config.optimizer.base_lr`) and the closest valid one. `check_paths()` checks the workdir and the
+data files a run reads, before anything starts.
 """
 from collections.abc import Mapping
+import os
+import tempfile
 
 import ml_collections
 from ml_collections import config_dict
 
 from mvit_jax.data import config as data_config_lib
+from mvit_jax.errors import check_folder
+from mvit_jax.errors import did_you_mean
+from mvit_jax.errors import did_you_mean_path
+from mvit_jax.errors import InputError
 
 # Model constructor overrides the trainer passes to `mvit_jax.models.create_model` (None: the model's default).
 MODEL_OVERRIDES = {
@@ -27,8 +34,11 @@ REMAT_POLICIES = ('', 'full', 'nothing_saveable', 'everything_saveable', 'dots_s
                   'dots_with_no_batch_dims_saveable')
 
 
-class ConfigError(ValueError):
-  """A config key is unknown or holds a value of the wrong type."""
+DATASET_KINDS = ('manifest', 'frames', 'tfds')
+
+
+class ConfigError(InputError):
+  """A config key is unknown, holds a value of the wrong type or a value outside its range."""
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -76,6 +86,8 @@ def base_config() -> ml_collections.ConfigDict:
 
   # --- Parallelism --------------------------------------------------------------------------------------------
   c.mesh = ml_collections.ConfigDict({'data': -1, 'fsdp': 1, 'model': 1})  # -1: all remaining devices.
+  # Logical axis -> mesh axes, in priority order: batch over data x fsdp, parameters fully sharded over fsdp (their
+  # width dimension), tensor-parallel dimensions over 'model'; names absent from the rules are replicated.
   c.sharding_rules = (('batch', ('data', 'fsdp')), ('embed', 'fsdp'), ('mlp', 'model'), ('qkv', 'model'),
                       ('heads', 'model'))
 
@@ -156,8 +168,8 @@ def _check(config: Mapping, schema: ml_collections.ConfigDict, prefix: str) -> N
   for key in config.keys():
     name = f'{prefix}.{key}'
     if key not in schema:
-      known = ', '.join(sorted(schema.keys()))
-      raise ConfigError(f'Unknown config key {name!r}. Known keys at this level: {known}')
+      hint = did_you_mean(key, schema.keys()) or f"; known keys here: {', '.join(sorted(schema.keys()))}"
+      raise ConfigError(f'Unknown config key {name!r}{hint}')
     value = config[key]
     if isinstance(schema[key], ml_collections.ConfigDict):
       if not isinstance(value, (ml_collections.ConfigDict, Mapping)):
@@ -189,3 +201,52 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(f"config.optimizer.name must be 'adamw' or 'sgd', got {config.optimizer.name!r}")
   if config.optimizer.schedule not in ('cosine', 'constant'):
     raise ConfigError(f"config.optimizer.schedule must be 'cosine' or 'constant', got {config.optimizer.schedule!r}")
+  if config.data.dataset_kind not in DATASET_KINDS:
+    raise ConfigError(f'config.data.dataset_kind {config.data.dataset_kind!r} is not one of {DATASET_KINDS}'
+                      f'{did_you_mean(config.data.dataset_kind, DATASET_KINDS)}')
+  # Deferred: experiment files import this module, and the model zoo pulls in flax and orbax.
+  from mvit_jax.models import variants  # pylint: disable=g-import-not-at-top
+  if config.model.name not in variants.VARIANTS:
+    raise ConfigError(f'config.model.name {config.model.name!r} is not a model'
+                      f'{did_you_mean(config.model.name, variants.VARIANTS)}; known: {", ".join(variants.VARIANTS)}')
+
+
+def _check_readable_file(key: str, path: str) -> None:
+  if not os.path.isfile(path):
+    raise InputError(f'{key}: no such file {path!r}{did_you_mean_path(path)}')
+  if not os.access(path, os.R_OK):
+    raise InputError(f'{key}: cannot read {path!r} (permission denied)')
+
+
+def _check_writable_folder(workdir: str) -> None:
+  """Creates `workdir` if needed and writes a temporary file in it: the test that also catches read-only mounts
+  and ACLs, which permission bits (os.access) do not show to root."""
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    with tempfile.TemporaryFile(dir=workdir):
+      pass
+  except OSError as e:
+    raise InputError(f'--workdir {workdir!r}: cannot write there ({e.strerror}: {e.filename or workdir})') from None
+
+
+def _check_data_paths(config: ml_collections.ConfigDict) -> None:
+  data = config.data
+  if data.root:
+    check_folder(data.root, 'config.data.root')
+  for key in ('train_manifest', 'eval_manifest', 'classes_file'):
+    if data[key]:
+      _check_readable_file(f'config.data.{key}', data[key])
+  if config.mode == 'train' and not data.train_manifest:
+    raise InputError("config.data.train_manifest is empty: mode 'train' reads it")
+  if (config.mode == 'eval' or config.eval_every_steps >= 0) and not data.eval_manifest:
+    raise InputError('config.data.eval_manifest is empty but the run evaluates (config.eval_every_steps=-1 '
+                     'skips evaluation in training)')
+
+
+def check_paths(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Raises InputError naming the key and path when a data file or folder the run reads is missing (the data
+  root, the train manifest in mode 'train', the eval manifest when the run evaluates, the classes file) or the
+  run cannot write `workdir` (created here when missing). Synthetic data and TFDS datasets have no data paths."""
+  if not config.synthetic_data.enabled and config.data.dataset_kind != 'tfds':
+    _check_data_paths(config)
+  _check_writable_folder(workdir)

@@ -7,8 +7,8 @@ Files are read with `torch.load(..., weights_only=True)`, which never runs pickl
 more than tensors and plain containers is refused. PySlowFast files keep the weights under `model_state`, with a
 fused `attn.qkv` or separate `attn.q/k/v`. The file's keys and shapes decide what the arch name leaves open (class
 count, input size, K/V pooling per block, pooling kernels), and a message says where they overrode it; keys or
-shapes the architecture cannot hold are an error naming them. Nothing is written unless conversion succeeds.
-Load the result with `mvit_jax.models.load_pretrained(OUT_DIR)`.
+shapes the architecture cannot hold are an error naming them: one line on stderr and exit status 2. Nothing is
+written unless conversion succeeds. Load the result with `mvit_jax.models.load_pretrained(OUT_DIR)`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import dataclasses
 import os
 import re
 import shutil
-import sys
 import tempfile
 
 from absl import app, flags
@@ -27,6 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mvit_jax import cli
+from mvit_jax.errors import InputError, did_you_mean
 from mvit_jax.models import pretrained
 from mvit_jax.models.config import MViTConfig, block_specs
 from mvit_jax.models.layout import to_block_layout
@@ -39,7 +40,7 @@ _POOL_NORM_EPS = flags.DEFINE_float(
     "the 2021 PySlowFast code (the original MViT v1 zoo files).")
 
 
-class ConversionError(Exception):
+class ConversionError(InputError):
   """The input cannot be converted; the message names the offending file, keys or shapes."""
 
 
@@ -259,17 +260,14 @@ def main(argv):
   if len(argv) != 3 or _FROM.value is None or _ARCH.value is None:
     raise app.UsageError("usage: python -m mvit_jax.convert --from {torchvision,pyslowfast} --arch NAME INPUT OUTPUT_DIR")
   if _ARCH.value not in VARIANTS:
-    raise app.UsageError(f"unknown --arch {_ARCH.value!r}; known: {', '.join(sorted(VARIANTS))}")
+    raise InputError(f"unknown --arch {_ARCH.value!r}{did_you_mean(_ARCH.value, VARIANTS)}; known: "
+                     f"{', '.join(VARIANTS)}")
   overrides = {} if _POOL_NORM_EPS.value is None else {"pool_norm_eps": _POOL_NORM_EPS.value}
-  try:
-    notes = convert_file(_FROM.value, _ARCH.value, argv[1], argv[2], **overrides)
-  except ConversionError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
+  notes = convert_file(_FROM.value, _ARCH.value, argv[1], argv[2], **overrides)
   for note in notes:
     print(f"note: {note}")
   print(f"wrote {argv[2]} ({_ARCH.value})")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -1,11 +1,11 @@
 """Host malloc settings for CPU training: keep freed memory for reuse instead of giving it back to the OS.
 
-XLA's CPU runtime allocates a step's temporaries afresh every step (7.3 GB for MViT-B 16x4 at batch 2) and frees
+XLA's CPU runtime allocates a step's temporaries afresh every step (gigabytes for MViT-B 16x4 at batch 2) and frees
 them at its end. glibc serves blocks that large with fresh mmaps (per-thread arenas fall back to mmap whatever
-M_MMAP_MAX says) and unmaps them on free, so every step page-faults and zeroes gigabytes again: 2.1 M minor faults
-and 10.8 s per step, against 0 faults and 7.3 s with one arena, no mmap and no trimming (measured on the 2-core
-CI-class VM, docs/benchmarks.md). An allocator such as tcmalloc fixes the same thing but must be LD_PRELOADed
-before the process starts; glibc's own `mallopt` does it from Python. No library wraps this, hence ctypes.
+M_MMAP_MAX says) and unmaps them on free, so every step page-faults and zeroes gigabytes again, a large part of the
+step's time (docs/performance.md); one arena, no mmap and no trimming keep the memory mapped. An allocator such as
+tcmalloc fixes the same thing but must be LD_PRELOADed before the process starts; glibc's own `mallopt` does it
+from Python. No library wraps this, hence ctypes.
 
 The settings must be made before JAX creates its CPU client (its threads take their own arenas on first use):
 call `configure` first thing in a process.

@@ -3,6 +3,9 @@ r"""Entry point: `python -m mvit_jax.main --config experiments/<name>.py --workd
 Multi-host: on a Cloud TPU VM pod slice run the same command on every worker with `--distributed` (JAX detects
 the coordinator and process ids); on a GPU cluster pass `--coordinator_address=HOST:PORT --num_processes=N
 --process_id=I` (or `--distributed` under SLURM/Open MPI, which JAX also detects).
+
+Bad input (an unknown config key, a wrong type, an unknown model, a missing data file or folder, a workdir this
+process cannot write) stops the run before JAX starts, with one line on stderr and exit status 2.
 """
 import logging as pylogging
 import os
@@ -13,6 +16,8 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from mvit_jax import cli
+from mvit_jax import config_lib
 from mvit_jax import host_malloc
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file (experiments/*.py).',
@@ -48,20 +53,20 @@ def initialize_distributed() -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  config = _CONFIG.value
+  workdir = os.path.abspath(os.path.expanduser(_WORKDIR.value))
+  config_lib.validate(config)  # Bad input fails here, before JAX starts.
+  config_lib.check_paths(config, workdir)
   if host_malloc.configure(_HOST_MALLOC.value):  # Before JAX creates its CPU client.
     logging.info('glibc malloc: one arena, no mmap, no trimming (--host_malloc=%s)', _HOST_MALLOC.value)
   logging.get_absl_handler().addFilter(_QuietOrbax())
-  from mvit_jax import config_lib  # pylint: disable=g-import-not-at-top
-  config = _CONFIG.value
-  config_lib.validate(config)  # Unknown keys / wrong types fail here, before jax is initialised.
   initialize_distributed()
   logging.info('Process %d of %d, %d local devices: %s', jax.process_index(), jax.process_count(),
                jax.local_device_count(), jax.local_devices())
   from mvit_jax import train  # pylint: disable=g-import-not-at-top
-  workdir = os.path.abspath(os.path.expanduser(_WORKDIR.value))
   result = train.train_and_evaluate(config, workdir)
   logging.info('Done: %s', result)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

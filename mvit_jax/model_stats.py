@@ -17,12 +17,13 @@ import json
 import math
 from collections.abc import Iterable
 
-from absl import app, flags
+from absl import flags
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mvit_jax.models import PAPER_STATS, VARIANTS, create_model
+from mvit_jax import cli
+from mvit_jax.models import PAPER_STATS, VARIANTS, create_model, get_config
 
 _MAC_PRIMITIVES = ("dot_general", "conv_general_dilated")
 
@@ -81,6 +82,8 @@ def model_stats(name: str) -> dict:
 def main(argv):
   del argv
   names = _VARIANTS.value or [n for n in VARIANTS if n in PAPER_STATS]
+  for name in names:
+    get_config(name)  # An unknown name fails here, before any variant is traced.
   rows = [model_stats(n) for n in names]
   if _JSON.value:
     keys = ("name", "params", "gflops", "paper_params", "paper_gflops")
@@ -97,4 +100,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -8,24 +8,12 @@ parameters and pure data parallelism for activations.
 """
 from collections.abc import Mapping, Sequence
 
-from absl import logging
 import flax.linen as nn
 import jax
 import numpy as np
 
 MESH_AXES = ('data', 'fsdp', 'model')
 BATCH_AXES = ('data', 'fsdp')
-
-# Default rules: batch over data x fsdp, parameters fully sharded over fsdp (their width dimension), tensor
-# parallel dimensions over 'model'. Names absent from the rules are replicated.
-DEFAULT_RULES = (
-    ('batch', BATCH_AXES),
-    ('embed', 'fsdp'),
-    ('mlp', 'model'),
-    ('qkv', 'model'),
-    ('heads', 'model'),
-)
-
 
 def make_mesh(mesh_config: Mapping[str, int], devices: Sequence[jax.Device] | None = None) -> jax.sharding.Mesh:
   """Mesh ('data', 'fsdp', 'model') from sizes; one size may be -1 (all remaining devices).
@@ -125,9 +113,3 @@ def global_batch(local_batch: Mapping[str, np.ndarray], mesh: jax.sharding.Mesh)
   """Assembles each process's (B_local, ...) arrays into global (B, ...) arrays sharded along the batch."""
   sharding = batch_sharding(mesh)
   return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in local_batch.items()}
-
-
-def log_shardings(name: str, shardings) -> None:
-  """One log line per leaf: path and PartitionSpec."""
-  for path, s in jax.tree_util.tree_flatten_with_path(shardings)[0]:
-    logging.info('%s%s: %s', name, jax.tree_util.keystr(path), s.spec)

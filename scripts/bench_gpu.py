@@ -68,9 +68,12 @@ def run_jax(batch: int, steps: int, options: dict[str, str]) -> dict:
   mesh = sharding.make_mesh({'data': 1, 'fsdp': 1, 'model': 1}, jax.devices()[:1])
   ts = train.TrainSetup.build(model, c, mesh, sharding.rules_from_config(c.sharding_rules))
   shape = (batch, T, SIZE, SIZE, 3)
-  params = ts.init_params(jax.random.key(0), np.zeros((1,) + shape[1:], np.float32))
-  state = {'params': params, 'opt_state': ts.init_opt_state(params)}
-  step_fn = ts.compile_step(train.make_train_step(model, ts.tx, ts.schedule, c, NUM_CLASSES))
+  state = ts.init_state(ts.init_params(jax.random.key(0)))
+  jitted = ts.jit_step(train.make_train_step(model, ts.tx, ts.schedule, c, NUM_CLASSES))
+
+  def step_fn(*args):
+    with ts.context():
+      return jitted(*args)
   rng = np.random.default_rng(0)
   data = sharding.global_batch({'video': rng.integers(0, 256, shape, dtype=np.uint8),
                                 'label': (np.arange(batch) % NUM_CLASSES).astype(np.int32)}, mesh)

@@ -2,13 +2,13 @@
 
     python scripts/bench_model.py [--threads 2] [--repeats 5] [--rounds 2] [--pool_impl slices] [--profile]
 
-Each framework runs in its own process pinned to the same `--threads` cores (both frameworks in one process slow
-each other's thread pools, torch's by 40%):
+Each framework runs in its own process pinned to the same `--threads` cores (in one process the two runtimes'
+thread pools slow each other down):
   forward:    batch 1, 16x224x224, float32, eval mode;
   train step: forward + backward (gradients of the cross-entropy w.r.t. all parameters), batch 2, train mode.
 The two processes take turns, one step at a time (`--repeats` steps each, who goes first alternating, 0.2 s apart
-so thread pools settle), while the other waits idle: on a shared VM whose speed drifts by 20-50% within a minute
-both frameworks then see the same machine. `--rounds` repeats this with fresh processes (and JAX compilations).
+so thread pools settle), while the other waits idle: on a shared VM whose speed drifts within a minute both
+frameworks then see the same machine. `--rounds` repeats this with fresh processes (and JAX compilations).
 Prints median seconds over all steps of all rounds, the ratio torchvision_time / mvit_jax_time (>= 1.0: mvit_jax
 at least as fast) with each round's ratio, first-call times (JAX's includes compilation), torchvision's peak RSS
 (its process, libraries included) and the bytes XLA allocates for the compiled JAX step (arguments + outputs +

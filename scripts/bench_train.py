@@ -8,8 +8,8 @@ Each measurement runs in its own subprocess pinned to the same `--threads` cores
               AdamW with weight-decay mask, clipping at 1.0, label smoothing 0.1; `train.make_train_step`) and
               torchvision mvit_v1_b (forward + backward + clip_grad_norm_ + torch.optim.AdamW), each framework in
               its own process (one warm-up step, then `--steps` timed), torch / jax / torch / jax ... for `--rounds`
-              rounds so that load drift hits both alike. (Both in one process, alternating step by step, slowed
-              torch's step by 40%: the two runtimes' thread pools get in each other's way.)
+              rounds so that load drift hits both alike (in one process the two runtimes' thread pools get in
+              each other's way).
   driver:     the demo config (mvit_tiny on the synthetic videos) through `train.train_and_evaluate`: seconds per
               step between the first and the last step (data loading, batch assembly, metrics, hooks included),
               against the bare jitted step of the same config on a fixed on-device batch, measured in a process
@@ -79,7 +79,6 @@ def _k400_config():
 def _compiled_step(config, num_classes: int):
   """(step_fn, state, batch, rng) of the trainer's own update on a 1-device mesh, on fixed random data."""
   import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from mvit_jax import models, sharding, train  # pylint: disable=g-import-not-at-top
 
@@ -89,9 +88,12 @@ def _compiled_step(config, num_classes: int):
   ts = train.TrainSetup.build(model, config, mesh, rules)
   d = config.data
   shape = (config.batch_size, d.num_frames, d.crop_size, d.crop_size, 3)
-  params = ts.init_params(jax.random.key(0), jnp.zeros((1,) + shape[1:]))
-  state = {'params': params, 'opt_state': ts.init_opt_state(params)}
-  step_fn = ts.compile_step(train.make_train_step(model, ts.tx, ts.schedule, config, num_classes))
+  state = ts.init_state(ts.init_params(jax.random.key(0)))
+  jitted = ts.jit_step(train.make_train_step(model, ts.tx, ts.schedule, config, num_classes))
+
+  def step_fn(*args):
+    with ts.context():
+      return jitted(*args)
   rng = np.random.default_rng(0)
   batch = sharding.global_batch({'video': rng.integers(0, 256, shape, dtype=np.uint8),  # As the loader ships.
                                  'label': (np.arange(config.batch_size) % num_classes).astype(np.int32)}, mesh)
@@ -149,9 +151,9 @@ def run_driver(driver_steps: int) -> dict:
 
   # Time the driver's loop from the end of step 1 (compiled) to the end of the last step.
   stamps = {}
-  original = train.TrainSetup.compile_step
+  original = train.TrainSetup.jit_step
 
-  def timed_compile_step(self, train_step):
+  def timed_jit_step(self, train_step):
     step_fn = original(self, train_step)
 
     def wrapped(state, batch, base_rng, step):
@@ -162,11 +164,11 @@ def run_driver(driver_steps: int) -> dict:
       return out
     return wrapped
 
-  train.TrainSetup.compile_step = timed_compile_step
+  train.TrainSetup.jit_step = timed_jit_step
   with tempfile.TemporaryDirectory() as workdir:
     train.train_and_evaluate(config, workdir)
     num_classes = config.synthetic_data.num_classes
-  train.TrainSetup.compile_step = original
+  train.TrainSetup.jit_step = original
   driver_s = (stamps[driver_steps] - stamps[1]) / (driver_steps - 1)
 
   return {'driver_step_s': driver_s, 'num_classes': num_classes}

@@ -73,16 +73,17 @@ def compile_part(config, devices, per_chip_batch, what, options):
     return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets).mean()
 
   replicated = jax.NamedSharding(ts.mesh, jax.P())
+  shardings = ts.state_shardings()
   if what == 'forward':
     fn, args = jax.jit(loss), (ts.abstract_params, batch, rng)
   elif what == 'grad':
-    fn = jax.jit(jax.value_and_grad(loss), out_shardings=(replicated, ts.param_shardings))
+    fn = jax.jit(jax.value_and_grad(loss), out_shardings=(replicated, shardings['params']))
     args = (ts.abstract_params, batch, rng)
   elif what == 'optimizer':
     def update(params, opt_state, grads):
       updates, opt_state = ts.tx.update(grads, opt_state, params)
       return optax.apply_updates(params, updates), opt_state
-    fn = jax.jit(update, donate_argnums=(0, 1), out_shardings=(ts.param_shardings, ts.opt_shardings))
+    fn = jax.jit(update, donate_argnums=(0, 1), out_shardings=(shardings['params'], shardings['opt_state']))
     args = (ts.abstract_params, ts.abstract_opt_state, ts.abstract_params)
   else:
     raise app.UsageError(f'unknown --what {what!r}')

@@ -139,6 +139,22 @@ def test_close_unlinks_spare_and_free_blocks_but_not_those_in_use():
   shared_memory.SharedMemory(in_use.shm.name).unlink()
 
 
+def test_unlink_all_unlinks_spare_free_and_in_use_blocks():
+  pool = shm_batch._BlockPool(blocks_ahead=2)  # pylint: disable=protected-access
+  shape = (2, 1 << 20)
+  in_use = pool.array(shape, np.uint8)
+  freed = pool.array(shape, np.uint8)
+  seen = _main_process_view(freed)
+  del seen
+  pending = pool._pending.values()  # pylint: disable=protected-access
+  spare = [future.result().name for futures_of_size in pending for future in futures_of_size]
+  names = spare + [freed.shm.name, in_use.shm.name]
+  assert len(names) == 4 and all(os.path.exists(f'/dev/shm/{name}') for name in names)
+  pool.unlink_all()  # The main process is gone: nobody else would unlink the block it was using.
+  assert not any(os.path.exists(f'/dev/shm/{name}') for name in names)
+  pool.close()
+
+
 def test_main_process_unlinks_blocks_of_a_worker_that_has_exited(monkeypatch):
   dead = multiprocessing.get_context('spawn').Process(target=int)
   dead.start()

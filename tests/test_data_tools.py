@@ -101,14 +101,14 @@ def test_scan_reports_exactly_the_bad_files(torture):
   assert {p for p, status, _ in report if status == 'ok'} == set(good.values())
 
 
-def test_scan_exit_zero_when_all_good_and_one_on_bad_manifest(torture, tmp_path):
+def test_scan_exit_zero_when_all_good_and_two_on_bad_manifest(torture, tmp_path):
   d, _, _ = torture
   code, out = run('-m', 'mvit_jax.data.scan', '--manifest', str(d / 'good.csv'), '--root', str(d))
   assert code == 0, out
   broken = tmp_path / 'broken.csv'
   broken.write_text('ok.mp4 1\nno_label_here\n')
   code, out = run('-m', 'mvit_jax.data.scan', '--manifest', str(broken))
-  assert code == 1 and f'{broken}:2' in out
+  assert code == 2 and f'{broken}:2' in out
 
 
 def test_preview_writes_contact_sheet(tmp_path):

@@ -1,6 +1,5 @@
 """Lean-derivative ops equal the textbook formulas (flax nn.LayerNorm, nn.gelu, jax.nn.softmax) and their
-autodiff gradients. (What they save, memory, is measured by scripts/bench_model.py: XLA's buffers for the MViT-B
-train step fell from 7.3 to 5.4 GB.)"""
+autodiff gradients. (The memory they save is measured by scripts/bench_model.py, figures in docs/performance.md.)"""
 import flax.linen as nn
 import jax
 import jax.numpy as jnp

@@ -9,6 +9,7 @@ import optax
 import pytest
 
 from mvit_jax import checkpointing
+from mvit_jax import config_lib
 from mvit_jax import sharding as sharding_lib
 from mvit_jax.models import adapt_pretrained, create_model
 from mvit_jax.models.config import block_groups
@@ -104,7 +105,7 @@ def test_trainer_checkpoint_restores_into_the_other_layout(tmp_path, saved_scann
   scanned, unrolled = _models("mvit_tiny", **DEEPER_TINY)
   saved_model, restoring_model = (scanned, unrolled) if saved_scanned else (unrolled, scanned)
   mesh = sharding_lib.make_mesh({"data": 2, "fsdp": 4, "model": 1})
-  rules = sharding_lib.DEFAULT_RULES
+  rules = sharding_lib.rules_from_config(config_lib.base_config().sharding_rules)
   tx = optax.adamw(1e-3)
 
   def state_of(model):

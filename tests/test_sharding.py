@@ -7,6 +7,7 @@ import optax
 import pytest
 
 from mvit_jax import optim
+from mvit_jax import config_lib
 from mvit_jax import sharding as sharding_lib
 
 
@@ -45,7 +46,7 @@ def test_fit_spec_drops_axes_that_do_not_divide():
 
 def test_param_and_opt_state_shardings_follow_rules():
   mesh = sharding_lib.make_mesh({'data': 2, 'fsdp': 2, 'model': 2})
-  rules = sharding_lib.rules_from_config(sharding_lib.DEFAULT_RULES)
+  rules = sharding_lib.rules_from_config(config_lib.base_config().sharding_rules)
   model = _Tiny()
   boxed = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((8, 8)))['params'])
   shardings = sharding_lib.param_shardings(boxed, mesh, rules)

@@ -12,6 +12,7 @@ from mvit_jax import checkpointing
 from mvit_jax import config_lib
 from mvit_jax import metrics as metrics_lib
 from mvit_jax import models
+from mvit_jax import sharding as sharding_lib
 from mvit_jax import train
 import train_testlib
 
@@ -52,9 +53,10 @@ def test_train_then_eval_mode(data_root, tmp_path):
   config = train_testlib.tiny_train_config(data_root, init_from=workdir)
   config.model.num_classes = 6
   config.data.crop_size = 48
-  model, _, mesh, rules = train.setup_model_and_mesh(config, str(tmp_path / 'finetune'))
-  ts = train.TrainSetup.build(model, config, mesh, rules)
-  tuned = jax.device_get(train.initial_params(ts, config, jax.random.key(5)))
+  model, _ = train.make_model(config, num_classes=6)
+  mesh = sharding_lib.make_mesh(config.mesh)
+  ts = train.TrainSetup.build(model, config, mesh, sharding_lib.rules_from_config(config.sharding_rules))
+  tuned = jax.device_get(train.initial_params(ts, config.init_from, jax.random.key(5)))
   assert tuned['head']['kernel'].shape == (128, 6)
   assert tuned['pos_embed']['pos_embed_spatial'].shape == (144, 32) != params['pos_embed']['pos_embed_spatial'].shape
   jax.tree.map(np.testing.assert_array_equal, tuned['blocks_2'], jax.device_get(params['blocks_2']))

@@ -52,12 +52,12 @@ def one_step(config, mesh, host_params=None):
   rules = sharding_lib.rules_from_config(config.sharding_rules)
   ts = train.TrainSetup.build(model, config, mesh, rules)
   if host_params is None:
-    host_params = jax.device_get(ts.init_params(jax.random.key(0), jnp.zeros((1, 4, 32, 32, 3))))
-  params = ts.place_params(host_params)
-  state = {'params': params, 'opt_state': ts.init_opt_state(params)}
-  step_fn = ts.compile_step(train.make_train_step(model, ts.tx, ts.schedule, config, NUM_CLASSES))
+    host_params = jax.device_get(ts.init_params(jax.random.key(0)))
+  state = ts.init_state(host_params)
+  step_fn = ts.jit_step(train.make_train_step(model, ts.tx, ts.schedule, config, NUM_CLASSES))
   batch = sharding_lib.global_batch(fixed_batch(config), mesh)
-  state, metrics = step_fn(state, batch, jax.random.key(1), np.int32(1))
+  with ts.context():
+    state, metrics = step_fn(state, batch, jax.random.key(1), np.int32(1))
   return jax.device_get(metrics), jax.device_get(state['params']), state['params'], host_params
 
 

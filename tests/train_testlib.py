@@ -33,7 +33,7 @@ def tiny_train_config(data_root: str, **overrides):
   c = config_lib.base_config()
   c.model.name = 'mvit_tiny'
   c.model.drop_path_rate = 0.1
-  c.model.pool_impl = 'conv'  # Compiles ~2x faster than the CPU default; the formulations are tested equal.
+  c.model.pool_impl = 'conv'  # Compiles faster than the CPU default; the formulations are tested equal.
   c.half_precision = False
   c.num_train_steps = 4
   c.batch_size = 8

@@ -74,9 +74,9 @@ def decode_video(path: str, index_fn: IndexFn, *, short_side: int = 0, threads: 
     if not container.streams.video:
       raise DecodeError('no video stream')
     stream = container.streams.video[0]
-    # FFmpeg's default (slice threads, one per core, started for every file) costs ~20% more CPU and some wall
-    # time on a 16-frame clip of one-slice H.264 (measured 17.9 vs 14.8 ms CPU, 16 vs 14.8 ms wall): one thread
-    # unless asked; loaders already run one process per core.
+    # FFmpeg's default (slice threads, one per core, started for every file) costs more CPU and wall time than it
+    # saves on a 16-frame clip of one-slice H.264 (docs/performance.md): one thread unless asked; loaders already
+    # run one process per core.
     stream.codec_context.thread_count = threads
     if threads != 1:
       stream.thread_type = 'AUTO'

@@ -8,7 +8,6 @@ file (its `.data` is used) or a data config file; `--config.data.num_frames=8`-s
 uint8 batch goes through `preprocess_on_device(train=True)` (normalisation and random erasing) first, as in the
 train step.
 """
-from absl import app
 from absl import flags
 import jax
 from ml_collections import config_flags
@@ -16,6 +15,8 @@ import numpy as np
 from PIL import Image
 from PIL import ImageDraw
 
+from mvit_jax import cli
+from mvit_jax import errors
 from mvit_jax.data import config as config_lib
 from mvit_jax.data import device_preprocess
 from mvit_jax.data import pipeline
@@ -52,6 +53,8 @@ def main(argv):
     if FLAGS.root is not None:
       cfg.root = FLAGS.root
     cfg.num_workers = 0
+  if cfg.root:
+    errors.check_folder(cfg.root, '--root' if FLAGS.root is not None else 'the config\'s root')
   it = pipeline.make_train_iterator(cfg, num_classes=sources.num_classes_from_config(cfg),
                                     global_batch_size=FLAGS.batch_size, seed=FLAGS.seed, process_index=0,
                                     process_count=1)
@@ -87,4 +90,4 @@ def _define_flags():
 
 if __name__ == '__main__':
   _define_flags()
-  app.run(main)
+  cli.run(main)

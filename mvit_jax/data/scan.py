@@ -3,19 +3,21 @@
   python -m mvit_jax.data.scan --manifest M [--root R] [--report FILE] [--workers N]
 
 Prints a summary and one line per bad video with the reason; --report writes `path<TAB>ok|bad<TAB>detail` for
-every video. Exit status 0 when all are good, 1 when any is bad (or the manifest does not parse). Uses all cores.
+every video. Exit status 0 when all are good, 1 when any is bad, 2 (one line on stderr) when the manifest is
+missing or does not parse. Uses all cores.
 Manifest entries that are folders are checked as frame folders (first and last frame readable).
 """
 import multiprocessing
 import os
 import sys
 
-from absl import app
 from absl import flags
 
+from mvit_jax import cli
+from mvit_jax import errors
+from mvit_jax import process_lifetime
 from mvit_jax.data import decode
 from mvit_jax.data import sources
-
 
 
 def check_video(path: str) -> tuple[str, bool, str]:
@@ -36,18 +38,17 @@ def scan(paths: list[str], workers: int = 0) -> list[tuple[str, bool, str]]:
   workers = min(workers or os.cpu_count() or 1, max(1, len(paths)))
   if workers == 1:
     return [check_video(p) for p in paths]
-  with multiprocessing.get_context('spawn').Pool(workers) as pool:
+  # A worker stuck on a stalled file would outlive a killed scan; exit_with_parent ends it.
+  with multiprocessing.get_context('spawn').Pool(workers, initializer=process_lifetime.exit_with_parent) as pool:
     return pool.map(check_video, paths, chunksize=max(1, min(64, len(paths) // (4 * workers))))
 
 
 def main(argv):
   del argv
   FLAGS = flags.FLAGS  # pylint: disable=invalid-name
-  try:
-    records = sources.read_manifest(FLAGS.manifest, FLAGS.root, multi_label=FLAGS.multi_label)
-  except sources.ManifestError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(1)
+  if FLAGS.root:
+    errors.check_folder(FLAGS.root, '--root')
+  records = sources.read_manifest(FLAGS.manifest, FLAGS.root, multi_label=FLAGS.multi_label)
   results = scan([r.path for r in records], FLAGS.workers)
   bad = [(path, detail) for path, ok, detail in results if not ok]
   if FLAGS.report:
@@ -70,4 +71,4 @@ def _define_flags():
 
 if __name__ == '__main__':
   _define_flags()
-  app.run(main)
+  cli.run(main)

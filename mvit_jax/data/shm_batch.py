@@ -13,7 +13,8 @@ SharedMemoryArrays, so here
     background thread created and populated (madvise(MADV_POPULATE_WRITE), without the GIL) one batch ahead.
 Blocks grain unlinks itself (batches dropped by close() or set_state()) are forgotten. A worker that exits
 unlinks its free and spare blocks; blocks in use then belong to the main process, which unlinks them when their
-batch is dropped (the trailer names the worker's pid). grain has no option for any of this, hence this file.
+batch is dropped (the trailer names the worker's pid). A worker whose main process is gone (killed) unlinks all
+its blocks, in use or not (`unlink_all`). grain has no option for any of this, hence this file.
 """
 import collections
 from concurrent import futures
@@ -122,6 +123,21 @@ class _BlockPool:
     self._pending.clear()
     self._handed_out.clear()
 
+  def unlink_all(self) -> None:
+    """Unlinks every block of this pool, those in use included: for when the main process is gone.
+
+    Runs in another thread than `array`, so it walks snapshots; a block created meanwhile stays registered with
+    multiprocessing's resource tracker, which unlinks it once this process has exited.
+    """
+    pending = [future for futures_of_size in list(self._pending.values()) for future in list(futures_of_size)]
+    blocks = [future.result() for future in pending if future.done() and future.exception() is None]
+    blocks += [shm for handed_out in list(self._handed_out.values()) for shm in list(handed_out)]
+    for shm in blocks:
+      try:
+        shm.unlink()
+      except FileNotFoundError:  # grain unlinked it already (a dropped batch).
+        pass
+
 
 _POOL: _BlockPool | None = None
 
@@ -131,6 +147,12 @@ def enable_in_this_process() -> None:
   global _POOL
   if _POOL is None:
     _POOL = _BlockPool()
+
+
+def unlink_all() -> None:
+  """In a grain worker whose main process is gone: unlinks every pooled block of this process."""
+  if _POOL is not None:
+    _POOL.unlink_all()
 
 
 def stack(elements: Sequence[dict]) -> dict:

@@ -11,9 +11,11 @@ import os
 import numpy as np
 
 from mvit_jax.data import decode
+from mvit_jax.errors import did_you_mean_path
+from mvit_jax.errors import InputError
 
 
-class ManifestError(ValueError):
+class ManifestError(InputError):
   """A manifest or classes file that cannot be used; the message names the file and line."""
 
 
@@ -29,10 +31,14 @@ def read_class_names(path: str) -> list[str]:
     with open(path) as f:
       names = [line.strip() for line in f if line.strip()]
   except OSError as e:
-    raise ManifestError(f'cannot read classes file {path}: {e}') from None
+    raise ManifestError(f'cannot read classes file {path!r}: {e.strerror}{did_you_mean_path(path)}') from None
   if not names:
     raise ManifestError(f'classes file {path} is empty')
   return names
+
+
+def _unreadable_manifest(path: str, error: OSError) -> ManifestError:
+  return ManifestError(f'cannot read manifest {path!r}: {error.strerror}{did_you_mean_path(path)}')
 
 
 def _parse_manifest(path: str, root: str, multi_label: bool) -> tuple[tuple[VideoRecord, ...], np.ndarray, np.ndarray]:
@@ -42,7 +48,7 @@ def _parse_manifest(path: str, root: str, multi_label: bool) -> tuple[tuple[Vide
     with open(path) as f:
       lines = f.read().splitlines()
   except OSError as e:
-    raise ManifestError(f'cannot read manifest {path}: {e}') from None
+    raise _unreadable_manifest(path, e) from None
   records, linenos, max_labels = [], [], []
   for lineno, line in enumerate(lines, 1):
     if not line.strip():
@@ -87,7 +93,7 @@ def read_manifest(path: str, root: str = '', *, num_classes: int = 0,
   try:
     stat = os.stat(path)
   except OSError as e:
-    raise ManifestError(f'cannot read manifest {path}: {e}') from None
+    raise _unreadable_manifest(path, e) from None
   records, linenos, max_labels = _parse_manifest_cached(path, root, multi_label, (stat.st_mtime_ns, stat.st_size))
   too_large = np.flatnonzero(max_labels >= num_classes) if num_classes else []
   if len(too_large):

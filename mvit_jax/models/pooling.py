@@ -7,8 +7,8 @@ Two formulations of the same operators, tested equal to each other (tests/test_p
   contiguous slice; the output is the sum (or max) of the taps times per-channel weights. Their gradients are
   custom VJPs in the same style (transposed convolution by stride phase; max pooling through the forward's
   argmax), plain slices, pads and multiply-adds that XLA fuses. Written by hand because XLA's grouped convolution
-  is 34-240x slower on the CPU and its backward is reported slow on GPU (jax#13800, jax#26266); no library offers
-  a faster depthwise 3-D conv for JAX (docs/benchmarks.md).
+  is orders of magnitude slower on the CPU (docs/performance.md) and its backward is reported slow on GPU
+  (jax#13800, jax#26266); no library offers a faster depthwise 3-D conv for JAX.
 
 ``"auto"`` chooses per compile target (`lax.platform_dependent`): ``"conv"`` on TPU, where XLA's convolution
 emitters are native and the slices' many small ops compile slowly, ``"slices"`` on the CPU and GPUs.
@@ -129,8 +129,7 @@ def _tap_sums(xp: jax.Array, ct: jax.Array, ksize: Triple, stride: Triple, out: 
   XLA's formulation, used off the CPU, for other dtypes than float32 and where `cpu.kernels` was not built.
 
   Nine taps per reduction (one variadic `lax.reduce`): XLA makes one pass over memory per reduction, and one
-  reduction per tap streamed the cotangent and a tap slice k^3 times. Measured on the CPU at batch 2 (MViT-B's
-  poolings, all 27 taps): stage-3 Q 48 -> 6 ms, stage-2 Q 96 -> 23 ms, stage-1 Q 190 -> 69 ms.
+  reduction per tap would stream the cotangent and a tap slice k^3 times (docs/performance.md).
   """
   axes = tuple(range(ct.ndim - 1))
   products = [(tap * ct).astype(jnp.float32) for _, tap in _taps(xp, ksize, stride, out)]
@@ -152,9 +151,9 @@ def _depthwise_slices_fwd(x, kernel, stride):
 
 def _depthwise_slices_bwd(stride, residuals, ct):
   """Gradients by slices too. Autodiff of the forward would transpose each of the k^3 tap slices into a pad of the
-  cotangent to the full padded grid and sum them: k^3 bounds-checked passes over the input-sized array (about 1 s
-  of a 7.9 s MViT-B CPU train step). Here each stride phase of the padded input gathers only its own taps, as
-  contiguous slices of one padded cotangent: the transposed convolution with the flipped kernel."""
+  cotangent to the full padded grid and sum them: k^3 bounds-checked passes over the input-sized array, a large
+  share of the CPU train step (docs/performance.md). Here each stride phase of the padded input gathers only its
+  own taps, as contiguous slices of one padded cotangent: the transposed convolution with the flipped kernel."""
   x, kernel = residuals
   ksize = tuple(kernel.shape[:3])
   padding = tuple(k // 2 for k in ksize)
@@ -243,8 +242,8 @@ def _max_pool_slices_fwd(x, window, stride):
 
 def _max_pool_slices_bwd(window, stride, residuals, ct):
   """Routes each output's cotangent to the first tap (in scan order, as XLA's select-and-scatter) that holds the
-  maximum, recorded by the forward. Autodiff of the max chain costs 2x XLA's reduce_window gradient on CPU (240 ms
-  for 2x8x28x28x384); here each stride phase sums only its own taps' contributions, padded from the output grid."""
+  maximum, recorded by the forward. Autodiff of the max chain is slow on the CPU (docs/performance.md); here each
+  stride phase sums only its own taps' contributions, padded from the output grid."""
   x, index = residuals
   out = index.shape[1:4]
   phase_len = tuple(o + (k - 1) // s for o, k, s in zip(out, window, stride))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from mvit_jax.errors import InputError, did_you_mean
 from mvit_jax.models.config import MViTConfig
 from mvit_jax.models.mvit import MViT
 
@@ -81,13 +82,15 @@ PAPER_STATS: dict[str, tuple[float, float]] = {
 
 
 def get_config(name: str, **overrides) -> MViTConfig:
-  """The config of variant `name` with fields replaced by `overrides` (an unknown field is an error)."""
+  """The config of variant `name` with fields replaced by `overrides`; InputError (a ValueError) names an unknown
+  variant or field and the closest valid one."""
   if name not in VARIANTS:
-    raise ValueError(f"unknown MViT variant {name!r}; known: {', '.join(sorted(VARIANTS))}")
+    raise InputError(f"unknown MViT variant {name!r}{did_you_mean(name, VARIANTS)}; known: {', '.join(VARIANTS)}")
   fields = {f.name for f in dataclasses.fields(MViTConfig)}
   unknown = sorted(set(overrides) - fields)
   if unknown:
-    raise ValueError(f"unknown override(s) {unknown} for {name!r}; valid: {', '.join(sorted(fields))}")
+    raise InputError(f"unknown override {unknown[0]!r} for {name!r}{did_you_mean(unknown[0], fields)}; valid: "
+                     f"{', '.join(sorted(fields))}")
   return dataclasses.replace(VARIANTS[name], **overrides)
 
 

@@ -1,8 +1,8 @@
 """The CPU-only code paths of the models, each chosen per compile target by `jax.lax.platform_dependent`.
 
 A program lowered for a TPU or a GPU (also from a CPU host: `jax.export`, ahead-of-time compilation) holds none of
-this; one lowered for the CPU takes it where it applies. Each piece is kept because it shortens MViT-B 16x4 on a
-2-core CPU by at least 10% end to end (`scripts/bench_model.py`; figures in docs/benchmarks.md):
+this; one lowered for the CPU takes it where it applies. Each piece is kept because it shortens MViT-B 16x4's
+step on the CPU end to end (`scripts/bench_model.py --without ...`; figures in docs/performance.md):
 
 * `kernels.depthwise_kernel_grad`: the kernel gradient of the pooling convolutions (train step; XLA's CPU
   reductions over the 27 taps are scalar loops).

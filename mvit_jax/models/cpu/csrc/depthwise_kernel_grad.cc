@@ -3,8 +3,8 @@
 // d_kernel[dt, dh, dw, c] = sum over (b, t, h, w, g) of x_pad[b, t*sT+dt, h*sH+dh, w*sW+dw, g, c] * ct[b, t, h, w, g, c]
 //
 // Why by hand: XLA's CPU backend emits this reduction (27 taps x channels, kept channel axis minor) as scalar
-// loops over strided slices, 7-10x slower than the whole forward convolution (docs/benchmarks.md); no library
-// offers it for JAX. Here every (tap, channel) accumulator stays in L1 and the channel loop is vectorised.
+// loops over strided slices, several times slower than the whole forward convolution (docs/performance.md); no
+// library offers it for JAX. Here every (tap, channel) accumulator stays in L1 and the channel loop is vectorised.
 // Rows (b, t) are split over XLA's intra-op thread pool; each row's sums are added in a fixed order.
 
 #include <algorithm>
