@@ -135,7 +135,7 @@ def test_restored_iterator_yields_the_uninterrupted_batches(data_dir, num_worker
 
 @pytest.mark.parametrize('num_workers', [1, 2])
 def test_workers_recycle_batch_memory_but_never_under_a_held_batch(data_dir, num_workers):
-  kwargs = dict(global_batch_size=32, seed=3)  # 1.4 MB of uint8 video: pooled.
+  kwargs = dict(global_batch_size=8, seed=3)  # 345 KB of uint8 video: pooled.
   in_process = train_iterator(make_config(data_dir), **kwargs)
   reference = take(in_process, 16)
   in_process.close()

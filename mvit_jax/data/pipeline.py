@@ -224,7 +224,8 @@ def _finish(ds: grain.MapDataset, cfg, source, num_videos: int):
                               worker_init_fn=_init_worker).map(shm_batch.recycle_when_dropped)
     # Labels, masks and failed indices (bytes each) go through grain's pipe, not a shared-memory block apiece
     # (grain applies dataset options to the whole pipeline, its workers included).
-    it_ds = grain.experimental.WithOptionsIterDataset(it_ds, grain.experimental.DatasetOptions(min_shm_size=1 << 16))
+    it_ds = grain.experimental.WithOptionsIterDataset(it_ds, grain.experimental.DatasetOptions(
+        min_shm_size=shm_batch.MIN_POOLED_BYTES))
   return it_ds.map(_AccountFailures(source, num_videos, cfg.max_failure_fraction))
 
 
