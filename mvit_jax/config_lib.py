@@ -129,8 +129,7 @@ def kinetics_recipe(model_name: str, *, num_classes: int, num_frames: int, sampl
 
   AdamW, peak LR 1.6e-3 per 512 clips (linearly scaled), 30 warm-up epochs from 1.6e-5, half-cosine to 1.6e-5
   at epoch 200, weight decay 0.05 (not on biases / norms), clipping at 1.0, head dropout 0.5, bfloat16 compute,
-  2 repeated augmentations, test 5 clips x 1 crop; the data defaults carry the augmentation recipe. Clips ship
-  as uint8 and are normalised / erased on the accelerator (data.device_normalize).
+  2 repeated augmentations, test 5 clips x 1 crop; the data defaults carry the augmentation recipe.
   """
   c = base_config()
   c.model.name = model_name
@@ -154,7 +153,6 @@ def kinetics_recipe(model_name: str, *, num_classes: int, num_frames: int, sampl
   d.num_frames, d.sampling_rate = num_frames, sampling_rate
   d.test_num_clips, d.test_num_crops = 5, 1
   d.num_repeated_samples = 2
-  d.device_normalize = True
   return set_epochs(c, num_train_videos=num_train_videos, epochs=200, warmup_epochs=30, eval_every_epochs=20)
 
 

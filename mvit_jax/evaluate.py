@@ -24,7 +24,7 @@ def make_predict_fn(model: nn.Module, mesh: jax.sharding.Mesh, rules, data_confi
   multi_label = data_config.multi_label
 
   def predict(params, batch):
-    # uint8 clips (data.device_normalize) are normalised here; float clips pass through unchanged.
+    # The loader's uint8 clips are normalised here, on the device.
     videos = device_preprocess.preprocess_on_device(batch['video'], jax.random.key(0), data_config, train=False)
     logits = model.apply({'params': params}, videos, train=False).astype(jnp.float32)
     scores = jax.nn.sigmoid(logits) if multi_label else jax.nn.softmax(logits, axis=-1)

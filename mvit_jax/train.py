@@ -113,9 +113,8 @@ def abstract_train_batch(config: ml_collections.ConfigDict, batch_size: int, num
                          mesh: jax.sharding.Mesh) -> dict[str, jax.ShapeDtypeStruct]:
   """Shapes, dtypes and shardings of the global batch the loader yields (after sharding_lib.global_batch)."""
   d, sharding = config.data, sharding_lib.batch_sharding(mesh)
-  video_dtype = jnp.uint8 if d.device_normalize else jnp.float32
   label = ((batch_size, num_classes), jnp.float32) if d.multi_label else ((batch_size,), jnp.int32)
-  return {'video': jax.ShapeDtypeStruct((batch_size, d.num_frames, d.crop_size, d.crop_size, 3), video_dtype,
+  return {'video': jax.ShapeDtypeStruct((batch_size, d.num_frames, d.crop_size, d.crop_size, 3), jnp.uint8,
                                         sharding=sharding),
           'label': jax.ShapeDtypeStruct(*label, sharding=sharding)}
 
@@ -264,7 +263,7 @@ class PreemptionWatch:
 
 
 def _evaluate(predict_fn, params, config, num_classes: int, mesh, step: int, workdir: str) -> dict:
-  batches = pipeline.make_eval_iterator(config.data, global_batch_size=config.eval_batch_size,
+  batches = pipeline.make_eval_iterator(config.data, num_classes=num_classes, global_batch_size=config.eval_batch_size,
                                         process_index=jax.process_index(), process_count=jax.process_count())
   try:
     return evaluate.run_eval(predict_fn, params, batches, mesh, multi_label=config.data.multi_label, step=step,
@@ -324,8 +323,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   # --- Data -------------------------------------------------------------------------------------------------------
   def train_iterator(seed):
-    return pipeline.make_train_iterator(config.data, global_batch_size=config.batch_size, seed=seed,
-                                        process_index=jax.process_index(), process_count=jax.process_count())
+    return pipeline.make_train_iterator(config.data, num_classes=num_classes, global_batch_size=config.batch_size,
+                                        seed=seed, process_index=jax.process_index(),
+                                        process_count=jax.process_count())
 
   data_iter = train_iterator(config.seed)
 

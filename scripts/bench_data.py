@@ -9,12 +9,10 @@ CPU time per clip is the number that does not depend on what else runs; each rat
 the machine's own scaling: two plain processes of decode + augment against one, the ceiling for 2 vs 1 workers.
 
   python scripts/bench_data.py [--num_videos 8] [--clips 64] [--workers 0,1,2] [--augment light|full]
-                               [--nodevice_normalize]
 
---augment light: random-resized crop + flip (+ normalise on the host with --nodevice_normalize); full: the MViT
-recipe (RandAugment m7 n4, erasing 0.25). --device_normalize (default): the loaders ship uint8 clips and
-normalisation + erasing run on the accelerator (data config device_normalize; their cost there is timed last, on
-this machine's JAX backend); --nodevice_normalize: the host normalises (and erases) and ships float32.
+--augment light: random-resized crop + flip; full: the MViT recipe (RandAugment m7 n4; erasing 0.25 on the
+device). The loaders ship uint8 clips; normalisation + erasing run on the accelerator, and their cost there is
+timed last, on this machine's JAX backend.
 "x bound" for CPU is bound CPU ms / pipeline CPU ms, i.e. the throughput ratio on equally free cores.
 Videos (10 s, 30 fps, keyframe every 16 frames, as scripts/prepare_videos.py writes them) are generated into
 --video_dir once and reused.
@@ -39,8 +37,6 @@ _CLIPS = flags.DEFINE_integer('clips', 64, 'Clips timed per measurement.')
 _BATCH = flags.DEFINE_integer('batch_size', 4, 'Clips per batch.')
 _WORKERS = flags.DEFINE_list('workers', ['0', '1', '2'], 'Worker counts to time.')
 _AUGMENT = flags.DEFINE_enum('augment', 'light', ['light', 'full'], 'Augmentation recipe.')
-_DEVICE_NORMALIZE = flags.DEFINE_bool(
-    'device_normalize', True, 'Ship uint8 clips and normalise/erase on the device (False: float32 from the host).')
 _REPEATS = flags.DEFINE_integer('repeats', 3, 'Each rate is the best of this many timings (the machine is shared).')
 _VIDEO_DIR = flags.DEFINE_string('video_dir', '/tmp/mvit_bench_videos', 'Where the test videos live.')
 
@@ -64,9 +60,8 @@ def make_videos(folder: str, num_videos: int) -> str:
   return manifest
 
 
-def bench_config(manifest: str, augment: str, device_normalize: bool):
+def bench_config(manifest: str, augment: str):
   cfg = config_lib.default_data_config()
-  cfg.device_normalize = device_normalize
   cfg.root, cfg.train_manifest, cfg.num_classes = os.path.dirname(manifest), manifest, 6
   cfg.num_frames, cfg.sampling_rate, cfg.target_fps = 16, 4, 30.0
   cfg.train_short_side, cfg.crop_size = 0, 224  # Videos are already at short side 256.
@@ -103,21 +98,21 @@ def time_serial(cfg, paths, num_clips: int, augment: bool) -> tuple[float, float
 
 
 def _serial_worker(args):
-  manifest, augment, device_normalize, num_clips = args
-  cfg = bench_config(manifest, augment, device_normalize)
+  manifest, augment, num_clips = args
+  cfg = bench_config(manifest, augment)
   with open(manifest) as f:
     paths = sorted({os.path.join(cfg.root, line.split()[0]) for line in f})
   return time_serial(cfg, paths, num_clips, augment=True)[0]
 
 
-def machine_scaling(manifest: str, augment: str, device_normalize: bool, num_clips: int) -> float:
+def machine_scaling(manifest: str, augment: str, num_clips: int) -> float:
   """Clips/s of two processes running decode + augment side by side, over one process alone: about the most two
   workers can gain over one on this machine at this moment (other jobs take cores too)."""
   with multiprocessing.get_context('spawn').Pool(2) as pool:
-    pool.map(_serial_worker, [(manifest, augment, device_normalize, 2)] * 2)  # Start-up and imports.
-    one = pool.apply(_serial_worker, ((manifest, augment, device_normalize, num_clips),))
+    pool.map(_serial_worker, [(manifest, augment, 2)] * 2)  # Start-up and imports.
+    one = pool.apply(_serial_worker, ((manifest, augment, num_clips),))
     start = time.perf_counter()
-    pool.map(_serial_worker, [(manifest, augment, device_normalize, num_clips)] * 2)
+    pool.map(_serial_worker, [(manifest, augment, num_clips)] * 2)
     two = 2 * num_clips / (time.perf_counter() - start)
   return two / one
 
@@ -126,7 +121,8 @@ def time_pipeline(cfg, num_workers: int, num_clips: int, batch_size: int, repeat
   """(best clips/s, least CPU ms per clip) out of make_train_iterator over `repeats` runs, after warm-up."""
   cfg = cfg.copy_and_resolve_references()
   cfg.num_workers = num_workers
-  it = pipeline.make_train_iterator(cfg, global_batch_size=batch_size, seed=0, process_index=0, process_count=1)
+  it = pipeline.make_train_iterator(cfg, num_classes=cfg.num_classes, global_batch_size=batch_size, seed=0,
+                                    process_index=0, process_count=1)
   for _ in range(max(2, num_workers * cfg.worker_buffer_size)):  # Let the workers fill their buffers.
     next(it)
   batches, rates, cpus = num_clips // batch_size, [], []
@@ -163,13 +159,13 @@ def main(argv):
   del argv
   print(f'load average before: {os.getloadavg()[0]:.2f}')
   manifest = make_videos(_VIDEO_DIR.value, _NUM_VIDEOS.value)
-  cfg = bench_config(manifest, _AUGMENT.value, _DEVICE_NORMALIZE.value)
+  cfg = bench_config(manifest, _AUGMENT.value)
   paths = [os.path.join(cfg.root, f'v{i}.mp4') for i in range(_NUM_VIDEOS.value)]
   time_serial(cfg, paths, 4, augment=True)  # Warm caches.
   bound, bound_cpu = max(time_serial(cfg, paths, _CLIPS.value, augment=False) for _ in range(_REPEATS.value))
   serial, serial_cpu = max(time_serial(cfg, paths, _CLIPS.value, augment=True) for _ in range(_REPEATS.value))
   print(f'cpu cores: {os.cpu_count()}, videos {WIDTH}x{HEIGHT} {FPS} fps {SECONDS} s gop 16, clips 16x4, '
-        f'crop 224, augment={_AUGMENT.value}, device_normalize={_DEVICE_NORMALIZE.value}')
+        f'crop 224, augment={_AUGMENT.value}, uint8 clips')
   print('                                          clips/s  x bound  | CPU ms/clip  x bound')
   row = lambda name, rate, cpu, extra='': print(  # pylint: disable=g-long-lambda
       f'{name:40s} {rate:7.2f}  {rate / bound:6.2f}   | {cpu:8.1f}  {bound_cpu / cpu:6.2f}{extra}')
@@ -180,13 +176,12 @@ def main(argv):
     rates[workers], cpu = time_pipeline(cfg, workers, _CLIPS.value, _BATCH.value, _REPEATS.value)
     extra = f'   ({rates[workers] / rates[1]:.2f}x 1 worker)' if workers > 1 and 1 in rates else ''
     row(f'pipeline, {workers} workers', rates[workers], cpu, extra)
-  scaling = machine_scaling(manifest, _AUGMENT.value, _DEVICE_NORMALIZE.value, _CLIPS.value)
+  scaling = machine_scaling(manifest, _AUGMENT.value, _CLIPS.value)
   print(f'machine scaling now: two processes of serial decode + augment = {scaling:.2f}x one process')
-  if cfg.device_normalize:
-    clip_bytes = cfg.num_frames * cfg.crop_size ** 2 * 3
-    print(f'device side (normalise + erasing p 0.25, jit, backend {_jax_backend()}): '
-          f'{time_device_preprocess(cfg, _BATCH.value, _REPEATS.value):.2f} ms per clip; '
-          f'host->device {clip_bytes / 2**20:.1f} MiB per clip (float32: {4 * clip_bytes / 2**20:.1f} MiB)')
+  clip_bytes = cfg.num_frames * cfg.crop_size ** 2 * 3
+  print(f'device side (normalise + erasing p 0.25, jit, backend {_jax_backend()}): '
+        f'{time_device_preprocess(cfg, _BATCH.value, _REPEATS.value):.2f} ms per clip; '
+        f'host->device {clip_bytes / 2**20:.1f} MiB per clip (float32: {4 * clip_bytes / 2**20:.1f} MiB)')
   print(f'load average after: {os.getloadavg()[0]:.2f}')
 
 

@@ -63,6 +63,7 @@ def run_jax(batch: int, steps: int, options: dict[str, str]) -> dict:
   c.optimizer.base_batch_size = batch
   c.data.num_classes = NUM_CLASSES
   c.data.mixup_prob = 0.0
+  c.data.random_erasing_prob = 0.0  # Neither does the torch baseline.
   model = models.create_model(c.model.name, **train.model_overrides(c, NUM_CLASSES))
   mesh = sharding.make_mesh({'data': 1, 'fsdp': 1, 'model': 1}, jax.devices()[:1])
   ts = train.TrainSetup.build(model, c, mesh, sharding.rules_from_config(c.sharding_rules))
@@ -74,7 +75,7 @@ def run_jax(batch: int, steps: int, options: dict[str, str]) -> dict:
     with ts.context():
       return jitted(*args)
   rng = np.random.default_rng(0)
-  data = sharding.global_batch({'video': rng.standard_normal(shape, dtype=np.float32),
+  data = sharding.global_batch({'video': rng.integers(0, 256, shape, dtype=np.uint8),
                                 'label': (np.arange(batch) % NUM_CLASSES).astype(np.int32)}, mesh)
   holder = {'state': state, 'i': 0}
   key = jax.random.key(1)

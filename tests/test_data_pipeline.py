@@ -1,5 +1,6 @@
 """grain loaders: contents, sharding, determinism, exact resume (0 and 2 workers), eval views, bad input."""
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -7,6 +8,7 @@ import pytest
 from mvit_jax.data import config as config_lib
 from mvit_jax.data import pipeline
 from mvit_jax.data import sampling
+from mvit_jax.data import sources
 import video_fixtures as vf
 
 NUM_VIDEOS, NUM_CLASSES, VIDEO_FRAMES = 6, 3, 40
@@ -38,16 +40,29 @@ def make_config(data_dir, **overrides):
   return cfg
 
 
+def train_iterator(cfg, **kwargs):
+  """make_train_iterator for process 0 of 1 (unless given), with the config's num_classes."""
+  return pipeline.make_train_iterator(cfg, **{'num_classes': cfg.num_classes, 'process_index': 0,
+                                               'process_count': 1, **kwargs})
+
+
+def eval_iterator(cfg, **kwargs):
+  """make_eval_iterator for process 0 of 1 (unless given), with the config's num_classes."""
+  return pipeline.make_eval_iterator(cfg, **{'num_classes': cfg.num_classes, 'process_index': 0,
+                                              'process_count': 1, **kwargs})
+
+
 def take(it, n):
   return [next(it) for _ in range(n)]
 
 
 def test_train_batches_hold_whole_clips_of_the_labelled_video(data_dir):
   cfg = make_config(data_dir)
-  it = pipeline.make_train_iterator(cfg, global_batch_size=4, seed=0, process_index=0, process_count=1)
+  it = train_iterator(cfg, global_batch_size=4, seed=0)
   seen = set()
   for batch in take(it, 6):  # 6 batches x 2 videos = 2 epochs.
-    assert batch['video'].shape == (4, 4, vf.HEIGHT, vf.HEIGHT, 3) and batch['video'].dtype == np.float32
+    assert set(batch) == {'video', 'label'}
+    assert batch['video'].shape == (4, 4, vf.HEIGHT, vf.HEIGHT, 3) and batch['video'].dtype == np.uint8
     assert batch['label'].shape == (4,) and batch['label'].dtype == np.int32
     codes = vf.read_codes(batch['video'].reshape(-1, vf.HEIGHT, vf.HEIGHT, 3)).reshape(4, 4)
     video_ids, frames = codes >> 8, codes & 255
@@ -60,22 +75,6 @@ def test_train_batches_hold_whole_clips_of_the_labelled_video(data_dir):
     seen.update(video_ids[:, 0].tolist())
   assert seen == set(range(NUM_VIDEOS))
   it.close()
-
-
-def test_device_normalize_ships_uint8_that_normalises_to_the_host_batches(data_dir):
-  from mvit_jax.data import device_preprocess  # pylint: disable=g-import-not-at-top
-  got = {}
-  for device_normalize in (False, True):
-    cfg = make_config(data_dir, device_normalize=device_normalize, random_flip=True, test_num_clips=2)
-    train = pipeline.make_train_iterator(cfg, global_batch_size=4, seed=0, process_index=0, process_count=1)
-    got[device_normalize] = take(train, 2) + list(pipeline.make_eval_iterator(
-        cfg, global_batch_size=4, process_index=0, process_count=1))
-  for host, raw in zip(got[False], got[True]):
-    assert raw['video'].dtype == np.uint8 and raw['video'].shape == host['video'].shape
-    rows = raw.get('mask', np.ones(len(raw['video']), bool))
-    video = device_preprocess.preprocess_on_device(raw['video'], None, cfg, train=False)
-    np.testing.assert_allclose(np.asarray(video)[rows], host['video'][rows], rtol=0, atol=2.5e-7)
-    np.testing.assert_array_equal(raw['label'], host['label'])
 
 
 def test_shards_are_disjoint_and_each_epoch_is_reshuffled():
@@ -95,7 +94,7 @@ def test_same_seed_same_batches_other_seed_other_batches(data_dir):
   cfg = make_config(data_dir, randaugment=True, random_erasing_prob=0.5)
   runs = []
   for seed in (7, 7, 8):
-    it = pipeline.make_train_iterator(cfg, global_batch_size=4, seed=seed, process_index=0, process_count=1)
+    it = train_iterator(cfg, global_batch_size=4, seed=seed)
     runs.append(take(it, 2))
     it.close()
   for a, b in zip(runs[0], runs[1]):
@@ -105,14 +104,14 @@ def test_same_seed_same_batches_other_seed_other_batches(data_dir):
 
 def test_process_local_batch_and_divisibility_checks(data_dir):
   cfg = make_config(data_dir)
-  it = pipeline.make_train_iterator(cfg, global_batch_size=8, seed=0, process_index=1, process_count=2)
+  it = train_iterator(cfg, global_batch_size=8, seed=0, process_index=1, process_count=2)
   batch = next(it)
   assert batch['video'].shape[0] == 4
   assert set((vf.read_codes(batch['video'][:, 0]) >> 8).tolist()) <= {1, 3, 5}  # Process 1 of 2: odd videos.
   it.close()
   with pytest.raises(ValueError, match='divisible'):
-    pipeline.make_train_iterator(cfg, global_batch_size=6, seed=0, process_index=0, process_count=2)
-  it = pipeline.make_train_iterator(cfg, global_batch_size=4, seed=0)  # jax.process_index() / process_count().
+    train_iterator(cfg, global_batch_size=6, seed=0, process_index=0, process_count=2)
+  it = pipeline.make_train_iterator(cfg, num_classes=NUM_CLASSES, global_batch_size=4, seed=0)  # jax's process.
   assert next(it)['video'].shape[0] == 4
   it.close()
 
@@ -120,13 +119,13 @@ def test_process_local_batch_and_divisibility_checks(data_dir):
 @pytest.mark.parametrize('num_workers', [0, 2])
 def test_restored_iterator_yields_the_uninterrupted_batches(data_dir, num_workers):
   cfg = make_config(data_dir, num_workers=num_workers, randaugment=True, random_erasing_prob=0.5)
-  kwargs = dict(global_batch_size=4, seed=1, process_index=0, process_count=1)
-  it = pipeline.make_train_iterator(cfg, **kwargs)
+  kwargs = dict(global_batch_size=4, seed=1)
+  it = train_iterator(cfg, **kwargs)
   take(it, 2)
   state = json.loads(json.dumps(it.get_state()))  # What grain's orbax handler writes.
   expected = take(it, 3)                          # Crosses the epoch boundary (3 batches per epoch).
   it.close()
-  resumed = pipeline.make_train_iterator(cfg, **kwargs)
+  resumed = train_iterator(cfg, **kwargs)
   resumed.set_state(state)
   for want, got in zip(expected, take(resumed, 3)):
     np.testing.assert_array_equal(want['video'], got['video'])
@@ -136,11 +135,11 @@ def test_restored_iterator_yields_the_uninterrupted_batches(data_dir, num_worker
 
 @pytest.mark.parametrize('num_workers', [1, 2])
 def test_workers_recycle_batch_memory_but_never_under_a_held_batch(data_dir, num_workers):
-  kwargs = dict(global_batch_size=8, seed=3, process_index=0, process_count=1)  # 1.4 MB float32 video: pooled.
-  in_process = pipeline.make_train_iterator(make_config(data_dir), **kwargs)
+  kwargs = dict(global_batch_size=8, seed=3)  # 345 KB of uint8 video: pooled.
+  in_process = train_iterator(make_config(data_dir), **kwargs)
   reference = take(in_process, 16)
   in_process.close()
-  it = pipeline.make_train_iterator(make_config(data_dir, num_workers=num_workers), **kwargs)
+  it = train_iterator(make_config(data_dir, num_workers=num_workers), **kwargs)
   held = take(it, 4)  # Kept alive: their blocks must not be handed out again.
   blocks = set()
   for want in reference[4:]:
@@ -158,7 +157,7 @@ def test_workers_recycle_batch_memory_but_never_under_a_held_batch(data_dir, num
 
 def test_eval_yields_every_view_in_order_with_padding(data_dir):
   cfg = make_config(data_dir, test_num_clips=2, test_num_crops=3)
-  it = pipeline.make_eval_iterator(cfg, global_batch_size=8, process_index=0, process_count=1)
+  it = eval_iterator(cfg, global_batch_size=8)
   batches = list(it)
   assert len(batches) == 3  # 3 videos x 6 views = 18 rows -> 3 batches of 8, 6 padding rows.
   cat = {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
@@ -182,7 +181,7 @@ def test_eval_with_workers_matches_in_process(data_dir):
   results = []
   for num_workers in (0, 2):
     cfg = make_config(data_dir, test_num_clips=2, test_num_crops=1, num_workers=num_workers)
-    it = pipeline.make_eval_iterator(cfg, global_batch_size=4, process_index=0, process_count=1)
+    it = eval_iterator(cfg, global_batch_size=4)
     results.append(list(it))
     it.close()
   assert len(results[0]) == len(results[1]) == 2  # 3 videos x 2 views = 6 rows -> 2 batches of 4.
@@ -195,7 +194,7 @@ def test_eval_processes_get_equal_batch_counts(data_dir):
   cfg = make_config(data_dir, test_num_clips=1, test_num_crops=1)
   per_process = []
   for p in range(2):  # 3 videos on 2 processes: 2 and 1 videos, both padded to one batch of 4.
-    batches = list(pipeline.make_eval_iterator(cfg, global_batch_size=8, process_index=p, process_count=2))
+    batches = list(eval_iterator(cfg, global_batch_size=8, process_index=p, process_count=2))
     per_process.append(batches)
   assert [len(b) for b in per_process] == [1, 1]
   np.testing.assert_array_equal(per_process[0][0]['video_index'], [0, 2, -1, -1])
@@ -207,9 +206,9 @@ def test_multi_label_gives_multi_hot(data_dir, tmp_path):
   manifest.write_text(f'{data_dir}/v0.mp4 0,2\n{data_dir}/v1.mp4 1\n')
   cfg = make_config(data_dir, multi_label=True, train_manifest=str(manifest), eval_manifest=str(manifest),
                     test_num_clips=1)
-  batch = next(pipeline.make_train_iterator(cfg, global_batch_size=4, seed=0, process_index=0, process_count=1))
+  batch = next(train_iterator(cfg, global_batch_size=4, seed=0))
   assert batch['label'].shape == (4, NUM_CLASSES) and batch['label'].dtype == np.float32
-  batch = next(pipeline.make_eval_iterator(cfg, global_batch_size=2, process_index=0, process_count=1))
+  batch = next(eval_iterator(cfg, global_batch_size=2))
   np.testing.assert_array_equal(batch['label'], [[1, 0, 1], [0, 1, 0]])
 
 
@@ -222,28 +221,33 @@ def torture(tmp_path_factory):
   return manifest, good, bad
 
 
-def test_torture_set_eval_masks_exactly_the_bad_videos(data_dir, torture):
+@pytest.mark.parametrize('num_workers', [0, 2])
+def test_torture_set_eval_masks_exactly_the_bad_videos(data_dir, torture, num_workers):
   manifest, good, bad = torture
   cfg = make_config(data_dir, eval_manifest=manifest, train_manifest=manifest, num_classes=2, test_num_clips=1,
-                    test_num_crops=1, max_failure_fraction=1.0)
-  before = pipeline.skip_stats().skipped
-  batches = list(pipeline.make_eval_iterator(cfg, global_batch_size=8, process_index=0, process_count=1))
-  assert len(batches) == 1 and batches[0]['video'].shape == (8, 4, vf.HEIGHT, vf.HEIGHT, 3)
+                    test_num_crops=1, max_failure_fraction=1.0, num_workers=num_workers)
+  before = dict(pipeline.skip_stats().bad_videos), pipeline.skip_stats().skipped
+  batches = list(eval_iterator(cfg, global_batch_size=8))
+  assert len(batches) == 1 and set(batches[0]) == {'video', 'label', 'video_index', 'view_index', 'mask'}
+  assert batches[0]['video'].shape == (8, 4, vf.HEIGHT, vf.HEIGHT, 3)
   np.testing.assert_array_equal(batches[0]['mask'], [True] * len(good) + [False] * len(bad))
-  assert pipeline.skip_stats().skipped - before == len(bad)
-  assert set(bad.values()) <= set(pipeline.skip_stats().bad_videos)
-  assert np.isfinite(batches[0]['video']).all()
+  np.testing.assert_array_equal(batches[0]['video_index'], np.arange(8))  # Failed videos keep their index.
+  assert not batches[0]['video'][len(good):].any()
+  # Counted in this (the main) process from the indices the batch carried, once per failed view.
+  assert pipeline.skip_stats().skipped - before[1] == len(bad)
+  for path in bad.values():
+    assert pipeline.skip_stats().bad_videos[path] == before[0].get(path, 0) + 1
 
 
 def test_torture_set_train_replaces_bad_videos(data_dir, torture):
   manifest, good, bad = torture
   cfg = make_config(data_dir, train_manifest=manifest, num_classes=2, max_failure_fraction=1.0)
   before = pipeline.skip_stats().skipped
-  it = pipeline.make_train_iterator(cfg, global_batch_size=4, seed=0, process_index=0, process_count=1)
+  it = train_iterator(cfg, global_batch_size=4, seed=0)
   batches = take(it, 8)  # 16 videos drawn: two epochs of 8.
   it.close()
   for batch in batches:
-    assert batch['video'].shape == (4, 4, vf.HEIGHT, vf.HEIGHT, 3) and np.isfinite(batch['video']).all()
+    assert batch['video'].shape == (4, 4, vf.HEIGHT, vf.HEIGHT, 3)
     codes = vf.read_codes(batch['video'].reshape(-1, vf.HEIGHT, vf.HEIGHT, 3)).reshape(4, 4)
     # Good videos (ids 0-2; vfr has id 0), or early clips of the index-in-front truncated one (id 3).
     assert set((codes >> 8).ravel().tolist()) <= {0, 1, 2, 3}
@@ -253,10 +257,25 @@ def test_torture_set_train_replaces_bad_videos(data_dir, torture):
   assert pipeline.skip_stats().skipped - before >= 2 * len(unconditional)
 
 
+def test_workers_report_the_failures_the_main_process_sees_in_process(data_dir, torture):
+  manifest, _, bad = torture
+  counts = []
+  for num_workers in (0, 2):
+    cfg = make_config(data_dir, train_manifest=manifest, num_classes=2, max_failure_fraction=1.0,
+                      num_workers=num_workers)
+    before = dict(pipeline.skip_stats().bad_videos)
+    it = train_iterator(cfg, global_batch_size=4, seed=5)
+    take(it, 6)
+    it.close()
+    counts.append({p: n - before.get(p, 0) for p, n in pipeline.skip_stats().bad_videos.items()
+                   if n > before.get(p, 0)})
+  assert counts[0] == counts[1] and set(counts[0]) <= set(bad.values()) and sum(counts[0].values()) >= 4
+
+
 def test_too_many_bad_videos_stops_with_clear_message(data_dir, torture):
   manifest, _, _ = torture
   cfg = make_config(data_dir, train_manifest=manifest, num_classes=2)  # Default max_failure_fraction 1%.
-  it = pipeline.make_train_iterator(cfg, global_batch_size=4, seed=0, process_index=0, process_count=1)
+  it = train_iterator(cfg, global_batch_size=4, seed=0)
   with pytest.raises(pipeline.TooManyBadVideosError, match=r'of 8 videos failed to decode.*max_failure_fraction'):
     take(it, 4)
   it.close()
@@ -269,12 +288,37 @@ def test_each_bad_video_is_logged_once_with_its_reason(data_dir, tmp_path, caplo
   manifest = vf.write_manifest(str(tmp_path / 'm.csv'), [(data_dir / 'v0.mp4', 0), (data_dir / 'v1.mp4', 1),
                                                          (bad[0], 0), (bad[1], 1)])
   cfg = make_config(data_dir, train_manifest=manifest, num_classes=2, max_failure_fraction=1.0)
-  it = pipeline.make_train_iterator(cfg, global_batch_size=4, seed=0, process_index=0, process_count=1)
+  it = train_iterator(cfg, global_batch_size=4, seed=0)
   with caplog.at_level('WARNING'):
     take(it, 6)  # 12 videos drawn: three epochs of 4, each meeting both bad files.
   it.close()
-  messages = [r.getMessage() for r in caplog.records if 'Skipping bad video' in r.getMessage()]
-  assert len(messages) == 2
-  assert f'Skipping bad video {bad[0]}: empty file (0 bytes)' in messages
-  assert any(m.startswith(f'Skipping bad video {bad[1]}: cannot open') for m in messages)
-  assert pipeline.skip_stats().bad_videos[str(bad[0])] == 'empty file (0 bytes)'
+  messages = [r.getMessage() for r in caplog.records]
+  # The decoding process says why (once per path); the main process counts the path and names it once.
+  reasons = [m for m in messages if m.startswith('Cannot decode video')]
+  assert len(reasons) == 2
+  assert f'Cannot decode video {bad[0]}: empty file (0 bytes)' in reasons
+  assert any(m.startswith(f'Cannot decode video {bad[1]}: cannot open') for m in reasons)
+  assert sorted(m for m in messages if m.startswith('Skipping bad video')) == sorted(
+      f'Skipping bad video {path}' for path in bad)
+  assert pipeline.skip_stats().bad_videos[str(bad[0])] >= 3  # Met in each of the three epochs.
+
+
+def test_each_manifest_is_parsed_once_per_version(data_dir, tmp_path, monkeypatch):
+  train_csv, val_csv = str(tmp_path / 'train.csv'), str(tmp_path / 'val.csv')
+  shutil.copy(data_dir / 'train.csv', train_csv)
+  shutil.copy(data_dir / 'val.csv', val_csv)
+  parsed, parse = [], sources._parse_manifest  # pylint: disable=protected-access
+  monkeypatch.setattr(sources, '_parse_manifest', lambda path, *args: parsed.append(path) or parse(path, *args))
+  cfg = make_config(data_dir, num_classes=0, train_manifest=train_csv, eval_manifest=val_csv, test_num_clips=1)
+  num_classes = sources.num_classes_from_config(cfg)  # What the trainer resolves once, from the train manifest.
+  assert num_classes == NUM_CLASSES
+  it = train_iterator(cfg, num_classes=num_classes, global_batch_size=4, seed=0)
+  next(it)
+  it.close()
+  for _ in range(2):  # Two evaluations.
+    assert len(list(eval_iterator(cfg, num_classes=num_classes, global_batch_size=4))) == 1
+  assert parsed == [train_csv, val_csv]
+  with open(val_csv, 'a') as f:  # A rewritten manifest is read again.
+    f.write('v3.mp4 0\n')
+  assert len(list(eval_iterator(cfg, num_classes=num_classes, global_batch_size=4))) == 1
+  assert parsed == [train_csv, val_csv, val_csv]

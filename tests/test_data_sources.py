@@ -69,11 +69,10 @@ def test_make_source_checks_labels_against_classes_file(tmp_path):
   cfg.train_manifest = write(tmp_path, 'train.csv', 'a.mp4 0\nb.mp4 2\n')
   cfg.classes_file = write(tmp_path, 'classes.txt', 'x\ny\n')
   with pytest.raises(sources.ManifestError, match=r'train.csv:2: label 2 outside \[0, 2\)'):
-    sources.make_source(cfg, 'train')
+    sources.make_source(cfg, 'train', sources.num_classes_from_config(cfg))
   cfg.dataset_kind = 'nonsense'
-  cfg.classes_file = ''
   with pytest.raises(ValueError, match='dataset_kind'):
-    sources.make_source(cfg, 'train')
+    sources.make_source(cfg, 'train', 3)
 
 
 def test_file_source_loads_clip_and_label(tmp_path):
@@ -81,7 +80,7 @@ def test_file_source_loads_clip_and_label(tmp_path):
   cfg = config_lib.default_data_config()
   cfg.train_manifest = vf.write_manifest(str(tmp_path / 'train.csv'), [('v.mp4', 4)])
   cfg.root = str(tmp_path)
-  source = sources.make_source(cfg, 'train')
+  source = sources.make_source(cfg, 'train', 5)
   assert len(source) == 1 and source.label(0) == 4 and source.describe(0) == path
   clip = source.load(0, lambda n, fps: np.array([2, 19]))
   np.testing.assert_array_equal(vf.read_codes(clip.frames), [5 << 8 | 2, 5 << 8 | 19])
@@ -96,7 +95,7 @@ def test_frame_folder_source_with_segment_sampling(tmp_path):
   cfg.dataset_kind, cfg.root, cfg.segment_sampling, cfg.num_frames = 'frames', str(tmp_path), True, 4
   cfg.eval_manifest = vf.write_manifest(str(tmp_path / 'val.csv'), [('vid 0', 0), ('vid 1', 1)])
   cfg.train_manifest = cfg.eval_manifest
-  source = sources.make_source(cfg, 'eval')
+  source = sources.make_source(cfg, 'eval', 2)
   from mvit_jax.data import sampling  # pylint: disable=g-import-not-at-top
   clip = source.load(1, lambda n, fps: sampling.test_clip_indices(n, fps, 0, cfg))
   np.testing.assert_array_equal(vf.read_codes(clip.frames), [1 << 8 | i for i in (4, 11, 18, 26)])
@@ -155,7 +154,7 @@ cfg.frames_fps, cfg.num_frames, cfg.sampling_rate, cfg.target_fps = 30.0, 4, 2, 
 cfg.test_num_clips, cfg.test_num_crops, cfg.crop_size, cfg.test_short_side = 1, 1, vf.HEIGHT, vf.HEIGHT
 cfg.num_workers = 0
 assert sources.num_classes_from_config(cfg) == 3
-batch = next(pipeline.make_eval_iterator(cfg, global_batch_size=4, process_index=0, process_count=1))
+batch = next(pipeline.make_eval_iterator(cfg, num_classes=3, global_batch_size=4, process_index=0, process_count=1))
 codes = vf.read_codes(batch['video'].reshape(-1, vf.HEIGHT, vf.HEIGHT, 3)).reshape(4, 4)
 # 12 frames, span 8: centre clip starts at floor(4 / 2) = 2 -> linspace(2, 9, 4) = 2, 4, 6, 9.
 ids = codes[:, 0] >> 8  # TFDS stores examples in its own order.

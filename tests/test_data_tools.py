@@ -8,7 +8,9 @@ import numpy as np
 from PIL import Image
 import pytest
 
+from mvit_jax.data import config as config_lib
 from mvit_jax.data import decode
+from mvit_jax.data import pipeline
 from mvit_jax.data import synthetic
 import video_fixtures as vf
 
@@ -126,16 +128,18 @@ def test_preview_writes_contact_sheet(tmp_path):
   assert code == 0, out
   assert 'video (4, 4, 32, 32, 3) float32' in out and 'skipped 0' in out and 'range [' in out
   with Image.open(out_png) as image:
-    assert image.size == (4 * (64 + 2), 4 * (64 + 14 + 2))  # 4 frames per row, 4 clips, 2x enlarged cells.
-  # device_normalize: the uint8 batch is normalised (and erased) as in the train step, so the sheet is the same.
-  code, out = run('-m', 'mvit_jax.data.preview', '--manifest', str(tmp_path / 'train.csv'), '--root',
-                  str(tmp_path), '--config', str(config), '--out', str(tmp_path / 'grid_u8.png'), '--batch_size', '4',
-                  '--min_cell', '64', f'--config.classes_file={tmp_path / "classes.txt"}',
-                  '--config.device_normalize=True', '--config.random_erasing_prob=0.0')
-  assert code == 0, out
-  assert 'video (4, 4, 32, 32, 3) float32' in out
-  with Image.open(out_png) as want, Image.open(tmp_path / 'grid_u8.png') as got:
-    np.testing.assert_allclose(np.asarray(got, np.int16), np.asarray(want, np.int16), rtol=0, atol=1)  # FMA: 1 ulp.
+    sheet = np.asarray(image.convert('RGB'), np.int16)
+  assert sheet.shape == (4 * (64 + 14 + 2), 4 * (64 + 2), 3)  # 4 frames per row, 4 clips, 2x enlarged cells.
+  # The loader's uint8 clips, normalised on the device and mapped back to pixels for the sheet.
+  cfg = config_lib.default_data_config()
+  cfg.num_frames, cfg.sampling_rate, cfg.target_fps = 4, 2, 10.0
+  cfg.crop_size, cfg.train_short_side, cfg.random_erasing_prob, cfg.num_workers = 32, 48, 0.0, 0
+  cfg.root, cfg.train_manifest, cfg.classes_file = str(tmp_path), str(tmp_path / 'train.csv'), ''
+  it = pipeline.make_train_iterator(cfg, num_classes=2, global_batch_size=4, seed=0, process_index=0, process_count=1)
+  clips = next(it)['video']
+  it.close()
+  cell = sheet[2 * (64 + 14 + 2) + 14:2 * (64 + 14 + 2) + 14 + 64, 3 * (64 + 2):3 * (64 + 2) + 64]  # Clip 2, frame 3.
+  np.testing.assert_allclose(cell[::2, ::2], clips[2, 3], rtol=0, atol=1)
 
 
 def test_prepare_videos_reencodes_with_short_gop_and_no_audio(tmp_path):

@@ -39,7 +39,7 @@ def fixed_batch(config):
   rng = np.random.default_rng(0)
   shape = (config.batch_size, config.data.num_frames, config.data.crop_size, config.data.crop_size, 3)
   labels = np.eye(NUM_CLASSES, dtype=np.float32)[np.arange(config.batch_size) % NUM_CLASSES]
-  return {'video': rng.standard_normal(shape, dtype=np.float32), 'label': labels}
+  return {'video': rng.integers(0, 256, shape, dtype=np.uint8), 'label': labels}  # As the loader ships them.
 
 
 def one_step(config, mesh, host_params=None):

@@ -54,14 +54,12 @@ def default_data_config() -> ml_collections.ConfigDict:
   c.randaugment_magnitude = 7
   c.randaugment_mstd = 0.5
   c.randaugment_interpolation = 'bicubic'
+  # The loaders yield uint8 clips after RandAugment, crop and flip; normalisation and random erasing run on the
+  # accelerator (`mvit_jax.data.device_preprocess.preprocess_on_device`, called by the train and eval steps).
   c.random_erasing_prob = 0.25     # AUG.RE_PROB, one box shared by all frames (cube).
   c.mean = (0.45, 0.45, 0.45)      # DATA.MEAN, on [0, 1] pixels.
   c.std = (0.225, 0.225, 0.225)    # DATA.STD.
   c.num_repeated_samples = 2       # AUG.NUM_SAMPLE: augmented copies per decoded video, flattened into the batch.
-  # True: the loaders yield uint8 clips (after RandAugment, crop and flip) and the trainer normalises and erases on
-  # the accelerator with `mvit_jax.data.device_preprocess.preprocess_on_device` (4x fewer bytes through grain's
-  # shared memory and to the device). False: the host normalises and erases and the loaders yield float32.
-  c.device_normalize = False
 
   # On-device batch transforms (applied by the trainer, not by the loader).
   c.mixup_alpha = 0.8              # MIXUP.ALPHA.

@@ -1,19 +1,17 @@
 """Normalisation and random erasing of uint8 clip batches on the accelerator, inside the jitted step.
 
-With `data_config.device_normalize` the loaders ship uint8 clips (4x fewer bytes through grain's shared memory
-and to the device than float32); this module does the last two steps of `transforms.train_transform` /
-`eval_transform` in JAX instead:
+The loaders ship uint8 clips (after RandAugment, crop and flip: 4x fewer bytes through grain's shared memory and
+to the device than float32); this module finishes PySlowFast's train / test transforms in JAX:
 - normalisation: (pixel / 255 - mean) / std per channel, computed as pixel * (1 / (255 std)) - mean / std with
-  the same float32 constants as the host `transforms.normalize`;
-- random erasing (train only): PySlowFast/timm `RandomErasing` in mode 'pixel', count 1, cube, as the host
-  `transforms.random_erasing` / `sample_erasing_box` do it: with probability p one box per clip, area fraction
-  uniform in [0.02, 1/3], aspect h/w log-uniform in [0.3, 1/0.3], h and w rounded, up to 100 tries (the first one
-  that fits is used; none fits -> no erasing), the same box on every frame, filled with fresh N(0, 1) noise per
-  frame, pixel and channel.
+  float32 constants rounded from float64;
+- random erasing (train only): PySlowFast/timm `RandomErasing` in mode 'pixel', count 1, cube: with probability p
+  one box per clip, area fraction uniform in [0.02, 1/3], aspect h/w log-uniform in [0.3, 1/0.3], h and w rounded,
+  up to 100 tries (the first one that fits is used; none fits -> no erasing), the same box on every frame, filled
+  with fresh N(0, 1) noise per frame, pixel and channel.
 No library offers clip-level (same box on every frame) erasing in JAX, hence written here. The 100 tries are
 drawn at once and the first fitting one is picked with argmax: no Python branching on traced values, so it jits
 and runs on a batch sharded over devices along B. The noise is the expensive part (random bits for up to a third
-of every frame); on a CPU backend it costs far more than the host version, so keep device_normalize off there.
+of every frame); on a CPU backend it is slow (see `scripts/bench_data.py`), on an accelerator a small fused op.
 """
 import math
 
@@ -27,7 +25,7 @@ ERASING_ATTEMPTS = 100          # PySlowFast's cube mode.
 
 
 def _normalize_constants(mean, std) -> tuple[np.ndarray, np.ndarray]:
-  """float32 (3,) scale 1 / (255 std) and offset mean / std, rounded exactly as transforms.normalize rounds them."""
+  """float32 (3,) scale 1 / (255 std) and offset mean / std, each rounded once from float64."""
   if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
     raise ValueError(f'data config mean and std need 3 values each and std > 0; got mean={mean}, std={std}.')
   std = np.asarray(std, np.float64)
@@ -41,7 +39,7 @@ def normalize(videos: jax.Array, mean, std) -> jax.Array:
 
 
 def sample_erasing_boxes(rng: jax.Array, batch: int, height: int, width: int):
-  """One erasing box per clip, as transforms.sample_erasing_box draws it.
+  """One erasing box per clip, as timm's `RandomErasing` draws it (PySlowFast cube mode).
 
   Returns int32 (B,) arrays (top, left, h, w, found); found is False where none of the ERASING_ATTEMPTS tries
   fit (then the clip is not erased).
@@ -51,7 +49,7 @@ def sample_erasing_boxes(rng: jax.Array, batch: int, height: int, width: int):
   area = jax.random.uniform(rng_area, shape, minval=ERASING_AREA[0], maxval=ERASING_AREA[1]) * (height * width)
   log_aspect = math.log(ERASING_MIN_ASPECT)
   aspect = jnp.exp(jax.random.uniform(rng_aspect, shape, minval=log_aspect, maxval=-log_aspect))
-  # jnp.round rounds halves to even, as Python's round() in the host version.
+  # jnp.round rounds halves to even, as Python's round() in timm.
   h = jnp.round(jnp.sqrt(area * aspect)).astype(jnp.int32)
   w = jnp.round(jnp.sqrt(area / aspect)).astype(jnp.int32)
   fits = (h < height) & (w < width)
@@ -91,20 +89,17 @@ def random_erasing(videos: jax.Array, rng: jax.Array, prob: float) -> jax.Array:
   return jnp.where(in_box[:, None, :, :, None], noise, videos)
 
 
-def preprocess_on_device(videos: jax.Array, rng: jax.Array, cfg, *, train: bool) -> jax.Array:
-  """uint8 (B, T, H, W, 3) clips -> float32 (B, T, H, W, 3): normalised with cfg.mean / cfg.std, and in training
-  randomly erased with probability cfg.random_erasing_prob (one box per clip, the same on every frame).
+def preprocess_on_device(videos: jax.Array, rng: jax.Array | None, cfg, *, train: bool) -> jax.Array:
+  """uint8 (B, T, H, W, 3) clips, as the loaders yield them -> float32 (B, T, H, W, 3): normalised with
+  cfg.mean / cfg.std, and in training randomly erased with probability cfg.random_erasing_prob (one box per clip,
+  the same on every frame).
 
-  Float inputs (a loader with device_normalize False already normalised and erased on the host) are returned
-  unchanged, so the train and eval steps can call this unconditionally. `rng` is only used when train and
-  cfg.random_erasing_prob > 0. Jit-compatible; `cfg` and `train` are static.
+  `rng` is only used when train and cfg.random_erasing_prob > 0. Jit-compatible; `cfg` and `train` are static.
   """
   if videos.ndim != 5 or videos.shape[-1] != 3:
     raise ValueError(f'preprocess_on_device takes videos (B, T, H, W, 3); got shape {videos.shape}.')
-  if jnp.issubdtype(videos.dtype, jnp.floating):
-    return videos
   if videos.dtype != jnp.uint8:
-    raise ValueError(f'preprocess_on_device takes uint8 or float videos; got {videos.dtype}.')
+    raise ValueError(f'preprocess_on_device takes uint8 videos (the loaders\' output); got {videos.dtype}.')
   out = normalize(videos, cfg.mean, cfg.std)
   if train and cfg.random_erasing_prob > 0:
     out = random_erasing(out, rng, cfg.random_erasing_prob)

@@ -5,13 +5,16 @@ random_map(decode a random clip, `num_repeated_samples` augmentations) -> batch 
 Eval: every (video, view) pair of this process in order, padded with masked rows to the same number of full
 batches on every process.
 
+Videos leave the loaders as uint8 clips; normalisation and random erasing run on the accelerator
+(`device_preprocess.preprocess_on_device`, in the train and eval steps).
+
 Bad input: a video that fails to decode is replaced (train) by another video drawn from the element's own seeded
-RNG, so the replacement is the same on every run; in eval its rows are masked out. Workers report failures in the
-batch ('_failures'); the main process logs each bad path once, counts it in `skip_stats()` and raises
-TooManyBadVideosError when more than `max_failure_fraction` of this process's videos are bad.
+RNG, so the replacement is the same on every run; in eval its rows are masked out. The process that decodes logs
+the decode error (once per path and process); each batch carries the source indices of the videos that failed
+(int32, padded with -1), from which the main process logs each bad path once, counts it in `skip_stats()` and
+raises TooManyBadVideosError when more than `max_failure_fraction` of this process's videos are bad.
 """
 import dataclasses
-import json
 import math
 import threading
 
@@ -28,7 +31,10 @@ from mvit_jax.data import shm_batch
 from mvit_jax.data import sources
 from mvit_jax.data import transforms
 
-_FAILURES = '_failures'
+# int32 (..., N) source indices of the videos that failed to decode for this row, padded with -1; removed by the
+# main process before a batch leaves the loader.
+_FAILED = '_failed_videos'
+_NOT_FAILED = -1
 
 
 class TooManyBadVideosError(RuntimeError):
@@ -40,19 +46,16 @@ class SkipStats:
   """Counts of this process's loaders (train and eval together), for logging by the trainer.
 
   examples: clips delivered (padding rows excluded); skipped: failed decode attempts (each replaced or masked);
-  bad_videos: path -> reason of every distinct video that failed.
+  bad_videos: path -> failed decode attempts, for every distinct video that failed, in the order first seen.
   """
   examples: int = 0
   skipped: int = 0
-  bad_videos: dict[str, str] = dataclasses.field(default_factory=dict)
-
-  def as_dict(self) -> dict[str, int]:
-    """Scalars for a metric writer."""
-    return {'data/examples': self.examples, 'data/skipped': self.skipped, 'data/bad_videos': len(self.bad_videos)}
+  bad_videos: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 _STATS = SkipStats()
 _STATS_LOCK = threading.Lock()
+_LOGGED_DECODE_ERRORS: set[str] = set()  # Paths whose decode error this process (worker or main) has logged.
 
 
 def skip_stats() -> SkipStats:
@@ -70,6 +73,13 @@ def _process_info(process_index, process_count):
   return process_index, process_count
 
 
+def _log_decode_error(path: str, error: decode.DecodeError) -> None:
+  """Logs why `path` failed, once per process: the reason is known only where the decode ran."""
+  if path not in _LOGGED_DECODE_ERRORS:
+    _LOGGED_DECODE_ERRORS.add(path)
+    logging.warning('Cannot decode video %s: %s', path, error)
+
+
 def _label_array(label, num_classes: int, multi_label: bool) -> np.ndarray:
   """int32 () class index, or float32 (C,) multi-hot when multi_label."""
   if not multi_label:
@@ -80,40 +90,44 @@ def _label_array(label, num_classes: int, multi_label: bool) -> np.ndarray:
 
 
 class _TrainExample(grain.transforms.RandomMap):
-  """Source index -> {'video': (R, T, crop, crop, 3) float32 (uint8 with device_normalize), 'label',
-  '_failures': JSON [[path, reason], ...]}."""
+  """Source index -> {'video': uint8 (R, T, crop, crop, 3), 'label', _FAILED: int32 (max_replacement_attempts,)}.
+
+  At most max_replacement_attempts videos fail before one decodes; one more failure raises.
+  """
 
   def __init__(self, source, cfg, num_classes: int):
     self.source, self.cfg, self.num_classes = source, cfg, num_classes
 
   def random_map(self, index, rng: np.random.Generator):
-    cfg, failures = self.cfg, []
-    for _ in range(cfg.max_replacement_attempts + 1):
+    cfg, index = self.cfg, int(index)
+    failed = np.full(cfg.max_replacement_attempts, _NOT_FAILED, np.int32)
+    for attempt in range(cfg.max_replacement_attempts + 1):
       try:
         clip = self.source.load(
-            int(index), lambda n, fps: sampling.train_clip_indices(n, fps, cfg, rng), cfg.train_short_side)
+            index, lambda n, fps: sampling.train_clip_indices(n, fps, cfg, rng), cfg.train_short_side)
         break
       except decode.DecodeError as e:
-        failures.append((self.source.describe(index), str(e)))
-        index = rng.integers(len(self.source))
-    else:
-      raise TooManyBadVideosError(
-          f'{len(failures)} videos in a row failed to decode; last: {failures[-1][0]}: {failures[-1][1]}')
+        _log_decode_error(self.source.describe(index), e)
+        if attempt == cfg.max_replacement_attempts:
+          raise TooManyBadVideosError(f'{attempt + 1} videos in a row failed to decode; last: '
+                                      f'{self.source.describe(index)}: {e}') from None
+        failed[attempt] = index
+        index = int(rng.integers(len(self.source)))
     copies = [transforms.train_transform(clip.frames, rng, cfg) for _ in range(cfg.num_repeated_samples)]
     video = copies[0][None] if len(copies) == 1 else np.stack(copies)  # (R, T, H, W, 3); no copy when R = 1.
     return {'video': video, 'label': _label_array(self.source.label(index), self.num_classes, cfg.multi_label),
-            _FAILURES: json.dumps(failures)}
+            _FAILED: failed}
 
 
 def _flatten_repeats(batch):
   """(Bv, R, ...) videos -> (Bv*R, ...), labels repeated to match; copies of one video stay adjacent."""
   repeats = batch['video'].shape[1]
   return {'video': batch['video'].reshape((-1,) + batch['video'].shape[2:]),
-          'label': np.repeat(batch['label'], repeats, axis=0), _FAILURES: batch[_FAILURES]}
+          'label': np.repeat(batch['label'], repeats, axis=0), _FAILED: batch[_FAILED]}
 
 
 class _EvalExample(grain.transforms.Map):
-  """Row index -> one view {'video', 'label', 'video_index', 'view_index', 'mask', '_failures'}."""
+  """Row index -> one view {'video', 'label', 'video_index', 'view_index', 'mask', _FAILED: int32 (1,)}."""
 
   def __init__(self, source, cfg, num_classes: int, video_indices: list[int]):
     self.source, self.cfg, self.num_classes = source, cfg, num_classes
@@ -124,13 +138,12 @@ class _EvalExample(grain.transforms.Map):
   def __getstate__(self):
     return {**self.__dict__, '_last': None}
 
-  def _masked_row(self, video_index: int = -1, view_index: int = -1, failures: str = '[]'):
+  def _masked_row(self, video_index: int = -1, view_index: int = -1, failed: int = _NOT_FAILED):
     cfg = self.cfg
-    dtype = np.uint8 if cfg.get('device_normalize', False) else np.float32
-    return {'video': np.zeros((cfg.num_frames, cfg.crop_size, cfg.crop_size, 3), dtype),
+    return {'video': np.zeros((cfg.num_frames, cfg.crop_size, cfg.crop_size, 3), np.uint8),
             'label': _label_array(0 if not cfg.multi_label else [], self.num_classes, cfg.multi_label),
             'video_index': np.int32(video_index), 'view_index': np.int32(view_index), 'mask': np.bool_(False),
-            _FAILURES: failures}
+            _FAILED: np.array([failed], np.int32)}
 
   def map(self, row):
     cfg = self.cfg
@@ -147,37 +160,41 @@ class _EvalExample(grain.transforms.Map):
         frames = self.source.load(
             index, lambda n, fps: sampling.test_clip_indices(n, fps, clip_idx, cfg), cfg.test_short_side).frames
       except decode.DecodeError as e:
-        return self._masked_row(index, view, json.dumps([(self.source.describe(index), str(e))]))
+        _log_decode_error(self.source.describe(index), e)
+        return self._masked_row(index, view, failed=index)
       self._last = ((index, clip_idx), frames)
     return {'video': transforms.eval_transform(frames, crop_idx, cfg.test_num_crops, cfg),
             'label': _label_array(self.source.label(index), self.num_classes, cfg.multi_label),
-            'video_index': np.int32(index), 'view_index': np.int32(view), 'mask': np.bool_(True), _FAILURES: '[]'}
+            'video_index': np.int32(index), 'view_index': np.int32(view), 'mask': np.bool_(True),
+            _FAILED: np.array([_NOT_FAILED], np.int32)}
 
 
 class _AccountFailures(grain.transforms.Map):
-  """Main process: logs new bad paths once, counts them, enforces max_failure_fraction, drops '_failures'."""
+  """Main process: maps the batch's failed source indices to paths, logs each new one once, counts them,
+  enforces max_failure_fraction and drops the _FAILED field."""
 
-  def __init__(self, num_videos: int, max_failure_fraction: float):
-    self.num_videos, self.max_failure_fraction = num_videos, max_failure_fraction
-    self.bad_videos = {}  # This iterator's bad videos (the threshold is per loader).
+  def __init__(self, source, num_videos: int, max_failure_fraction: float):
+    self.source, self.num_videos, self.max_failure_fraction = source, num_videos, max_failure_fraction
+    self.bad_videos = {}  # This iterator's bad paths, first seen first (the threshold is per loader).
 
   def map(self, batch):
     batch = dict(batch)
-    failures = [f for text in np.atleast_1d(batch.pop(_FAILURES)).tolist() for f in json.loads(text)]
+    failed = np.asarray(batch.pop(_FAILED)).ravel()
+    paths = [self.source.describe(index) for index in failed[failed != _NOT_FAILED].tolist()]
     with _STATS_LOCK:
       _STATS.examples += int(batch['mask'].sum()) if 'mask' in batch else len(batch['label'])
-      _STATS.skipped += len(failures)
-      for path, reason in failures:
+      _STATS.skipped += len(paths)
+      for path in paths:
         if path not in _STATS.bad_videos:
-          logging.warning('Skipping bad video %s: %s', path, reason)
-          _STATS.bad_videos[path] = reason
-        self.bad_videos.setdefault(path, reason)
+          logging.warning('Skipping bad video %s', path)
+        _STATS.bad_videos[path] = _STATS.bad_videos.get(path, 0) + 1
+        self.bad_videos[path] = self.bad_videos.get(path, 0) + 1
     if len(self.bad_videos) > self.max_failure_fraction * self.num_videos:
-      listing = '\n'.join(f'  {p}: {r}' for p, r in list(self.bad_videos.items())[:10])
+      listing = '\n'.join(f'  {path}' for path in list(self.bad_videos)[:10])
       raise TooManyBadVideosError(
           f'{len(self.bad_videos)} of {self.num_videos} videos failed to decode, more than max_failure_fraction='
-          f'{self.max_failure_fraction} allows. Check the data with `python -m mvit_jax.data.scan --manifest ...`.'
-          f' First failures:\n{listing}')
+          f'{self.max_failure_fraction} allows (the log says why each failed: "Cannot decode video ..."). Check the'
+          f' data with `python -m mvit_jax.data.scan --manifest ...`. First failures:\n{listing}')
     return batch
 
 
@@ -196,7 +213,7 @@ def _init_worker(worker_index: int, worker_count: int) -> None:
   shm_batch.enable_in_this_process()
 
 
-def _finish(ds: grain.MapDataset, cfg, num_videos: int):
+def _finish(ds: grain.MapDataset, cfg, source, num_videos: int):
   """MapDataset of batches -> prefetching IterDataset with failure accounting in the main process."""
   it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=cfg.read_threads, prefetch_buffer_size=cfg.read_prefetch))
   if cfg.num_workers > 0:
@@ -205,10 +222,11 @@ def _finish(ds: grain.MapDataset, cfg, num_videos: int):
     it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=cfg.num_workers,
                                                            per_worker_buffer_size=cfg.worker_buffer_size),
                               worker_init_fn=_init_worker).map(shm_batch.recycle_when_dropped)
-    # Labels, masks and failure reports (bytes each) go through grain's pipe, not a shared-memory block apiece
+    # Labels, masks and failed indices (bytes each) go through grain's pipe, not a shared-memory block apiece
     # (grain applies dataset options to the whole pipeline, its workers included).
-    it_ds = grain.experimental.WithOptionsIterDataset(it_ds, grain.experimental.DatasetOptions(min_shm_size=1 << 16))
-  return it_ds.map(_AccountFailures(num_videos, cfg.max_failure_fraction))
+    it_ds = grain.experimental.WithOptionsIterDataset(it_ds, grain.experimental.DatasetOptions(
+        min_shm_size=shm_batch.MIN_POOLED_BYTES))
+  return it_ds.map(_AccountFailures(source, num_videos, cfg.max_failure_fraction))
 
 
 def _local_batch_size(global_batch_size: int, process_count: int, multiple: int = 1) -> int:
@@ -218,12 +236,13 @@ def _local_batch_size(global_batch_size: int, process_count: int, multiple: int 
   return global_batch_size // process_count
 
 
-def make_train_iterator(data_config, *, global_batch_size: int, seed: int, process_index: int | None = None,
-                        process_count: int | None = None) -> grain.DatasetIterator:
-  """Infinite iterator of {'video': float32 (B, T, crop, crop, 3), 'label': int32 (B,) | float32 (B, C)}.
+def make_train_iterator(data_config, *, num_classes: int, global_batch_size: int, seed: int,
+                        process_index: int | None = None, process_count: int | None = None) -> grain.DatasetIterator:
+  """Infinite iterator of {'video': uint8 (B, T, crop, crop, 3), 'label': int32 (B,) | float32 (B, C)}.
 
-  With data_config.device_normalize the videos are uint8 (cropped and flipped, not normalised or erased): pass
-  them through `device_preprocess.preprocess_on_device(..., train=True)` in the train step.
+  The videos are augmented, cropped and flipped, not normalised or erased: the train step passes them through
+  `device_preprocess.preprocess_on_device(..., train=True)`. `num_classes`: sources.num_classes_from_config's
+  answer, resolved once by the caller.
 
   B = global_batch_size // process_count clips; each decoded video gives num_repeated_samples adjacent clips.
   Each process reads a disjoint 1/process_count of the videos; the order is reshuffled every epoch from `seed`.
@@ -232,15 +251,14 @@ def make_train_iterator(data_config, *, global_batch_size: int, seed: int, proce
   cfg = data_config
   process_index, process_count = _process_info(process_index, process_count)
   local_batch = _local_batch_size(global_batch_size, process_count, cfg.num_repeated_samples)
-  source = sources.make_source(cfg, 'train')
-  num_classes = sources.num_classes_from_config(cfg)
+  source = sources.make_source(cfg, 'train', num_classes)
   ds = train_index_dataset(len(source), seed=seed, process_index=process_index, process_count=process_count)
   num_local = len(ds)
   ds = (ds.repeat(None)
         .random_map(_TrainExample(source, cfg, num_classes))
         .batch(local_batch // cfg.num_repeated_samples, drop_remainder=True, batch_fn=shm_batch.stack)
         .map(_flatten_repeats))
-  return iter(_finish(ds, cfg, num_local))
+  return iter(_finish(ds, cfg, source, num_local))
 
 
 def train_index_dataset(num_videos: int, *, seed: int, process_index: int, process_count: int) -> grain.MapDataset:
@@ -258,11 +276,11 @@ def num_eval_batches(num_videos: int, data_config, *, global_batch_size: int, pr
   return math.ceil(max_local_videos * views / _local_batch_size(global_batch_size, process_count))
 
 
-def make_eval_iterator(data_config, *, global_batch_size: int, process_index: int | None = None,
+def make_eval_iterator(data_config, *, num_classes: int, global_batch_size: int, process_index: int | None = None,
                        process_count: int | None = None) -> grain.DatasetIterator:
   """Finite iterator over every view (test_num_clips x test_num_crops) of this process's share of the videos.
 
-  Yields {'video': float32 (B, T, crop, crop, 3) (uint8 with device_normalize: then call
+  Yields {'video': uint8 (B, T, crop, crop, 3) (the eval step calls
   `device_preprocess.preprocess_on_device(..., train=False)`), 'label', 'video_index': int32 (B,) (index in the
   manifest), 'view_index': int32 (B,) (clip * test_num_crops + crop), 'mask': bool (B,)}. Views of a video are
   adjacent; rows that are padding or whose video failed to decode have mask False. Every process yields the same
@@ -273,11 +291,10 @@ def make_eval_iterator(data_config, *, global_batch_size: int, process_index: in
   local_batch = _local_batch_size(global_batch_size, process_count)
   if cfg.test_num_crops not in (1, 3):
     raise ValueError(f'test_num_crops must be 1 or 3, got {cfg.test_num_crops}')
-  source = sources.make_source(cfg, 'eval')
-  num_classes = sources.num_classes_from_config(cfg)
+  source = sources.make_source(cfg, 'eval', num_classes)
   video_indices = list(range(len(source)))[process_index::process_count]
   num_batches = num_eval_batches(len(source), cfg, global_batch_size=global_batch_size, process_count=process_count)
   ds = (grain.MapDataset.range(num_batches * local_batch)
         .map(_EvalExample(source, cfg, num_classes, video_indices))
         .batch(local_batch, batch_fn=shm_batch.stack))
-  return iter(_finish(ds, cfg, max(1, len(video_indices))))
+  return iter(_finish(ds, cfg, source, max(1, len(video_indices))))

@@ -4,9 +4,9 @@
 
 One row per clip, one column per sampled frame, each row titled with its label (and class name when the config
 has a classes file). Prints the batch's shapes, value range and skip count. --config takes a trainer experiment
-file (its `.data` is used) or a data config file; `--config.data.num_frames=8`-style overrides work. With
-`device_normalize` the loader's uint8 batch goes through `preprocess_on_device(train=True)` first, as in the train
-step.
+file (its `.data` is used) or a data config file; `--config.data.num_frames=8`-style overrides work. The loader's
+uint8 batch goes through `preprocess_on_device(train=True)` (normalisation and random erasing) first, as in the
+train step.
 """
 from absl import flags
 import jax
@@ -55,13 +55,14 @@ def main(argv):
     cfg.num_workers = 0
   if cfg.root:
     errors.check_folder(cfg.root, '--root' if FLAGS.root is not None else 'the config\'s root')
-  it = pipeline.make_train_iterator(cfg, global_batch_size=FLAGS.batch_size, seed=FLAGS.seed, process_index=0,
+  it = pipeline.make_train_iterator(cfg, num_classes=sources.num_classes_from_config(cfg),
+                                    global_batch_size=FLAGS.batch_size, seed=FLAGS.seed, process_index=0,
                                     process_count=1)
   batch = next(it)
   it.close()
-  video, labels = batch['video'], batch['label']
-  if cfg.device_normalize:  # uint8 from the loader: normalise and erase as the train step does.
-    video = np.asarray(device_preprocess.preprocess_on_device(video, jax.random.key(FLAGS.seed), cfg, train=True))
+  labels = batch['label']
+  video = np.asarray(device_preprocess.preprocess_on_device(batch['video'], jax.random.key(FLAGS.seed), cfg,
+                                                            train=True))
   names = sources.read_class_names(cfg.classes_file) if cfg.classes_file else None
   titles = []
   for i, label in enumerate(labels):

@@ -30,7 +30,9 @@ from grain import multiprocessing as grain_mp
 import numpy as np
 
 _MADV_POPULATE_WRITE = 23  # Linux >= 5.14; older kernels fall back to writing zeros.
-_MIN_POOLED_BYTES = 1 << 20  # Smaller leaves (labels, masks) are stacked as usual.
+# Smaller leaves (labels, masks, failed indices) are stacked as usual and go through grain's pipe: the loaders set
+# grain's min_shm_size to this, so every leaf that would get a fresh shared-memory block gets a pooled one.
+MIN_POOLED_BYTES = 1 << 16
 _MAGIC = b'mvitpool'
 _STATE = len(_MAGIC)  # Trailer offsets: magic, one state byte, the worker's pid (uint64, little-endian).
 _PID = _STATE + 1
@@ -158,13 +160,14 @@ def unlink_all() -> None:
 def stack(elements: Sequence[dict]) -> dict:
   """grain batch_fn: dicts of arrays -> dict of stacked arrays (B, ...), as grain's default batching gives.
 
-  In a process where `enable_in_this_process` ran, leaves of at least 1 MiB are stacked into pooled shared memory.
+  In a process where `enable_in_this_process` ran, leaves of at least MIN_POOLED_BYTES are stacked into pooled
+  shared memory.
   """
   batch = {}
   for key in elements[0]:
     leaves = [np.asarray(element[key]) for element in elements]
     shape, dtype = (len(leaves),) + leaves[0].shape, leaves[0].dtype
-    if _POOL is not None and math.prod(shape) * dtype.itemsize >= _MIN_POOLED_BYTES:
+    if _POOL is not None and math.prod(shape) * dtype.itemsize >= MIN_POOLED_BYTES:
       batch[key] = np.stack(leaves, out=_POOL.array(shape, dtype))
     else:
       batch[key] = np.stack(leaves)

@@ -5,6 +5,7 @@ Every source gives random access by integer index (what grain's global shuffle n
 decodes only the frames `index_fn(num_video_frames, fps)` asks for (decode.py).
 """
 import dataclasses
+import functools
 import os
 
 import numpy as np
@@ -36,20 +37,19 @@ def read_class_names(path: str) -> list[str]:
   return names
 
 
-def read_manifest(path: str, root: str = '', *, num_classes: int = 0,
-                  multi_label: bool = False) -> list[VideoRecord]:
-  """Parses `path label` lines (PySlowFast format; blank lines skipped).
+def _unreadable_manifest(path: str, error: OSError) -> ManifestError:
+  return ManifestError(f'cannot read manifest {path!r}: {error.strerror}{did_you_mean_path(path)}')
 
-  The label is split off at the last whitespace, so paths may contain spaces; paths are joined to `root`.
-  Multi-label lines carry comma-separated indices (`path 3,17`). With num_classes > 0, labels outside
-  [0, num_classes) are errors. Raises ManifestError naming file and line.
-  """
+
+def _parse_manifest(path: str, root: str, multi_label: bool) -> tuple[tuple[VideoRecord, ...], np.ndarray, np.ndarray]:
+  """(records, int64 (N,) their line numbers, int64 (N,) their largest labels) of a manifest; raises
+  ManifestError naming file and line."""
   try:
     with open(path) as f:
       lines = f.read().splitlines()
   except OSError as e:
-    raise ManifestError(f'cannot read manifest {path!r}: {e.strerror}{did_you_mean_path(path)}') from None
-  records = []
+    raise _unreadable_manifest(path, e) from None
+  records, linenos, max_labels = [], [], []
   for lineno, line in enumerate(lines, 1):
     if not line.strip():
       continue
@@ -63,13 +63,43 @@ def read_manifest(path: str, root: str = '', *, num_classes: int = 0,
     except ValueError:
       raise ManifestError(f'{where}: label {label_text!r} is not an integer'
                           + (' list' if multi_label else '')) from None
-    for label in labels:
-      if label < 0 or (num_classes and label >= num_classes):
-        raise ManifestError(f'{where}: label {label} outside [0, {num_classes or "inf"})')
+    if min(labels) < 0:
+      raise ManifestError(f'{where}: label {min(labels)} outside [0, inf)')
     records.append(VideoRecord(os.path.join(root, rel), labels if multi_label else labels[0]))
+    linenos.append(lineno)
+    max_labels.append(max(labels))
   if not records:
     raise ManifestError(f'manifest {path} has no entries')
-  return records
+  return tuple(records), np.array(linenos), np.array(max_labels)
+
+
+@functools.lru_cache(maxsize=8)
+def _parse_manifest_cached(path: str, root: str, multi_label: bool, stamp: tuple[int, int]):
+  """_parse_manifest, once per file version: the trainer reads the train manifest for num_classes and for the
+  loader, and the eval manifest at every evaluation. `stamp` (mtime in ns, size) makes a rewritten file re-read."""
+  del stamp
+  return _parse_manifest(path, root, multi_label)
+
+
+def read_manifest(path: str, root: str = '', *, num_classes: int = 0,
+                  multi_label: bool = False) -> list[VideoRecord]:
+  """Parses `path label` lines (PySlowFast format; blank lines skipped).
+
+  The label is split off at the last whitespace, so paths may contain spaces; paths are joined to `root`.
+  Multi-label lines carry comma-separated indices (`path 3,17`). With num_classes > 0, labels outside
+  [0, num_classes) are errors. Raises ManifestError naming file and line. A file is parsed once per version
+  (mtime and size) in this process.
+  """
+  try:
+    stat = os.stat(path)
+  except OSError as e:
+    raise _unreadable_manifest(path, e) from None
+  records, linenos, max_labels = _parse_manifest_cached(path, root, multi_label, (stat.st_mtime_ns, stat.st_size))
+  too_large = np.flatnonzero(max_labels >= num_classes) if num_classes else []
+  if len(too_large):
+    first = too_large[0]
+    raise ManifestError(f'{path}:{linenos[first]}: label {max_labels[first]} outside [0, {num_classes})')
+  return list(records)
 
 
 def num_classes_from_config(cfg) -> int:
@@ -179,8 +209,9 @@ def _tfds_builder(cfg):
   return tfds.builder(cfg.tfds_name, data_dir=cfg.tfds_data_dir or None)
 
 
-def make_source(cfg, split: str):
-  """The source of `split` ('train' or 'eval') described by the data config (dataset_kind and its keys)."""
+def make_source(cfg, split: str, num_classes: int):
+  """The source of `split` ('train' or 'eval') described by the data config (dataset_kind and its keys); manifest
+  labels are checked against `num_classes` (resolve it once with num_classes_from_config)."""
   if split not in ('train', 'eval'):
     raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
   if cfg.dataset_kind == 'tfds':
@@ -190,7 +221,7 @@ def make_source(cfg, split: str):
   manifest = cfg.train_manifest if split == 'train' else cfg.eval_manifest
   if not manifest:
     raise ManifestError(f'data config has no {split}_manifest')
-  records = read_manifest(manifest, cfg.root, num_classes=num_classes_from_config(cfg), multi_label=cfg.multi_label)
+  records = read_manifest(manifest, cfg.root, num_classes=num_classes, multi_label=cfg.multi_label)
   if cfg.dataset_kind == 'manifest':
     return FileSource(records, decode_threads=cfg.decode_threads)
   if cfg.dataset_kind == 'frames':

@@ -1,10 +1,11 @@
 """Host-side clip transforms on uint8 clips (T, H, W, 3), as PySlowFast's Kinetics loader applies them.
 
 Train order (`train_transform`): RandAugment (one op sequence, one set of magnitudes for the whole clip) ->
-random-resized crop, or short-side jitter + random crop -> horizontal flip -> normalisation -> random erasing
-(one box for every frame). PySlowFast normalises before the spatial ops; normalisation is per-channel affine and
-the bilinear weights sum to one, so doing it last, on the small crop, gives the same values up to the uint8
-rounding of the resized pixels (< 0.5 / 255) and is several times cheaper.
+random-resized crop, or short-side jitter + random crop -> horizontal flip. The clips stay uint8 (4x fewer bytes
+through grain's shared memory and to the accelerator than float32); normalisation and random erasing follow on
+the accelerator (`mvit_jax.data.device_preprocess`). PySlowFast normalises before the spatial ops; normalisation
+is per-channel affine and the bilinear weights sum to one, so doing it last, on the small crop, gives the same
+values up to the uint8 rounding of the resized pixels (< 0.5 / 255).
 
 Everything runs through OpenCV on whole clips or frame by frame: `cv2.resize` INTER_LINEAR is PyTorch's
 `interpolate(mode='bilinear', align_corners=False)` that PySlowFast uses (no antialiasing) and is 5-8x faster
@@ -146,61 +147,6 @@ def horizontal_flip(frames: np.ndarray) -> np.ndarray:
   for t in range(frames.shape[0]):
     cv2.flip(frames[t], 1, dst=out[t])
   return out
-
-
-# --- Normalisation and random erasing --------------------------------------------------------------------------
-
-
-def normalize(frames: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
-  """(pixel / 255 - mean) / std per channel: (T, H, W, 3) uint8 -> (T, H, W, 3) float32.
-
-  `mean` and `std` are on the [0, 1] scale (PySlowFast DATA.MEAN / DATA.STD).
-  """
-  if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
-    raise ValueError(f'mean and std need 3 values each and std > 0; got mean={mean}, std={std}.')
-  t, h, w, c = frames.shape
-  std = np.asarray(std, np.float64)
-  # One multiply-subtract over rows tiled to the full row length: a (3,) broadcast makes numpy's inner loop 3
-  # elements long and the whole op ~8x slower.
-  scale = np.tile(1.0 / (255.0 * std), w).astype(np.float32)
-  offset = np.tile(np.asarray(mean, np.float64) / std, w).astype(np.float32)
-  out = frames.astype(np.float32).reshape(t * h, w * c)  # astype packs a cropped view densely.
-  out *= scale
-  out -= offset
-  return out.reshape(t, h, w, c)
-
-
-def sample_erasing_box(rng: np.random.Generator, height: int, width: int, min_area: float = 0.02,
-                       max_area: float = 1 / 3, min_aspect: float = 0.3, attempts: int = 100) -> Box | None:
-  """timm/PySlowFast `RandomErasing` box: area fraction uniform, aspect h/w log-uniform in [a, 1/a].
-
-  Returns None when no box fits after `attempts` tries (PySlowFast's cube mode tries 100 times).
-  """
-  log_aspect = (math.log(min_aspect), math.log(1 / min_aspect))
-  for _ in range(attempts):
-    target_area = rng.uniform(min_area, max_area) * height * width
-    ratio = math.exp(rng.uniform(*log_aspect))
-    h = int(round(math.sqrt(target_area * ratio)))
-    w = int(round(math.sqrt(target_area / ratio)))
-    if w < width and h < height:
-      return int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1)), h, w
-  return None
-
-
-def random_erasing(frames: np.ndarray, rng: np.random.Generator, prob: float) -> np.ndarray:
-  """With probability `prob`, fills one box (the same on every frame) with N(0, 1) noise, in place.
-
-  Mode 'pixel', count 1, cube=True as in PySlowFast's `RandomErasing` (fresh noise for every frame and pixel);
-  meant for normalised clips. (T, H, W, C) float32 -> the same array.
-  """
-  if rng.random() >= prob:
-    return frames
-  box = sample_erasing_box(rng, frames.shape[1], frames.shape[2])
-  if box is not None:
-    top, left, h, w = box
-    frames[:, top:top + h, left:left + w] = rng.standard_normal((frames.shape[0], h, w, frames.shape[3]),
-                                                                dtype=np.float32)
-  return frames
 
 
 # --- RandAugment -----------------------------------------------------------------------------------------------
@@ -437,19 +383,17 @@ def rand_augment(frames: np.ndarray, rng: np.random.Generator, num_layers: int =
 
 
 def train_transform(frames: np.ndarray, rng: np.random.Generator, cfg) -> np.ndarray:
-  """Training augmentation of one decoded clip: (T, H, W, 3) uint8 -> (T, crop, crop, 3) float32.
+  """Training augmentation of one decoded clip: (T, H, W, 3) uint8 -> (T, crop, crop, 3) uint8.
 
   Reads cfg keys: randaugment, randaugment_num_layers, randaugment_magnitude, randaugment_mstd,
-  random_resized_crop, rrc_area, rrc_aspect, train_jitter_scales, inverse_uniform_sampling, crop_size,
-  random_flip, mean, std, random_erasing_prob (see `mvit_jax.data.config`), and optionally
-  randaugment_interpolation ('bicubic', PySlowFast AUG.INTERPOLATION, or 'bilinear') and device_normalize: when
-  True, returns the uint8 (T, crop, crop, 3) clip after the flip; normalisation and random erasing are then left to
-  `mvit_jax.data.device_preprocess.preprocess_on_device`.
+  randaugment_interpolation, random_resized_crop, rrc_area, rrc_aspect, train_jitter_scales,
+  inverse_uniform_sampling, crop_size, random_flip (see `mvit_jax.data.config`). Normalisation and random erasing
+  are `mvit_jax.data.device_preprocess.preprocess_on_device`'s.
   """
   _check_clip(frames)
   if cfg.randaugment:
     frames = rand_augment(frames, rng, cfg.randaugment_num_layers, cfg.randaugment_magnitude,
-                          cfg.randaugment_mstd, cfg.get('randaugment_interpolation', 'bicubic'))
+                          cfg.randaugment_mstd, cfg.randaugment_interpolation)
   if cfg.random_resized_crop:
     frames = random_resized_crop(frames, rng, cfg.crop_size, cfg.rrc_area, cfg.rrc_aspect)
   else:
@@ -457,20 +401,15 @@ def train_transform(frames: np.ndarray, rng: np.random.Generator, cfg) -> np.nda
                                            cfg.inverse_uniform_sampling)
   if cfg.random_flip and rng.random() < 0.5:
     frames = horizontal_flip(frames)
-  if cfg.get('device_normalize', False):
-    return frames
-  out = normalize(frames, cfg.mean, cfg.std)
-  if cfg.random_erasing_prob > 0:
-    out = random_erasing(out, rng, cfg.random_erasing_prob)
-  return out
+  return frames
 
 
 def eval_transform(frames: np.ndarray, spatial_idx: int, num_crops: int, cfg) -> np.ndarray:
-  """Test view of one clip: (T, H, W, 3) uint8 -> (T, crop, crop, 3) float32 (uint8 when cfg.device_normalize).
+  """Test view of one clip: (T, H, W, 3) uint8 -> (T, crop, crop, 3) uint8, C-contiguous.
 
   One crop: short side resized to cfg.test_short_side, centre crop (`spatial_idx` ignored). Three crops: short
   side resized to cfg.crop_size, crop `spatial_idx` (0/1/2 = left/centre/right along the long side), as
-  PySlowFast's test mode does.
+  PySlowFast's test mode does. Normalisation is `device_preprocess.preprocess_on_device`'s.
   """
   _check_clip(frames)
   if num_crops == 1:
@@ -481,7 +420,4 @@ def eval_transform(frames: np.ndarray, spatial_idx: int, num_crops: int, cfg) ->
     raise ValueError(f'test_num_crops must be 1 or 3, got {num_crops}.')
   frames = resize_short_side(frames, short_side)
   box = uniform_crop_box(frames.shape[1], frames.shape[2], cfg.crop_size, spatial_idx)
-  view = crop(frames, box)
-  if cfg.get('device_normalize', False):
-    return np.ascontiguousarray(view)
-  return normalize(view, cfg.mean, cfg.std)
+  return np.ascontiguousarray(crop(frames, box))
