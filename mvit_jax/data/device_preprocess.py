@@ -73,7 +73,7 @@ def random_erasing(videos: jax.Array, rng: jax.Array, prob: float) -> jax.Array:
 
   videos: float32 (B, T, H, W, C), normalised. Returns the same shape and dtype. Noise is drawn for at most
   max_erasing_area(H, W) pixels per frame (about a third of the frame) and laid out row by row into the box, which
-  keeps the random-number work (the bulk of this function's cost) 2-3x below drawing it for every pixel.
+  keeps the random-number work (the bulk of this function's cost) well below drawing it for every pixel.
   """
   b, t, height, width, c = videos.shape
   rng_apply, rng_box, rng_noise = jax.random.split(rng, 3)

@@ -203,8 +203,8 @@ def _init_worker(worker_index: int, worker_count: int) -> None:
   page faults of fresh memory: for its heap and for the batches it hands over.
 
   Every decoded frame (~260 KB) and batch (~40 MB) is larger than glibc's mmap threshold, so by default each one
-  is a fresh mmap whose pages fault in on first touch: measured ~2900 page faults and +5 ms CPU per 16x4 clip
-  (decode + augment 21 ms -> 26 ms); the thresholds keep freed buffers in the heap (a no-op without glibc).
+  is a fresh mmap whose pages fault in on first touch, several ms of CPU per clip (docs/performance.md); the
+  thresholds keep freed buffers in the heap (a no-op without glibc).
   Batches go to the main process through shared memory that shm_batch recycles (or populates ahead).
   """
   del worker_index, worker_count

@@ -8,10 +8,10 @@ is per-channel affine and the bilinear weights sum to one, so doing it last, on 
 values up to the uint8 rounding of the resized pixels (< 0.5 / 255).
 
 Everything runs through OpenCV on whole clips or frame by frame: `cv2.resize` INTER_LINEAR is PyTorch's
-`interpolate(mode='bilinear', align_corners=False)` that PySlowFast uses (no antialiasing) and is 5-8x faster
-than Pillow here. RandAugment's ops are defined by Pillow (timm, which PySlowFast copies, calls Pillow); they are
+`interpolate(mode='bilinear', align_corners=False)` that PySlowFast uses (no antialiasing) and is faster
+than Pillow. RandAugment's ops are defined by Pillow (timm, which PySlowFast copies, calls Pillow); they are
 re-implemented here with OpenCV LUTs, blends and affine warps following Pillow's formulas (the tests compare them
-with Pillow), because Pillow's bicubic affine warp alone costs ~4 ms per frame.
+with Pillow), because Pillow's bicubic affine warp is several times slower (docs/performance.md).
 
 All randomness comes from the `np.random.Generator` passed in, so a fixed seed gives a fixed result.
 """
@@ -137,7 +137,7 @@ def random_short_side_jitter_crop(frames: np.ndarray, rng: np.random.Generator, 
   top = int(rng.integers(0, height - size + 1))
   left = int(rng.integers(0, width - size + 1))
   # Resizing only the source rows/columns the crop needs would save work, but cv2.resize cannot take a
-  # fractional source window; the full-frame resize costs ~2-5 ms per clip.
+  # fractional source window, so the whole frame is resized.
   return crop(resize(frames, height, width), (top, left, size, size))
 
 
