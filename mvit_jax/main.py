@@ -55,7 +55,9 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   config = _CONFIG.value
   workdir = os.path.abspath(os.path.expanduser(_WORKDIR.value))
-  config_lib.validate(config)  # Bad input fails here, before JAX starts.
+  # train_and_evaluate validates too (for callers from Python); here bad input fails before any log line and
+  # before JAX starts, so the CLI prints one line.
+  config_lib.validate(config)
   config_lib.check_paths(config, workdir)
   if host_malloc.configure(_HOST_MALLOC.value):  # Before JAX creates its CPU client.
     logging.info('glibc malloc: one arena, no mmap, no trimming (--host_malloc=%s)', _HOST_MALLOC.value)
@@ -63,7 +65,7 @@ def main(argv):
   initialize_distributed()
   logging.info('Process %d of %d, %d local devices: %s', jax.process_index(), jax.process_count(),
                jax.local_device_count(), jax.local_devices())
-  from mvit_jax import train  # pylint: disable=g-import-not-at-top
+  from mvit_jax import train  # pylint: disable=g-import-not-at-top  (flax, grain, orbax: after the input checks)
   result = train.train_and_evaluate(config, workdir)
   logging.info('Done: %s', result)
 
