@@ -13,6 +13,8 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from mvit_jax.models import layout
+
 
 def scaled_lr(value: float, config: ml_collections.ConfigDict) -> float:
   """`value` is given per `optimizer.base_batch_size` clips; returns it for the effective batch."""
@@ -42,9 +44,14 @@ def decay_mask(params):
   """True where weight decay applies: parameters with ndim > 1 (kernels, position tables, cls token).
 
   Biases and other 1-D parameters (LayerNorm scales/biases) are not decayed (PySlowFast ZERO_WD_1D_PARAM; the cls
-  token and position tables are decayed, ZERO_DECAY_POS_CLS False).
+  token and position tables are decayed, ZERO_DECAY_POS_CLS False). In a scanned run of blocks the leading 'layers'
+  axis does not count: a stacked bias is still a bias.
   """
-  return jax.tree.map(lambda p: jnp.ndim(p) > 1, params)
+  def decays(path, p):
+    stacked = any(isinstance(k, jax.tree_util.DictKey) and layout.is_scanned_run(str(k.key)) for k in path)
+    return jnp.ndim(p) - stacked > 1
+
+  return jax.tree_util.tree_map_with_path(decays, params)
 
 
 def make_optimizer(config: ml_collections.ConfigDict) -> tuple[optax.GradientTransformation, Callable]:

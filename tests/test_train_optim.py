@@ -1,11 +1,14 @@
 """Optimizer pieces: schedule values, linear LR scaling, weight-decay mask, gradient accumulation."""
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
 from mvit_jax import config_lib
+from mvit_jax import models
 from mvit_jax import optim
+from mvit_jax.models import layout
 
 
 def _config(**optimizer):
@@ -44,6 +47,22 @@ def test_decay_mask_skips_1d_params():
             'pos_embed': jnp.ones((1, 5, 4)), 'cls_token': jnp.ones((1, 4))}
   assert optim.decay_mask(params) == {'dense': {'kernel': True, 'bias': False}, 'norm': {'scale': False},
                                       'pos_embed': True, 'cls_token': True}
+
+
+def test_decay_mask_same_in_both_block_layouts():
+  """Stacked biases and norm scales of a scanned run are not decayed: the mask of the scanned params is the
+  unrolled mask in the scanned layout."""
+  shapes = {}
+  for scan in (False, True):
+    model = models.create_model('mvit_b_16x4', num_classes=10, scan_blocks=scan)
+    shapes[scan] = nn.unbox(jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 16, 224, 224, 3)))['params'])
+  assert any(layout.is_scanned_run(name) for name in shapes[True])
+  unrolled_mask = optim.decay_mask(shapes[False])
+  expected = layout.to_block_layout(jax.tree.map(lambda m, x: np.full(x.shape, m), unrolled_mask, shapes[False]),
+                                    shapes[True])
+  jax.tree.map(lambda m, e: np.testing.assert_array_equal(m, bool(e.flat[0])), optim.decay_mask(shapes[True]),
+               expected)
+  assert not optim.decay_mask(shapes[True])['blocks_4_12']['norm1']['scale']
 
 
 def test_adamw_weight_decay_only_on_masked_params():
