@@ -124,3 +124,12 @@ def test_image_model_has_no_class_token_or_temporal_table():
   x = jax.random.normal(jax.random.key(3), (2, 32, 32, 3))
   logits = jax.jit(lambda p, x: model.apply({"params": p}, x))(params, x)
   assert logits.shape == (2, 3) and np.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("name,paper_gflops", [("mvitv2_s_16x4", 64.0), ("mvitv2_b_32x3", 225.0), ("mvitv2_tiny", 4.7),
+                                               ("mvitv2_small", 7.0), ("mvitv2_base", 10.2)])
+def test_flops_match_paper(name, paper_gflops):
+  from mvit_jax.model_stats import model_stats
+
+  gflops = model_stats(name)["gflops"]
+  assert abs(gflops / paper_gflops - 1) <= 0.03, gflops
