@@ -133,3 +133,13 @@ def test_flops_match_paper(name, paper_gflops):
 
   gflops = model_stats(name)["gflops"]
   assert abs(gflops / paper_gflops - 1) <= 0.03, gflops
+
+
+def test_dot_product_attention_takes_the_relative_position_bias():
+  """attention_impl='xla' (jax.nn.dot_product_attention with the bias argument) gives the einsum path's logits."""
+  x = jax.random.normal(jax.random.key(1), (2, 4, 32, 32, 3))
+  einsum = create_model("mvitv2_s_16x4", **V2_TINY)
+  xla = create_model("mvitv2_s_16x4", attention_impl="xla", **V2_TINY)
+  variables = {"params": _init(einsum, x.shape)}
+  np.testing.assert_allclose(jax.jit(xla.apply)(variables, x), jax.jit(einsum.apply)(variables, x), rtol=1e-5,
+                             atol=1e-5)
