@@ -1,14 +1,19 @@
-"""Converts torchvision / PySlowFast MViT v1 checkpoints to an mvit_jax checkpoint folder.
+"""Converts torchvision / PySlowFast MViT v1 and torchvision / timm MViTv2 checkpoints to an mvit_jax checkpoint
+folder.
 
     python -m mvit_jax.convert --from torchvision --arch mvit_b_16x4 mvit_v1_b.pth OUT_DIR
+    python -m mvit_jax.convert --from torchvision --arch mvitv2_s_16x4 mvit_v2_s.pth OUT_DIR
     python -m mvit_jax.convert --from pyslowfast --arch mvit_b24_32x3 k600.pyth OUT_DIR
+    python -m mvit_jax.convert --from timm --arch mvitv2_base mvitv2_base.pth OUT_DIR
 
 Files are read with `torch.load(..., weights_only=True)`, which never runs pickled code: a file that needs
 more than tensors and plain containers is refused. PySlowFast files keep the weights under `model_state`, with a
-fused `attn.qkv` or separate `attn.q/k/v`. The file's keys and shapes decide what the arch name leaves open (class
-count, input size, K/V pooling per block, pooling kernels), and a message says where they overrode it; keys or
-shapes the architecture cannot hold are an error naming them: one line on stderr and exit status 2. Nothing is
-written unless conversion succeeds. Load the result with `mvit_jax.models.load_pretrained(OUT_DIR)`.
+fused `attn.qkv` or separate `attn.q/k/v`; timm files are a state dict with `stages.S.blocks.J` blocks, the
+expansion skip as `shortcut_proj_attn` or `shortcut_proj_mlp` and the classifier as `head.fc`. The file's keys and
+shapes decide what the arch name leaves open (class count, input size and frames, K/V pooling per block, pooling
+kernels, class token, whether channels expand in the attention or the MLP), and a message says where they overrode
+it; keys or shapes the architecture cannot hold are an error naming them: one line on stderr and exit status 2.
+Nothing is written unless conversion succeeds. Load the result with `mvit_jax.models.load_pretrained(OUT_DIR)`.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from mvit_jax.models.config import MViTConfig, block_specs
 from mvit_jax.models.layout import to_block_layout
 from mvit_jax.models.variants import VARIANTS, get_config
 
-_FROM = flags.DEFINE_enum("from", None, ["torchvision", "pyslowfast"], "Checkpoint format.")
+_FROM = flags.DEFINE_enum("from", None, ["torchvision", "pyslowfast", "timm"], "Checkpoint format.")
 _ARCH = flags.DEFINE_string("arch", None, f"Variant: {', '.join(sorted(VARIANTS))}.")
 _POOL_NORM_EPS = flags.DEFINE_float(
     "pool_norm_eps", None, "LayerNorm eps after Q/K/V pooling: 1e-6 (default) or 1e-5 for checkpoints trained with "
@@ -77,7 +82,26 @@ def load_state_dict(path: str, fmt: str) -> dict[str, np.ndarray]:
   if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
     raise ConversionError(f"{path}: not a state dict of tensors")
   state = {k.removeprefix("module."): v.detach().float().numpy() for k, v in obj.items()}
+  if fmt == "timm":
+    return slowfast_to_torchvision(timm_to_slowfast(state))
   return slowfast_to_torchvision(state) if fmt == "pyslowfast" else state
+
+
+def timm_to_slowfast(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """Renames timm MViTv2 keys to PySlowFast's: `stages.S.blocks.J` to the flat `blocks.N` (stage depths counted
+  from the keys), `shortcut_proj_attn` / `shortcut_proj_mlp` to `proj`, `head.fc` to `head.projection`."""
+  stage_blocks = {}
+  for key in state:
+    m = re.match(r"^stages\.(\d+)\.blocks\.(\d+)\.", key)
+    if m:
+      stage_blocks[int(m[1])] = max(stage_blocks.get(int(m[1]), 0), int(m[2]) + 1)
+  first_block = {s: sum(n for t, n in stage_blocks.items() if t < s) for s in stage_blocks}
+  out = {}
+  for key, value in state.items():
+    key = re.sub(r"^stages\.(\d+)\.blocks\.(\d+)\.", lambda m: f"blocks.{first_block[int(m[1])] + int(m[2])}.", key)
+    key = re.sub(r"^(blocks\.\d+)\.shortcut_proj_(attn|mlp)\.", r"\1.proj.", key)
+    out[re.sub(r"^head\.fc\.", "head.projection.", key)] = value
+  return out
 
 
 _SLOWFAST_RENAMES = [
@@ -107,6 +131,8 @@ def slowfast_to_torchvision(state: dict[str, np.ndarray]) -> dict[str, np.ndarra
       value = value.reshape(-1)  # (1, 1, D) -> (D,)
     elif key.startswith("pos_encoding."):
       value = value.reshape(value.shape[-2:])  # (1, N, D) -> (N, D)
+    elif re.search(r"\.attn\.pool_[qkv]\.pool\.weight$", key) and value.ndim == 4:
+      value = value[:, :, None]  # Conv2d (hd, 1, kh, kw) of image models -> Conv3d (hd, 1, 1, kh, kw).
     out[key] = value
   for prefix in sorted({k.rsplit(".", 2)[0] for k in out if re.search(r"\.attn\.q\.(weight|bias)$", k)}):
     for kind in ("weight", "bias"):
@@ -137,8 +163,10 @@ def infer_config(state: dict[str, np.ndarray], arch: str, **base_overrides) -> t
     side = int(round(np.sqrt(spatial.shape[0])))
     if side * side == spatial.shape[0] and side != cfg.token_grid[1]:
       fixed["input_size"] = side * cfg.patch_stride[1]
+  if not cfg.abs_pos:
+    fixed.update(_infer_v2(state, cfg))
 
-  specs = block_specs(cfg)
+  specs = block_specs(dataclasses.replace(cfg, **fixed))
   kv_off = tuple(i for i, s in enumerate(specs) if s.kv_kernel is not None and f"blocks.{i}.attn.pool_k.pool.weight" not in state)
   if kv_off:
     fixed["kv_pool_off_blocks"] = kv_off
@@ -151,6 +179,29 @@ def infer_config(state: dict[str, np.ndarray], arch: str, **base_overrides) -> t
   for key, value in fixed.items():
     notes.append(f"the checkpoint decides {key}={value} (arch {arch!r} has {getattr(cfg, key)})")
   return dataclasses.replace(cfg, **fixed), notes
+
+
+def _infer_v2(state: dict[str, np.ndarray], cfg: MViTConfig) -> dict:
+  """What an MViTv2 file decides: class token, built grid (from block 0's relative position tables, 2 n - 1 rows
+  for an n-token axis: block 0 pools Q with stride 1), where channels expand (qkv widens with the skip projection
+  in the attention, not in v1-style blocks)."""
+  fixed = {}
+  cls_token = "pos_encoding.class_token" in state
+  if cls_token != cfg.cls_token:
+    fixed["cls_token"] = cls_token
+  rel_t, rel_h = state.get("blocks.0.attn.rel_pos_t"), state.get("blocks.0.attn.rel_pos_h")
+  if rel_t is not None and not cfg.image and (rel_t.shape[0] + 1) // 2 != cfg.token_grid[0]:
+    fixed["num_frames"] = (rel_t.shape[0] + 1) // 2 * cfg.patch_stride[0]
+  if rel_h is not None and (rel_h.shape[0] + 1) // 2 != cfg.token_grid[1]:
+    fixed["input_size"] = (rel_h.shape[0] + 1) // 2 * cfg.patch_stride[1]
+  projected = sorted((int(m[1]), key) for key in state if (m := re.match(r"^blocks\.(\d+)\.project\.weight$", key)))
+  if projected:
+    i, key = projected[0]
+    qkv = state.get(f"blocks.{i}.attn.qkv.weight")
+    in_att = qkv is not None and qkv.shape[0] == 3 * state[key].shape[0]
+    if in_att != cfg.dim_mul_in_att:
+      fixed["dim_mul_in_att"] = in_att
+  return fixed
 
 
 def torchvision_to_flax(state: dict[str, np.ndarray], cfg: MViTConfig) -> dict[str, np.ndarray]:
@@ -166,6 +217,7 @@ def torchvision_to_flax(state: dict[str, np.ndarray], cfg: MViTConfig) -> dict[s
         continue
       rest = (rest.replace("attn.project.0.", "attn/proj/").replace("attn.qkv.", "attn/qkv/")
               .replace("mlp.0.", "mlp/fc1/").replace("mlp.3.", "mlp/fc2/").replace("project.", "proj/")
+              .replace("attn.rel_pos_", "attn/rel_pos_")
               .replace("norm1.", "norm1/").replace("norm2.", "norm2/"))
       path = f"blocks_{i}/{rest}"
     else:
@@ -258,7 +310,8 @@ def convert_file(fmt: str, arch: str, input_path: str, output_dir: str, **overri
 
 def main(argv):
   if len(argv) != 3 or _FROM.value is None or _ARCH.value is None:
-    raise app.UsageError("usage: python -m mvit_jax.convert --from {torchvision,pyslowfast} --arch NAME INPUT OUTPUT_DIR")
+    raise app.UsageError("usage: python -m mvit_jax.convert --from {torchvision,pyslowfast,timm} --arch NAME INPUT "
+                         "OUTPUT_DIR")
   if _ARCH.value not in VARIANTS:
     raise InputError(f"unknown --arch {_ARCH.value!r}{did_you_mean(_ARCH.value, VARIANTS)}; known: "
                      f"{', '.join(VARIANTS)}")

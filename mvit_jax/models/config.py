@@ -1,10 +1,12 @@
-"""MViT architecture configuration and the PySlowFast rules that turn it into per-block specs.
+"""MViT (v1 and v2) architecture configuration and the PySlowFast rules that turn it into per-block specs.
 
 `MViTConfig` mirrors PySlowFast's `MVIT.*` keys (DIM_MUL, HEAD_MUL, POOL_Q_STRIDE, POOL_KVQ_KERNEL,
-POOL_KV_STRIDE_ADAPTIVE, ...). `block_specs(config)` expands it into one `BlockSpec` per transformer block with
-exactly the rules of PySlowFast's `MViT.__init__` (cumulative `round_width`, adaptive K/V stride divided by the Q
-stride at every Q-pooled block, kernel = stride + 1 when no kernel is given, pooling removed when kernel and
-stride are both 1), so a config from the papers or from a PySlowFast YAML reproduces its layer table.
+POOL_KV_STRIDE_ADAPTIVE, USE_ABS_POS, REL_POS_SPATIAL/TEMPORAL, RESIDUAL_POOLING, DIM_MUL_IN_ATT, CLS_EMBED_ON).
+`block_specs(config)` expands it into one `BlockSpec` per transformer block with exactly the rules of PySlowFast's
+`MViT.__init__` (cumulative `round_width`, adaptive K/V stride divided by the Q stride at every Q-pooled block,
+kernel = stride + 1 when no kernel is given, pooling removed when kernel and stride are both 1, relative position
+tables sized from the block's input grid by integer division), so a config from the papers or from a PySlowFast
+YAML reproduces its layer table.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ Triple = tuple[int, int, int]
 
 @dataclasses.dataclass(frozen=True)
 class MViTConfig:
-  """Hyper-parameters of an MViT v1 model (names follow PySlowFast's `MVIT.*` config)."""
+  """Hyper-parameters of an MViT v1 or v2 model (names follow PySlowFast's `MVIT.*` config)."""
 
   num_classes: int = 400
   num_frames: int = 16  # Input frames T the position tables are built for (1 for image models).
@@ -48,6 +50,17 @@ class MViTConfig:
   kv_pool_off_blocks: tuple[int, ...] = ()
   pool_mode: str = "conv"  # "conv" (depthwise conv + LayerNorm), "avg" or "max".
   sep_pos_embed: bool = True  # Separable spatial / temporal / class tables; False: one joint table.
+  abs_pos: bool = True  # Absolute position tables added to the input tokens (USE_ABS_POS; MViTv2 has none).
+  cls_token: bool = True  # A class token, classified from (CLS_EMBED_ON); without one the final tokens are averaged.
+  # Decomposed relative position bias in every block (MViTv2): spatial h/w tables, and a temporal one for video.
+  rel_pos: bool = False
+  residual_pooling: bool = False  # Adds the pooled q to the attention output (RESIDUAL_POOLING, MViTv2).
+  # Residual pooling also on the class row: the image code and timm do it, the video code (PySlowFast,
+  # torchvision) leaves the class row as attention @ v.
+  residual_pooling_cls: bool = False
+  # Channels expand inside the attention of a stage's first block, the skip being the projection of the norm1
+  # output (DIM_MUL_IN_ATT, MViTv2); False: v1-style, in the MLP of the stage's last block (skip: proj(norm2)).
+  dim_mul_in_att: bool = False
   norm_eps: float = 1e-6
   pool_norm_eps: float = 1e-6  # 1e-5 for checkpoints trained with the 2021 PySlowFast code.
   drop_path_rate: float = 0.2
@@ -77,6 +90,8 @@ class MViTConfig:
       raise ValueError(f"attention_impl must be 'einsum', 'xla' or 'cudnn', got {self.attention_impl!r}")
     if self.image and self.num_frames != 1:
       raise ValueError(f"image models take num_frames=1, got {self.num_frames}")
+    if self.abs_pos and not self.cls_token:
+      raise ValueError("absolute position tables hold a class position: abs_pos=True needs cls_token=True")
 
   @property
   def token_grid(self) -> Triple:
@@ -90,16 +105,19 @@ class BlockSpec:
 
   dim_in: int
   dim_out: int
+  attn_dim: int  # Width of q, k, v and the attention output: dim_out when channels expand in the attention.
   num_heads: int
   q_kernel: Triple | None
   q_stride: Triple
   kv_kernel: Triple | None
   kv_stride: Triple
   drop_path: float
+  rel_pos_hw: int = 0  # Rows of the spatial relative position tables (0: none).
+  rel_pos_t: int = 0  # Rows of the temporal relative position table (0: none).
 
   @property
   def head_dim(self) -> int:
-    return self.dim_in // self.num_heads
+    return self.attn_dim // self.num_heads
 
 
 def block_groups(config: MViTConfig) -> list[tuple[int, int]]:
@@ -164,24 +182,39 @@ def block_specs(config: MViTConfig) -> list[BlockSpec]:
   specs = []
   dim, heads = config.embed_dim, config.num_heads
   q_pooled = {i for i, *_ in config.pool_q_stride}
+  table_grid = config.token_grid  # The grid relative position tables are sized for (PySlowFast's input_size).
   for i in range(depth):
     heads = round_width(heads, head_mul[i])
-    dim_out = round_width(dim, dim_mul[i + 1], divisor=round_width(heads, head_mul[i + 1]))
+    if config.dim_mul_in_att:
+      dim_out = round_width(dim, dim_mul[i], divisor=round_width(heads, head_mul[i]))
+    else:
+      dim_out = round_width(dim, dim_mul[i + 1], divisor=round_width(heads, head_mul[i + 1]))
     kv_kernel = None if i in config.kv_pool_off_blocks else kernel_for(kv_stride[i])
-    specs.append(
-        BlockSpec(
-            dim_in=dim,
-            dim_out=dim_out,
-            num_heads=heads,
-            q_kernel=kernel_for(q_stride[i]) if i in q_pooled else None,
-            q_stride=q_stride[i],
-            kv_kernel=kv_kernel,
-            kv_stride=kv_stride[i] if kv_kernel is not None else (1, 1, 1),
-            drop_path=float(drop_path[i]),
-        )
+    spec = BlockSpec(
+        dim_in=dim,
+        dim_out=dim_out,
+        attn_dim=dim_out if config.dim_mul_in_att else dim,
+        num_heads=heads,
+        q_kernel=kernel_for(q_stride[i]) if i in q_pooled else None,
+        q_stride=q_stride[i],
+        kv_kernel=kv_kernel,
+        kv_stride=kv_stride[i] if kv_kernel is not None else (1, 1, 1),
+        drop_path=float(drop_path[i]),
     )
+    if config.rel_pos:
+      spec = dataclasses.replace(spec, **rel_pos_rows(table_grid, spec.q_stride, spec.kv_stride, config.image))
+    specs.append(spec)
+    table_grid = tuple(n // s for n, s in zip(table_grid, q_stride[i]))
     dim = dim_out
   return specs
+
+
+def rel_pos_rows(thw: Triple, q_stride: Triple, kv_stride: Triple, image: bool) -> dict[str, int]:
+  """Table rows of a block on input grid `thw`: 2 max(q, kv) - 1 spatially with sizes by integer division (as
+  PySlowFast and torchvision size them), 2 T - 1 temporally (no temporal table for images)."""
+  size = max(thw[1:])
+  spatial = 2 * max(size // q_stride[1], size // kv_stride[1]) - 1
+  return dict(rel_pos_hw=spatial, rel_pos_t=0 if image else 2 * thw[0] - 1)
 
 
 def conv_out_size(size: int, kernel: int, stride: int, padding: int) -> int:

@@ -1,4 +1,5 @@
-"""The MViT v1 model (Fan et al., ICCV 2021): patch stem, position embedding, multiscale blocks, head."""
+"""The MViT model: v1 (Fan et al., ICCV 2021) and v2 (Li et al., CVPR 2022): patch stem, class token and
+position embedding, multiscale blocks, head."""
 
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ class MViT(nn.Module):
   Call as `module.apply(variables, x, train=False)` with x (B, T, H, W, 3) normalised float video, or (B, H, W, 3)
   / (B, 1, H, W, 3) images for image models; returns float32 logits (B, num_classes). Training calls need
   `rngs={'dropout': key}` (head dropout and drop path). Inputs of another size than the built one work: the
-  position tables are interpolated to the new token grid.
+  absolute and relative position tables are interpolated to the new token grids.
   """
 
   config: MViTConfig
@@ -70,6 +71,8 @@ class MViT(nn.Module):
         x, _ = _scanned_blocks(first, last, spec, thw, cfg)(x, rates, train)
       thw = pooled_grid(thw, spec.q_kernel, spec.q_stride)
     x = layers.layer_norm("embed", cfg, "norm")(x)
-    x = nn.Dropout(cfg.head_dropout_rate, deterministic=not train)(x[:, 0])
+    # The class token, or without one the mean of all tokens after the final norm (MViTv2 image models).
+    x = x[:, 0] if cfg.cls_token else jnp.mean(x, axis=1, dtype=jnp.float32).astype(x.dtype)
+    x = nn.Dropout(cfg.head_dropout_rate, deterministic=not train)(x)
     logits = layers.dense(cfg.num_classes, ("embed", "classes"), cfg, "head")(x)
     return logits.astype(jnp.float32)

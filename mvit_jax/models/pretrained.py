@@ -94,7 +94,8 @@ def adapt_pretrained(pretrained: dict[str, Any], target: dict[str, Any]) -> dict
   """Fits pretrained params to a target model's params for fine-tuning.
 
   Position tables are interpolated to the target's token grid (spatial tables are square grids, temporal tables
-  1-D; the joint image table keeps its class row); where the classifier shape differs (another class count) the
+  1-D; the joint image table keeps its class row), relative position tables linearly along their rows (as
+  PySlowFast does at load time); where the classifier shape differs (another class count) the
   target's freshly initialised head is kept. Every other leaf must match in shape. Either may have scanned or
   unrolled blocks (`MViTConfig.scan_blocks`); the result has the target's layout.
   Args: unboxed `params` trees of the pretrained model and of the freshly initialised target model.
@@ -114,6 +115,9 @@ def adapt_pretrained(pretrained: dict[str, Any], target: dict[str, Any]) -> dict
     elif key.startswith("head/"):
       logging.info("New classifier %s: %s -> %s (freshly initialised)", key, old.shape, value.shape)
       out[key] = np.asarray(value)
+    elif leaf in ("rel_pos_h", "rel_pos_w", "rel_pos_t"):
+      logging.info("Interpolating %s %s -> %s", key, old.shape, value.shape)
+      out[key] = np.asarray(resize_table(jnp.asarray(old), (old.shape[0],), (value.shape[0],)))
     elif leaf in ("pos_embed_spatial", "pos_embed_temporal", "pos_embed"):
       logging.info("Interpolating %s %s -> %s", key, old.shape, value.shape)
       skip = 1 if leaf == "pos_embed" else 0  # The joint table's first row is the class position.
