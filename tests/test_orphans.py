@@ -187,6 +187,30 @@ def test_exit_with_parent_ends_the_child_of_a_killed_parent(tmp_path):
       _kill(child_pid)
 
 
+def test_spawned_child_ends_with_its_parent_while_it_still_imports():
+  """A spawned worker whose parent dies before the worker's init function runs: importing mvit_jax (the first
+  thing its parent's main module does) starts the watch. The same process without spawn's argv outlives it."""
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [REPO, os.environ.get('PYTHONPATH')])))
+  children = {}
+  for spawned in (True, False):
+    argv = f'"{sys.executable}" -c "import mvit_jax, time; time.sleep(120)"' + (' --multiprocessing-fork' if spawned
+                                                                               else '')
+    # bash starts the child and exits one second later, as a parent killed during the child's imports.
+    parent = subprocess.run(['bash', '-c', f'{argv} >/dev/null 2>&1 & echo $!; sleep 1'], env=env, check=True,
+                            stdout=subprocess.PIPE, text=True)
+    children[spawned] = int(parent.stdout.split()[0])
+  try:
+    deadline = time.monotonic() + GRACE_SECONDS
+    while _alive(children[True]) and time.monotonic() < deadline:
+      time.sleep(0.1)
+    assert not _alive(children[True])
+    assert _alive(children[False])
+  finally:
+    for pid in children.values():
+      if _alive(pid):
+        _kill(pid)
+
+
 @pytest.mark.slow
 def test_kill_while_writing_synthetic_data(tmp_path):
   # The trainer writes the videos in its own process; this holds that stage to the same rule.
