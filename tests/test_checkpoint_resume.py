@@ -2,7 +2,6 @@
 checkpoint, a damaged newest checkpoint falls back to the previous one, and each resumed run ends with the same
 params (bitwise) as an uninterrupted one. Two processes preempted by SIGTERM save the same step."""
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -119,30 +118,3 @@ def test_truncated_newest_checkpoint_resumes_from_the_previous_one(run_env, refe
       os.path.join(reference, 'checkpoints', os.path.relpath(damaged_file, os.path.join(workdir, 'checkpoints'))))
   assert checkpointing.latest_step(workdir) == NUM_STEPS
   _assert_same_final_params(workdir, reference)
-
-
-@pytest.mark.slow
-def test_two_processes_preempted_save_the_same_step(run_env, tmp_path):
-  """SIGTERM to process 1 only: JAX's preemption sync service picks a step both processes reach; both save it."""
-  data_root, env, _ = run_env
-  env = dict(env, JAX_CPU_COLLECTIVES_IMPLEMENTATION='gloo')
-  workdir, port, num_steps = str(tmp_path / 'run'), train_testlib.free_port(), 200
-  procs, logs = [], [tmp_path / f'process_{i}.log' for i in range(2)]
-  for i, log in enumerate(logs):
-    command = [*_command(data_root, workdir, num_steps, checkpoint_every_steps=num_steps),
-               f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2', f'--process_id={i}']
-    procs.append(subprocess.Popen(command, cwd=REPO, env=env, stdout=open(log, 'w'), stderr=subprocess.STDOUT))
-  deadline = time.time() + 600
-  while '[2] train/' not in logs[0].read_text():
-    assert time.time() < deadline and procs[0].poll() is None, logs[0].read_text()[-3000:]
-    time.sleep(0.1)
-  procs[1].send_signal(signal.SIGTERM)
-  for proc, log in zip(procs, logs):
-    assert proc.wait(300) == 0, log.read_text()[-3000:]
-  saved = [re.findall(r'Preemption requested: saved step (\d+)', log.read_text()) for log in logs]
-  assert saved[0] == saved[1] and len(saved[0]) == 1, saved
-  step = int(saved[0][0])
-  assert 2 < step < num_steps
-  assert checkpointing.latest_step(workdir) == step
-  data_files = os.listdir(os.path.join(checkpointing.checkpoint_dir(workdir), str(step), 'data_iter'))
-  assert sorted(f for f in data_files if f.endswith('.json')) == ['process_0-of-2.json', 'process_1-of-2.json']
