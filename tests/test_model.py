@@ -1,6 +1,5 @@
 """MViT v1 model: layer table, parameter counts, FLOPs, train/eval behaviour, precision, sharding names, NNX."""
 
-import math
 import subprocess
 import sys
 
@@ -12,18 +11,11 @@ import optax
 import pytest
 
 from mvit_jax.models import block_specs, create_model, get_config
-
-
-def _param_count(name, **overrides):
-  model = create_model(name, **overrides)
-  c = model.config
-  x = jax.ShapeDtypeStruct((1, c.num_frames, c.input_size, c.input_size, 3), jnp.float32)
-  variables = nn.unbox(jax.eval_shape(lambda x: model.init(jax.random.key(0), x), x))
-  return sum(math.prod(p.shape) for p in jax.tree.leaves(variables))
+import model_testlib
 
 
 def test_mvit_b_16x4_layer_table():
-  """Per-block dims, heads and strides of MViT-B 16x4 (mvit_architecture.md §A.1)."""
+  """Per-block dims, heads and strides of MViT-B 16x4 (the paper's MViT-B; PySlowFast MVIT_B_16x4_CONV)."""
   specs = block_specs(get_config("mvit_b_16x4"))
   assert [(s.dim_in, s.dim_out, s.num_heads) for s in specs] == (
       [(96, 192, 1), (192, 192, 2), (192, 384, 2), (384, 384, 4)] + [(384, 384, 4)] * 9
@@ -51,7 +43,7 @@ def test_b24_default_kernel_rule():
     ],
 )
 def test_parameter_counts(name, overrides, expected, tolerance):
-  count = _param_count(name, **overrides)
+  count = model_testlib.param_count(name, **overrides)
   assert abs(count - expected) <= tolerance * expected, count
 
 

@@ -1,6 +1,5 @@
 """MViTv2: layer table, parameter counts, scanned and unrolled blocks, relative position tables at other sizes."""
 
-import math
 
 import flax.linen as nn
 import jax
@@ -13,20 +12,13 @@ import torch
 from mvit_jax.models import adapt_pretrained, block_specs, create_model, get_config
 from mvit_jax.models.config import block_groups
 from mvit_jax.models.layout import to_block_layout
+import model_testlib
 
 # A small video MViTv2: 4x32x32 clips, stages of 1, 3 and 1 blocks (blocks 2-3 form a scanned run), conv pooling
 # (the fastest to compile at these sizes).
 V2_TINY = dict(depth=5, embed_dim=32, num_classes=5, num_frames=4, input_size=32, dim_mul=((1, 2.0), (4, 2.0)),
                head_mul=((1, 2.0), (4, 2.0)), pool_kv_stride_adaptive=(1, 4, 4), pool_impl="conv",
                pool_q_stride=((0, 1, 1, 1), (1, 1, 2, 2), (2, 1, 1, 1), (3, 1, 1, 1), (4, 1, 2, 2)))
-
-
-def _param_count(name, **overrides):
-  model = create_model(name, **overrides)
-  c = model.config
-  x = jax.ShapeDtypeStruct((1, c.num_frames, c.input_size, c.input_size, 3), jnp.float32)
-  variables = nn.unbox(jax.eval_shape(lambda x: model.init(jax.random.key(0), x), x))
-  return sum(math.prod(p.shape) for p in jax.tree.leaves(variables))
 
 
 def test_mvitv2_s_layer_table():
@@ -63,14 +55,14 @@ def _timm_count(name):
     ("mvitv2_large", {}, 218e6, 0.01),
 ])
 def test_parameter_counts_match_the_papers(name, overrides, expected, tolerance):
-  count = _param_count(name, **overrides)
+  count = model_testlib.param_count(name, **overrides)
   assert abs(count - expected) <= tolerance * expected, (count, expected)
 
 
 @pytest.mark.parametrize("name", ["mvitv2_tiny", "mvitv2_small", "mvitv2_base", "mvitv2_large", "mvitv2_small_cls",
                                   "mvitv2_base_cls", "mvitv2_large_cls", "mvitv2_huge_cls"])
 def test_image_parameter_counts_equal_timms(name):
-  assert _param_count(name) == _timm_count(name)
+  assert model_testlib.param_count(name) == _timm_count(name)
 
 
 def _init(model, shape):

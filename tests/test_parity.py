@@ -1,8 +1,6 @@
 """Parity with torchvision's mvit_v1_b through the conversion CLI, and the converter's error handling."""
 
 import os
-import subprocess
-import sys
 
 import torchvision  # noqa: F401  (import before anything that may import tensorflow)
 import torch
@@ -14,22 +12,9 @@ import pytest
 
 from mvit_jax import convert
 from mvit_jax.models.pretrained import load_pretrained
+import model_testlib
 
 torch.set_num_threads(2)
-
-
-def _randomise(model: torch.nn.Module, seed: int) -> torch.nn.Module:
-  """Seeded random values for every tensor (LayerNorms included, so a swapped scale/bias cannot hide)."""
-  torch.manual_seed(seed)
-  with torch.no_grad():
-    for p in model.parameters():
-      p.add_(0.02 * torch.randn_like(p))
-  return model.eval()
-
-
-def _run_cli(fmt, arch, src, out):
-  cmd = [sys.executable, "-m", "mvit_jax.convert", f"--from={fmt}", f"--arch={arch}", str(src), str(out)]
-  return subprocess.run(cmd, capture_output=True, text=True)
 
 
 def _jax_logits(folder, clip_ncthw, **overrides):
@@ -69,7 +54,7 @@ def _to_slowfast(state, separate_qkv=False):
 @pytest.fixture(scope="module")
 def mvit_v1_b(tmp_path_factory):
   """torchvision mvit_v1_b with seeded random weights, its state dict file and its logits on 2 random clips."""
-  model = _randomise(tv_mvit.mvit_v1_b(), seed=0)
+  model = model_testlib.randomise(tv_mvit.mvit_v1_b(), seed=0)
   folder = tmp_path_factory.mktemp("tv")
   path = folder / "mvit_v1_b.pth"
   torch.save(model.state_dict(), path)
@@ -82,7 +67,7 @@ def mvit_v1_b(tmp_path_factory):
 
 def test_torchvision_parity(mvit_v1_b, tmp_path):
   _, path, clip, expected = mvit_v1_b
-  result = _run_cli("torchvision", "mvit_b_16x4", path, tmp_path / "out")
+  result = model_testlib.run_convert_cli("torchvision", "mvit_b_16x4", path, tmp_path / "out")
   assert result.returncode == 0, result.stderr
   for scan_blocks in (True, False):  # The converter writes one layout; load_pretrained maps it to either.
     assert _rel_l2(_jax_logits(tmp_path / "out", clip, scan_blocks=scan_blocks), expected) < 1e-4
@@ -92,7 +77,7 @@ def test_pyslowfast_parity_fused_qkv(mvit_v1_b, tmp_path):
   model, _, clip, expected = mvit_v1_b
   path = tmp_path / "MVIT_B_16x4.pyth"
   torch.save({"model_state": _to_slowfast(model.state_dict()), "epoch": 200, "cfg": "MVIT: {DEPTH: 16}"}, path)
-  result = _run_cli("pyslowfast", "mvit_b_16x4", path, tmp_path / "out")
+  result = model_testlib.run_convert_cli("pyslowfast", "mvit_b_16x4", path, tmp_path / "out")
   assert result.returncode == 0, result.stderr
   assert _rel_l2(_jax_logits(tmp_path / "out", clip), expected) < 1e-4
 
@@ -113,7 +98,7 @@ def _small_v1(kv_off_last_stage: bool, num_classes=7):
   model = tv_mvit.MViT(spatial_size=(96, 96), temporal_size=8, block_setting=settings, residual_pool=False,
                        residual_with_cls_embed=True, rel_pos_embed=False, proj_after_attn=False,
                        stochastic_depth_prob=0.2, num_classes=num_classes)
-  return _randomise(model, seed=2)
+  return model_testlib.randomise(model, seed=2)
 
 
 def test_pyslowfast_separate_qkv_without_last_stage_kv_pooling(tmp_path):
@@ -121,7 +106,7 @@ def test_pyslowfast_separate_qkv_without_last_stage_kv_pooling(tmp_path):
   model = _small_v1(kv_off_last_stage=True)
   path = tmp_path / "old.pyth"
   torch.save({"model_state": _to_slowfast(model.state_dict(), separate_qkv=True)}, path)
-  result = _run_cli("pyslowfast", "mvit_b_16x4", path, tmp_path / "out")
+  result = model_testlib.run_convert_cli("pyslowfast", "mvit_b_16x4", path, tmp_path / "out")
   assert result.returncode == 0, result.stderr
   assert "kv_pool_off_blocks=(14, 15)" in result.stdout
   assert "num_classes=7" in result.stdout and "input_size=96" in result.stdout and "num_frames=8" in result.stdout
@@ -185,7 +170,7 @@ def test_pyslowfast_without_model_state(tmp_path, small_state):
 def test_cli_exit_status_and_message(tmp_path):
   bad = tmp_path / "bad.pth"
   bad.write_text("not a checkpoint")
-  result = _run_cli("torchvision", "mvit_b_16x4", bad, tmp_path / "out")
+  result = model_testlib.run_convert_cli("torchvision", "mvit_b_16x4", bad, tmp_path / "out")
   assert result.returncode != 0 and "not a PyTorch checkpoint" in result.stderr
   assert not (tmp_path / "out").exists()
 

@@ -2,8 +2,6 @@
 seeded random weights, converted by the CLI (or `convert.convert`), against the reference logits."""
 
 import os
-import subprocess
-import sys
 from unittest import mock
 
 import torchvision  # noqa: F401  (import before anything that may import tensorflow)
@@ -17,23 +15,9 @@ import pytest
 
 from mvit_jax import convert
 from mvit_jax.models.pretrained import load_pretrained
+import model_testlib
 
 torch.set_num_threads(2)
-
-
-def _randomise(model: torch.nn.Module, seed: int) -> torch.nn.Module:
-  """Seeded random values added to every tensor (norms, biases and relative position tables included, so that a
-  dropped or swapped one cannot hide)."""
-  torch.manual_seed(seed)
-  with torch.no_grad():
-    for p in model.parameters():
-      p.add_(0.02 * torch.randn_like(p))
-  return model.eval()
-
-
-def _run_cli(fmt, arch, src, out):
-  cmd = [sys.executable, "-m", "mvit_jax.convert", f"--from={fmt}", f"--arch={arch}", str(src), str(out)]
-  return subprocess.run(cmd, capture_output=True, text=True)
 
 
 def _jax_logits(folder, x_channels_first, **overrides):
@@ -61,7 +45,7 @@ def _check_cli_parity(tmp_path, fmt, arch, model, x, layouts=(True, False)):
   torch.save(model.state_dict(), path)
   with torch.no_grad():
     expected = model(x).numpy()
-  result = _run_cli(fmt, arch, path, tmp_path / "out")
+  result = model_testlib.run_convert_cli(fmt, arch, path, tmp_path / "out")
   assert result.returncode == 0, result.stderr
   for scan_blocks in layouts:  # The converter writes one layout; load_pretrained maps it to either.
     assert _rel_l2(_jax_logits(tmp_path / "out", x.numpy(), scan_blocks=scan_blocks), expected) < 1e-4
@@ -71,14 +55,14 @@ def _check_cli_parity(tmp_path, fmt, arch, model, x, layouts=(True, False)):
 def test_torchvision_mvit_v2_s_parity(tmp_path):
   """The published network at its size (16x224², 400 classes), batch 2."""
   torch.manual_seed(1)
-  _check_cli_parity(tmp_path, "torchvision", "mvitv2_s_16x4", _randomise(tv_mvit.mvit_v2_s(), seed=0),
+  _check_cli_parity(tmp_path, "torchvision", "mvitv2_s_16x4", model_testlib.randomise(tv_mvit.mvit_v2_s(), seed=0),
                     torch.randn(2, 3, 16, 224, 224), layouts=(True,))
 
 
 def test_torchvision_mvit_v2_s_small_input_parity(tmp_path):
   """On 4x96² clips, both block layouts; the table lengths decide frames and crop size, the head the classes."""
   torch.manual_seed(1)
-  stdout = _check_cli_parity(tmp_path, "torchvision", "mvitv2_s_16x4", _randomise(_mvit_v2_s((96, 96), 4, 7), seed=0),
+  stdout = _check_cli_parity(tmp_path, "torchvision", "mvitv2_s_16x4", model_testlib.randomise(_mvit_v2_s((96, 96), 4, 7), seed=0),
                              torch.randn(2, 3, 4, 96, 96))
   assert "num_frames=4" in stdout and "input_size=96" in stdout and "num_classes=7" in stdout
 
@@ -87,7 +71,7 @@ def test_torchvision_mvit_v2_s_small_input_parity(tmp_path):
 def test_timm_parity(tmp_path, name):
   """Mean-pooled (tiny) and class-token (small_cls, residual pooling on the class row too) image models, 96²."""
   torch.manual_seed(1)
-  model = _randomise(timm.create_model(name, img_size=96, num_classes=7), seed=0)
+  model = model_testlib.randomise(timm.create_model(name, img_size=96, num_classes=7), seed=0)
   stdout = _check_cli_parity(tmp_path, "timm", name, model, torch.randn(2, 3, 96, 96))
   assert "input_size=96" in stdout
 
@@ -96,13 +80,13 @@ def test_timm_large_in1k_expands_in_the_mlp(tmp_path):
   """mvitv2_large (IN-1K) keeps the attention at the input width and projects on the MLP skip
   (`shortcut_proj_mlp`); read as the `_cls` arch, the file's shapes decide that too and the cls token's absence."""
   torch.manual_seed(1)
-  model = _randomise(timm.create_model("mvitv2_large", img_size=64, num_classes=3), seed=0)
+  model = model_testlib.randomise(timm.create_model("mvitv2_large", img_size=64, num_classes=3), seed=0)
   stdout = _check_cli_parity(tmp_path, "timm", "mvitv2_large_cls", model, torch.randn(2, 3, 64, 64), layouts=(True,))
   assert "dim_mul_in_att=False" in stdout and "cls_token=False" in stdout
 
 
 def test_timm_missing_and_unexpected_keys_are_named(tmp_path):
-  state = _randomise(timm.create_model("mvitv2_tiny", img_size=64, num_classes=3), seed=0).state_dict()
+  state = model_testlib.randomise(timm.create_model("mvitv2_tiny", img_size=64, num_classes=3), seed=0).state_dict()
   del state["stages.2.blocks.1.attn.rel_pos_w"]
   state["stages.2.blocks.1.attn.extra"] = torch.zeros(3)
   src = tmp_path / "tiny.pth"
