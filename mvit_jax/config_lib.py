@@ -250,3 +250,43 @@ def check_paths(config: ml_collections.ConfigDict, workdir: str) -> None:
   if not config.synthetic_data.enabled and config.data.dataset_kind != 'tfds':
     _check_data_paths(config)
   _check_writable_folder(workdir)
+
+
+IN1K_TRAIN_IMAGES = 1_281_167
+
+
+def imagenet_recipe(model_name: str, *, drop_path_rate: float, base_lr: float, end_lr: float, weight_decay: float,
+                    batch_size: int, epochs: int, warmup_epochs: int) -> ml_collections.ConfigDict:
+  """The DeiT-style ImageNet-1K recipe of the MViT papers (v1 App. D.5, v2 App. B.2) on the prepared TFDS
+  `imagenet2012` (one-frame clips): AdamW, linear warm-up from 1e-8 then cosine (LRs per 512 images), clipping
+  1.0, label smoothing 0.1, Mixup 0.8 / CutMix 1.0, RandAugment m9-n6-mstd0.5, random erasing 0.25, no head
+  dropout, ImageNet mean/std, centre crop 224 of a 256-short-side image (crop ratio 0.875)."""
+  c = base_config()
+  c.model.name = model_name
+  c.model.drop_path_rate = drop_path_rate
+  c.model.head_dropout_rate = 0.0
+  c.half_precision = True
+
+  c.batch_size = batch_size
+  c.eval_batch_size = 1024
+  c.optimizer.name = 'adamw'
+  c.optimizer.base_lr = base_lr
+  c.optimizer.base_batch_size = 512
+  c.optimizer.warmup_start_lr = 1e-8
+  c.optimizer.end_lr = end_lr
+  c.optimizer.weight_decay = weight_decay
+  c.optimizer.grad_clip_norm = 1.0
+
+  d = c.data
+  d.dataset_kind = 'tfds'
+  d.tfds_name = 'imagenet2012'
+  d.tfds_train_split, d.tfds_eval_split = 'train', 'validation'
+  d.tfds_video_key, d.tfds_label_key = 'image', 'label'
+  d.num_classes = 1000
+  d.num_frames, d.sampling_rate = 1, 1
+  d.test_num_clips, d.test_num_crops = 1, 1
+  d.num_repeated_samples = 1
+  d.randaugment_num_layers, d.randaugment_magnitude = 6, 9
+  d.mean, d.std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+  return set_epochs(c, num_train_videos=IN1K_TRAIN_IMAGES, epochs=epochs, warmup_epochs=warmup_epochs,
+                    eval_every_epochs=10)

@@ -1,0 +1,20 @@
+r"""MViTv2-S 16x4 on Kinetics-400 from scratch (Li et al. 2022, App. B.4: the MViT-B recipe).
+
+Target: 81.0% top-1 / 94.6% top-5 (paper Table 10), 5 clips x 1 centre crop, 64 GFLOPs per view.
+
+  python -m mvit_jax.main --config experiments/k400_mvitv2_s.py --workdir gs://BUCKET/k400_mvitv2_s \
+      --config.data.root=/data/kinetics400 --config.data.train_manifest=/data/kinetics400/train.csv \
+      --config.data.eval_manifest=/data/kinetics400/val.csv --config.data.classes_file=/data/kinetics400/classes.txt
+
+Recipe as experiments/k400_mvit_b.py (AdamW, peak LR 1.6e-3 per 512 clips, 30 warm-up epochs, cosine to 200
+epochs, weight decay 0.05 not on 1-D parameters, clipping 1.0, Mixup/CutMix, RandAugment, random erasing, 2
+repeated augmentations, head dropout 0.5, bfloat16) with drop path 0.2.
+"""
+from mvit_jax import config_lib
+
+K400_TRAIN_VIDEOS = 240_000  # Set to the number of lines of your train.csv (YouTube removals shrink the set).
+
+
+def get_config():
+  return config_lib.kinetics_recipe('mvitv2_s_16x4', num_classes=400, num_frames=16, sampling_rate=4,
+                                    drop_path_rate=0.2, num_train_videos=K400_TRAIN_VIDEOS)
