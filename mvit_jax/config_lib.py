@@ -290,3 +290,39 @@ def imagenet_recipe(model_name: str, *, drop_path_rate: float, base_lr: float, e
   d.mean, d.std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
   return set_epochs(c, num_train_videos=IN1K_TRAIN_IMAGES, epochs=epochs, warmup_epochs=warmup_epochs,
                     eval_every_epochs=10)
+
+
+SSV2_TRAIN_VIDEOS = 168_913
+
+
+def ssv2_recipe(model_name: str, *, num_frames: int = 16) -> ml_collections.ConfigDict:
+  """Something-Something v2 fine-tuning from a Kinetics model (v1 App. D.4, v2 App. B.5): SGD momentum 0.9, LR
+  0.02 per 512 clips, 3 warm-up epochs, cosine over 100 epochs, weight decay 1e-4, drop path 0.4, head dropout
+  0.5, no horizontal flip (labels such as "left to right"), segment-based frame sampling, no repeated
+  augmentation, test 1 clip x 3 crops. config.init_from names the Kinetics model (set on the command line)."""
+  c = base_config()
+  c.model.name = model_name
+  c.model.drop_path_rate = 0.4
+  c.model.head_dropout_rate = 0.5
+  c.half_precision = True
+
+  c.batch_size = 512
+  c.eval_batch_size = 192
+  c.optimizer.name = 'sgd'
+  c.optimizer.base_lr = 0.02
+  c.optimizer.base_batch_size = 512
+  c.optimizer.warmup_start_lr = 8e-4
+  c.optimizer.end_lr = 2e-4
+  c.optimizer.momentum = 0.9
+  c.optimizer.weight_decay = 1e-4
+  c.optimizer.grad_clip_norm = 0.0
+
+  d = c.data
+  d.num_classes = 174
+  d.num_frames = num_frames
+  d.segment_sampling = True
+  d.random_flip = False
+  d.num_repeated_samples = 1
+  d.test_num_clips, d.test_num_crops = 1, 3
+  d.test_short_side = 224           # Three 224 crops along the long side of a 224-short-side frame.
+  return set_epochs(c, num_train_videos=SSV2_TRAIN_VIDEOS, epochs=100, warmup_epochs=3, eval_every_epochs=10)
