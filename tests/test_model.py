@@ -252,3 +252,39 @@ def test_drop_path_zeroes_or_rescales_whole_samples():
   assert set(np.unique(per_sample.min(1))) <= {0.0, np.float32(1 / 0.75)} and np.all(per_sample.min(1) == per_sample.max(1))
   assert 0 < (per_sample[:, 0] == 0).sum() < 64
   np.testing.assert_array_equal(DropPath(0.25).apply({}, x, False), x)
+
+
+@pytest.mark.parametrize("name,overrides,shape", [
+    ("mvit_b_16x4", {}, (1, 16, 224, 224, 3)),
+    ("mvitv2_tiny", {"num_classes": 10}, (1, 224, 224, 3)),
+])
+def test_features_give_the_stage_grids_and_the_logits(name, overrides, shape):
+  """Per-stage grids at spatial strides 4, 8, 16, 32 and the pre-logit width (abstract shapes: nothing runs)."""
+  model = create_model(name, **overrides)
+  x = jax.ShapeDtypeStruct(shape, jnp.float32)
+  params = jax.eval_shape(model.init, jax.random.key(0), x)
+  feats = jax.eval_shape(lambda p, x: model.apply(p, x, method="features"), params, x)
+  height = shape[-3]
+  grids = [feats[f"stage{i}"].shape for i in range(1, 5)]
+  assert [g[2:4] for g in grids] == [(height // s, height // s) for s in (4, 8, 16, 32)]
+  assert sorted(feats) == ["pre_logits", "stage1", "stage2", "stage3", "stage4"]
+  assert feats["pre_logits"].shape == (1, grids[-1][-1])
+
+
+@pytest.mark.parametrize("v2", [False, True])
+def test_pooled_features_through_the_head_are_the_logits(v2):
+  """mvit_tiny, and mvit_tiny with the MViTv2 options and no class token (pre_logits = mean of the last grid)."""
+  v2_options = dict(rel_pos=True, residual_pooling=True, abs_pos=False, cls_token=False) if v2 else {}
+  model = create_model("mvit_tiny", num_classes=5, num_frames=4, input_size=32, **v2_options)
+  c = model.config
+  x = jax.random.normal(jax.random.key(1), (2, c.num_frames, c.input_size, c.input_size, 3))
+  variables = jax.jit(model.init)(jax.random.key(0), x)
+  logits, feats = jax.jit(lambda v, x: (model.apply(v, x), model.apply(v, x, method="features")))(variables, x)
+  params = nn.unbox(variables["params"])
+  head = lambda v: v @ params["head"]["kernel"] + params["head"]["bias"]
+  np.testing.assert_allclose(head(feats["pre_logits"]), logits, rtol=1e-5, atol=1e-5)
+  if not c.cls_token:  # Without a class token pre_logits is the mean of the last grid after the final norm.
+    last = feats[f"stage{len([k for k in feats if k.startswith('stage')])}"]
+    tokens = last.reshape(2, -1, last.shape[-1])
+    normed = nn.LayerNorm(epsilon=c.norm_eps).apply({"params": params["norm"]}, tokens)
+    np.testing.assert_allclose(head(normed.mean(1)), logits, rtol=1e-4, atol=1e-4)

@@ -44,12 +44,22 @@ class MViT(nn.Module):
   / (B, 1, H, W, 3) images for image models; returns float32 logits (B, num_classes). Training calls need
   `rngs={'dropout': key}` (head dropout and drop path). Inputs of another size than the built one work: the
   absolute and relative position tables are interpolated to the new token grids.
+
+  `module.apply(variables, x, method="features")` returns the multi-scale features instead of logits (see
+  `features`).
   """
 
   config: MViTConfig
 
+  def features(self, x: jax.Array, train: bool = False) -> dict[str, jax.Array]:
+    """Multi-scale features: `stage{i}` (i = 1..), the output of the last block on each token grid as
+    (B, T', H', W', C_i) (class token dropped; MViT-B at 224²: strides 4, 8, 16, 32 in space, C 96..768), the input
+    of a detection or segmentation head; `pre_logits` (B, C), what the classifier takes (class token or token mean
+    after the final norm, before head dropout)."""
+    return self(x, train, return_features=True)
+
   @nn.compact
-  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+  def __call__(self, x: jax.Array, train: bool = False, return_features: bool = False):
     cfg = self.config
     if x.ndim == 4:
       x = x[:, None]
@@ -62,6 +72,7 @@ class MViT(nn.Module):
     specs = block_specs(cfg)
     groups = block_groups(cfg) if cfg.scan_blocks else [(i, i) for i in range(len(specs))]
     block_cls = _remat(layers.MultiScaleBlock, cfg.remat_policy, in_scan=False)
+    stages = []  # (tokens, grid) after the last block on each token grid.
     for first, last in groups:
       spec = specs[first]
       if first == last:
@@ -70,9 +81,17 @@ class MViT(nn.Module):
         rates = np.asarray([s.drop_path for s in specs[first:last + 1]], np.float32)
         x, _ = _scanned_blocks(first, last, spec, thw, cfg)(x, rates, train)
       thw = pooled_grid(thw, spec.q_kernel, spec.q_stride)
+      if stages and stages[-1][1] == thw:
+        stages[-1] = (x, thw)
+      else:
+        stages.append((x, thw))
     x = layers.layer_norm("embed", cfg, "norm")(x)
     # The class token, or without one the mean of all tokens after the final norm (MViTv2 image models).
     x = x[:, 0] if cfg.cls_token else jnp.mean(x, axis=1, dtype=jnp.float32).astype(x.dtype)
+    if return_features:
+      grids = {f"stage{i + 1}": (t[:, 1:] if cfg.cls_token else t).reshape(t.shape[0], *grid, t.shape[-1])
+               for i, (t, grid) in enumerate(stages)}
+      return {**grids, "pre_logits": x}
     x = nn.Dropout(cfg.head_dropout_rate, deterministic=not train)(x)
     logits = layers.dense(cfg.num_classes, ("embed", "classes"), cfg, "head")(x)
     return logits.astype(jnp.float32)
