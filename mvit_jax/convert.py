@@ -101,7 +101,9 @@ def squeeze_temporal(state: dict[str, np.ndarray], path: str) -> dict[str, np.nd
   image models are 2-D, and its loader squeezes the temporal axis (CHECKPOINT_SQUEEZE_TEMPORAL)."""
   deep = sorted(f"{k} {v.shape}" for k, v in state.items() if v.ndim == 5 and v.shape[2] != 1)
   if deep:
-    raise ConversionError(f"{path}: an image model's convolutions have a temporal extent of 1; found {', '.join(deep)}")
+    shown = ", ".join(deep[:3]) + (f" and {len(deep) - 3} more" if len(deep) > 3 else "")
+    raise ConversionError(f"{path}: an image model's convolutions have a temporal extent of 1; found {shown} (video "
+                          "MViTv2 files are --from pyslowfast)")
   return {k: v[:, :, 0] if v.ndim == 5 else v for k, v in state.items()}
 
 
