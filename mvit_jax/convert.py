@@ -1,14 +1,18 @@
-"""Converts torchvision / PySlowFast MViT v1 and torchvision / timm MViTv2 checkpoints to an mvit_jax checkpoint
-folder.
+"""Converts torchvision / PySlowFast MViT v1 and torchvision / PySlowFast / official image repository / timm MViTv2
+checkpoints to an mvit_jax checkpoint folder.
 
     python -m mvit_jax.convert --from torchvision --arch mvit_b_16x4 mvit_v1_b.pth OUT_DIR
     python -m mvit_jax.convert --from torchvision --arch mvitv2_s_16x4 mvit_v2_s.pth OUT_DIR
     python -m mvit_jax.convert --from pyslowfast --arch mvit_b24_32x3 k600.pyth OUT_DIR
+    python -m mvit_jax.convert --from pyslowfast --arch mvitv2_s_16x4 MViTv2_S_16x4_k400_f302660347.pyth OUT_DIR
+    python -m mvit_jax.convert --from mvit --arch mvitv2_tiny MViTv2_T_in1k.pyth OUT_DIR
     python -m mvit_jax.convert --from timm --arch mvitv2_base mvitv2_base.pth OUT_DIR
 
 Files are read with `torch.load(..., weights_only=True)`, which never runs pickled code: a file that needs
 more than tensors and plain containers is refused. PySlowFast files keep the weights under `model_state`, with a
-fused `attn.qkv` or separate `attn.q/k/v`; timm files are a state dict with `stages.S.blocks.J` blocks, the
+fused `attn.qkv` or separate `attn.q/k/v` (MViTv2: `attn.rel_pos_{h,w,t}`); the official MViTv2 image repository's
+files (github.com/facebookresearch/mvit) have PySlowFast's layout with 2-D convolutions, or 5-D ones with a temporal
+extent of 1, and no temporal tables; timm files are a state dict with `stages.S.blocks.J` blocks, the
 expansion skip as `shortcut_proj_attn` or `shortcut_proj_mlp` and the classifier as `head.fc`. The file's keys and
 shapes decide what the arch name leaves open (class count, input size and frames, K/V pooling per block, pooling
 kernels, class token, whether channels expand in the attention or the MLP), and a message says where they overrode
@@ -38,11 +42,13 @@ from mvit_jax.models.config import MViTConfig, block_specs
 from mvit_jax.models.layout import to_block_layout
 from mvit_jax.models.variants import VARIANTS, get_config
 
-_FROM = flags.DEFINE_enum("from", None, ["torchvision", "pyslowfast", "timm"], "Checkpoint format.")
+_FROM = flags.DEFINE_enum("from", None, ["torchvision", "pyslowfast", "mvit", "timm"],
+                          "Checkpoint format (mvit: the official MViTv2 image repository's .pyth).")
 _ARCH = flags.DEFINE_string("arch", None, f"Variant: {', '.join(sorted(VARIANTS))}.")
 _POOL_NORM_EPS = flags.DEFINE_float(
     "pool_norm_eps", None, "LayerNorm eps after Q/K/V pooling: 1e-6 (default) or 1e-5 for checkpoints trained with "
     "the 2021 PySlowFast code (the original MViT v1 zoo files).")
+_FORMAT_NAMES = {"pyslowfast": "PySlowFast", "mvit": "official MViTv2 image repository"}
 
 
 class ConversionError(InputError):
@@ -74,17 +80,31 @@ def load_state_dict(path: str, fmt: str) -> dict[str, np.ndarray]:
           f"{path}: refused, the file needs more than tensors and plain containers to load (it holds pickled "
           f"code or objects): {str(e).splitlines()[0]}") from e
     raise ConversionError(f"{path}: not a PyTorch checkpoint ({type(e).__name__}: {str(e).splitlines()[0]})") from e
-  if fmt == "pyslowfast":
+  if fmt in ("pyslowfast", "mvit"):
     if not isinstance(obj, dict) or "model_state" not in obj:
       keys = list(obj)[:8] if isinstance(obj, dict) else type(obj).__name__
-      raise ConversionError(f"{path}: a PySlowFast checkpoint keeps its weights under 'model_state'; found {keys}")
+      raise ConversionError(f"{path}: a {_FORMAT_NAMES[fmt]} checkpoint keeps its weights under 'model_state'; "
+                            f"found {keys}")
     obj = obj["model_state"]
   if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
     raise ConversionError(f"{path}: not a state dict of tensors")
   state = {k.removeprefix("module."): v.detach().float().numpy() for k, v in obj.items()}
   if fmt == "timm":
     return slowfast_to_torchvision(timm_to_slowfast(state))
+  if fmt == "mvit":
+    return slowfast_to_torchvision(squeeze_temporal(state, path))
   return slowfast_to_torchvision(state) if fmt == "pyslowfast" else state
+
+
+def squeeze_temporal(state: dict[str, np.ndarray], path: str) -> dict[str, np.ndarray]:
+  """5-D convolution weights (O, I, 1, kh, kw) of the official image repository's files -> 2-D (O, I, kh, kw): its
+  image models are 2-D, and its loader squeezes the temporal axis (CHECKPOINT_SQUEEZE_TEMPORAL)."""
+  deep = sorted(f"{k} {v.shape}" for k, v in state.items() if v.ndim == 5 and v.shape[2] != 1)
+  if deep:
+    shown = ", ".join(deep[:3]) + (f" and {len(deep) - 3} more" if len(deep) > 3 else "")
+    raise ConversionError(f"{path}: an image model's convolutions have a temporal extent of 1; found {shown} (video "
+                          "MViTv2 files are --from pyslowfast)")
+  return {k: v[:, :, 0] if v.ndim == 5 else v for k, v in state.items()}
 
 
 def timm_to_slowfast(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -291,6 +311,9 @@ def convert_file(fmt: str, arch: str, input_path: str, output_dir: str, **overri
   """Converts INPUT to OUTPUT_DIR (model.json + params/); writes nothing when anything fails."""
   if os.path.exists(output_dir) and os.listdir(output_dir):
     raise ConversionError(f"{output_dir} exists and is not empty")
+  if fmt == "mvit" and not get_config(arch).image:
+    raise ConversionError(f"--from mvit reads the official MViTv2 image models; {arch!r} is a video arch (video "
+                          "MViTv2 files are --from pyslowfast)")
   state = load_state_dict(input_path, fmt)
   cfg, params, notes = convert(state, arch, **overrides)
   parent = os.path.dirname(os.path.abspath(output_dir))
@@ -310,8 +333,8 @@ def convert_file(fmt: str, arch: str, input_path: str, output_dir: str, **overri
 
 def main(argv):
   if len(argv) != 3 or _FROM.value is None or _ARCH.value is None:
-    raise app.UsageError("usage: python -m mvit_jax.convert --from {torchvision,pyslowfast,timm} --arch NAME INPUT "
-                         "OUTPUT_DIR")
+    raise app.UsageError("usage: python -m mvit_jax.convert --from {torchvision,pyslowfast,mvit,timm} --arch NAME "
+                         "INPUT OUTPUT_DIR")
   if _ARCH.value not in VARIANTS:
     raise InputError(f"unknown --arch {_ARCH.value!r}{did_you_mean(_ARCH.value, VARIANTS)}; known: "
                      f"{', '.join(VARIANTS)}")

@@ -1,4 +1,5 @@
-"""Helpers shared by the model tests: parameter counts without allocating, and torch references made exact."""
+"""Helpers shared by the model tests: parameter counts without allocating, torch references made exact, and
+torchvision state dicts in PySlowFast's key names."""
 import math
 import subprocess
 import sys
@@ -33,3 +34,29 @@ def randomise(model, seed: int):
 def run_convert_cli(fmt: str, arch: str, src, out) -> subprocess.CompletedProcess:
   cmd = [sys.executable, "-m", "mvit_jax.convert", f"--from={fmt}", f"--arch={arch}", str(src), str(out)]
   return subprocess.run(cmd, capture_output=True, text=True)
+
+
+def to_slowfast(state, separate_qkv=False):
+  """torchvision mvit_v1_b / mvit_v2_s state dict -> PySlowFast key names (fused qkv unless separate_qkv); the
+  relative position tables keep their names."""
+  import torch  # pylint: disable=g-import-not-at-top  (only the parity tests need torch)
+  out = {}
+  for k, v in state.items():
+    k = (k.replace("conv_proj.", "patch_embed.proj.").replace("attn.project.0.", "attn.proj.")
+         .replace("mlp.0.", "mlp.fc1.").replace("mlp.3.", "mlp.fc2.").replace("head.1.", "head.projection."))
+    for x in "qkv":
+      k = k.replace(f"attn.pool_{x}.pool.weight", f"attn.pool_{x}.weight")
+      k = k.replace(f"attn.pool_{x}.norm_act.0.", f"attn.norm_{x}.")
+    if ".project." in k and k.startswith("blocks."):
+      k = k.replace(".project.", ".proj.")
+    if k == "pos_encoding.class_token":
+      k, v = "cls_token", v.reshape(1, 1, -1)
+    elif k.startswith("pos_encoding."):
+      name = {"spatial_pos": "pos_embed_spatial", "temporal_pos": "pos_embed_temporal", "class_pos": "pos_embed_class"}
+      k, v = name[k.split(".")[1]], v.reshape(1, -1, v.shape[-1])
+    if separate_qkv and k.endswith(("attn.qkv.weight", "attn.qkv.bias")):
+      for name, part in zip("qkv", torch.chunk(v, 3, dim=0)):
+        out[k.replace("attn.qkv.", f"attn.{name}.")] = part.clone()
+      continue
+    out[k] = v
+  return out

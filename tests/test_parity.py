@@ -27,30 +27,6 @@ def _rel_l2(a, b):
   return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
-def _to_slowfast(state, separate_qkv=False):
-  """torchvision mvit_v1_b state dict -> PySlowFast key names (fused qkv unless separate_qkv)."""
-  out = {}
-  for k, v in state.items():
-    k = (k.replace("conv_proj.", "patch_embed.proj.").replace("attn.project.0.", "attn.proj.")
-         .replace("mlp.0.", "mlp.fc1.").replace("mlp.3.", "mlp.fc2.").replace("head.1.", "head.projection."))
-    for x in "qkv":
-      k = k.replace(f"attn.pool_{x}.pool.weight", f"attn.pool_{x}.weight")
-      k = k.replace(f"attn.pool_{x}.norm_act.0.", f"attn.norm_{x}.")
-    if ".project." in k and k.startswith("blocks."):
-      k = k.replace(".project.", ".proj.")
-    if k == "pos_encoding.class_token":
-      k, v = "cls_token", v.reshape(1, 1, -1)
-    elif k.startswith("pos_encoding."):
-      name = {"spatial_pos": "pos_embed_spatial", "temporal_pos": "pos_embed_temporal", "class_pos": "pos_embed_class"}
-      k, v = name[k.split(".")[1]], v.reshape(1, -1, v.shape[-1])
-    if separate_qkv and k.endswith(("attn.qkv.weight", "attn.qkv.bias")):
-      for name, part in zip("qkv", torch.chunk(v, 3, dim=0)):
-        out[k.replace("attn.qkv.", f"attn.{name}.")] = part.clone()
-      continue
-    out[k] = v
-  return out
-
-
 @pytest.fixture(scope="module")
 def mvit_v1_b(tmp_path_factory):
   """torchvision mvit_v1_b with seeded random weights, its state dict file and its logits on 2 random clips."""
@@ -76,7 +52,8 @@ def test_torchvision_parity(mvit_v1_b, tmp_path):
 def test_pyslowfast_parity_fused_qkv(mvit_v1_b, tmp_path):
   model, _, clip, expected = mvit_v1_b
   path = tmp_path / "MVIT_B_16x4.pyth"
-  torch.save({"model_state": _to_slowfast(model.state_dict()), "epoch": 200, "cfg": "MVIT: {DEPTH: 16}"}, path)
+  state = model_testlib.to_slowfast(model.state_dict())
+  torch.save({"model_state": state, "epoch": 200, "cfg": "MVIT: {DEPTH: 16}"}, path)
   result = model_testlib.run_convert_cli("pyslowfast", "mvit_b_16x4", path, tmp_path / "out")
   assert result.returncode == 0, result.stderr
   assert _rel_l2(_jax_logits(tmp_path / "out", clip), expected) < 1e-4
@@ -105,7 +82,7 @@ def test_pyslowfast_separate_qkv_without_last_stage_kv_pooling(tmp_path):
   """The file's keys decide: K/V pooling absent in blocks 14-15, 7 classes, 8x96x96 input; a message says so."""
   model = _small_v1(kv_off_last_stage=True)
   path = tmp_path / "old.pyth"
-  torch.save({"model_state": _to_slowfast(model.state_dict(), separate_qkv=True)}, path)
+  torch.save({"model_state": model_testlib.to_slowfast(model.state_dict(), separate_qkv=True)}, path)
   result = model_testlib.run_convert_cli("pyslowfast", "mvit_b_16x4", path, tmp_path / "out")
   assert result.returncode == 0, result.stderr
   assert "kv_pool_off_blocks=(14, 15)" in result.stdout
