@@ -53,7 +53,7 @@ class MViT(nn.Module):
 
   def features(self, x: jax.Array, train: bool = False) -> dict[str, jax.Array]:
     """Multi-scale features: `stage{i}` (i = 1..), the output of the last block on each token grid as
-    (B, T', H', W', C_i) (class token dropped; MViT-B at 224²: strides 4, 8, 16, 32 in space, C 96..768), the input
+    (B, T', H', W', C_i) (class token dropped; spatial strides 4, 8, 16, 32 for the standard variants), the input
     of a detection or segmentation head; `pre_logits` (B, C), what the classifier takes (class token or token mean
     after the final norm, before head dropout)."""
     return self(x, train, return_features=True)
