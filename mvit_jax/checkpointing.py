@@ -131,16 +131,21 @@ def latest_step(workdir: str) -> int | None:
 
 
 def latest_params(workdir: str):
-  """Unboxed params (jax arrays on the first local device) of the newest checkpoint in a training workdir."""
-  with create_manager(workdir, read_only=True) as manager:
-    step = manager.latest_step()
-    if step is None:
-      raise FileNotFoundError(f'No checkpoint in {checkpoint_dir(workdir)}')
+  """Unboxed params (jax arrays on the first local device) of the newest checkpoint in a training workdir whose
+  params restore (a damaged newer one is skipped with a warning, as in `restore_latest_params`)."""
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+
+  def restore_step(manager, step):
     metadata = manager.item_metadata(step)['params']
     metadata = getattr(metadata, 'tree', metadata)
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), metadata)
-    params = restore_params(manager, step, target)
+    return restore_params(manager, step, target)
+
+  with create_manager(workdir, read_only=True) as manager:
+    found = _newest_restorable(manager, lambda step: restore_step(manager, step))
+  if found is None:
+    raise FileNotFoundError(f'No checkpoint in {checkpoint_dir(workdir)}')
+  step, params = found
   logging.info('Restored params of step %d from %s', step, checkpoint_dir(workdir))
   return params
 

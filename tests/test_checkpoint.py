@@ -108,6 +108,9 @@ def test_damaged_newest_checkpoint_falls_back_and_is_set_aside(tmp_path, how, ca
   train_testlib.damage_checkpoint(workdir, 3, how)
   replicated = lambda x: jax.NamedSharding(mesh, jax.P())
   _, params, opt_state = _tree(mesh)
+  # What load_pretrained(workdir) and init_from read skips the damaged step too.
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(checkpointing.latest_params(workdir)),
+               jax.tree.map(lambda x: 2 * x, host))
   with checkpointing.create_manager(workdir, keep=10) as manager:
     step, got_params = checkpointing.restore_latest_params(manager, _abstract(params, replicated))
     assert step == 2 and manager.all_steps() == [1, 2, 3]  # Eval-style restores move nothing.
