@@ -221,6 +221,7 @@ class _LoaderState:
   get_state() -> bytes): with batches prefetched, the live iterator is ahead of the step being saved."""
 
   def __init__(self, state):
+    # Encoded now, not at save time: the live iterator moves on and may reuse the objects of this state.
     self._json = json.dumps(state, indent=1).encode()
 
   def get_state(self) -> bytes:
