@@ -39,7 +39,7 @@ def overrides_to_json(overrides: dict[str, Any]) -> dict[str, Any]:
   return out
 
 
-def _overrides_from_json(overrides: dict[str, Any]) -> dict[str, Any]:
+def overrides_from_json(overrides: dict[str, Any]) -> dict[str, Any]:
   """Restores tuple-typed config fields from JSON lists."""
   def to_tuple(v):
     return tuple(to_tuple(x) for x in v) if isinstance(v, list) else v
@@ -54,7 +54,7 @@ def write_model_json(directory: str, name: str, overrides: dict[str, Any]) -> No
 def read_model_json(directory: str, **overrides) -> MViT:
   with open(os.path.join(directory, MODEL_JSON)) as f:
     spec = json.load(f)
-  return create_model(spec["name"], **{**_overrides_from_json(spec.get("overrides", {})), **overrides})
+  return create_model(spec["name"], **{**overrides_from_json(spec.get("overrides", {})), **overrides})
 
 
 def save_params(directory: str, params: Any) -> None:
