@@ -5,7 +5,7 @@ another format.
 Reduced sizes keep the tests cheap. The image model is PyTorchVideo's image MViT-B-16 (its hub `mvit_base_16`
 config: every block, width, head count and pooling kernel) built for 64² inputs and 10 classes, which the file's
 tables and head decide: `--arch mvit_b16_in1k` with no override. The video model has `mvit_base_16x4`'s layout (3-D
-stem, 3³ pooling kernels, separable tables, adaptive K/V stride 8) with 4 blocks of width 32 and 64 for 4x64²
+stem, 3³ pooling kernels, separable tables, adaptive K/V stride 8) with 4 blocks of widths 32 to 128 for 4x64²
 inputs, given to `--arch mvit_b_16x4` as overrides. Every tensor of both is perturbed (`model_testlib.randomise`),
 so a dropped or swapped bias, norm or table fails.
 """
