@@ -1,5 +1,5 @@
-"""Converts torchvision / PySlowFast MViT v1 and torchvision / PySlowFast / official image repository / timm MViTv2
-checkpoints to an mvit_jax checkpoint folder.
+"""Converts torchvision / PySlowFast / PyTorchVideo MViT v1 and torchvision / PySlowFast / official image repository /
+timm MViTv2 checkpoints to an mvit_jax checkpoint folder.
 
     python -m mvit_jax.convert --from torchvision --arch mvit_b_16x4 mvit_v1_b.pth OUT_DIR
     python -m mvit_jax.convert --from torchvision --arch mvitv2_s_16x4 mvit_v2_s.pth OUT_DIR
@@ -7,14 +7,20 @@ checkpoints to an mvit_jax checkpoint folder.
     python -m mvit_jax.convert --from pyslowfast --arch mvitv2_s_16x4 MViTv2_S_16x4_k400_f302660347.pyth OUT_DIR
     python -m mvit_jax.convert --from mvit --arch mvitv2_tiny MViTv2_T_in1k.pyth OUT_DIR
     python -m mvit_jax.convert --from timm --arch mvitv2_base mvitv2_base.pth OUT_DIR
+    python -m mvit_jax.convert --from pytorchvideo --arch mvit_b_16x4 MVIT_B_16x4.pyth OUT_DIR
+    python -m mvit_jax.convert --from pytorchvideo --arch mvit_b16_in1k MVIT_B_16_f292487636.pyth OUT_DIR
 
 Files are read with `torch.load(..., weights_only=True)`, which never runs pickled code: a file that needs
 more than tensors and plain containers is refused. PySlowFast files keep the weights under `model_state`, with a
 fused `attn.qkv` or separate `attn.q/k/v` (MViTv2: `attn.rel_pos_{h,w,t}`); the official MViTv2 image repository's
 files (github.com/facebookresearch/mvit) have PySlowFast's layout with 2-D convolutions, or 5-D ones with a temporal
 extent of 1, and no temporal tables; timm files are a state dict with `stages.S.blocks.J` blocks, the
-expansion skip as `shortcut_proj_attn` or `shortcut_proj_mlp` and the classifier as `head.fc`. The file's keys and
-shapes decide what the arch name leaves open (class count, input size and frames, K/V pooling per block, pooling
+expansion skip as `shortcut_proj_attn` or `shortcut_proj_mlp` and the classifier as `head.fc`. PyTorchVideo files
+(its hub `.pyth`, weights under `model_state`, or a state dict of its `create_multiscale_vision_transformers`) name
+the stem `patch_embed.patch_model`, the tables `cls_positional_encoding.*`, the final norm `norm_embed` and the
+classifier `head.proj`, with separate `attn.q/k/v`; their pooling norms default to eps 1e-5, as in PyTorchVideo
+0.1.5 (--pool_norm_eps=1e-6: torchvision's mvit_v1_b). The file's keys and shapes decide what the arch name leaves
+open (class count, input size and frames, separable or joint position tables, K/V pooling per block, pooling
 kernels, class token, whether channels expand in the attention or the MLP), and a message says where they overrode
 it; keys or shapes the architecture cannot hold are an error naming them: one line on stderr and exit status 2.
 Nothing is written unless conversion succeeds. Load the result with `mvit_jax.models.load_pretrained(OUT_DIR)`.
@@ -42,13 +48,17 @@ from mvit_jax.models.config import MViTConfig, block_specs
 from mvit_jax.models.layout import to_block_layout
 from mvit_jax.models.variants import VARIANTS, get_config
 
-_FROM = flags.DEFINE_enum("from", None, ["torchvision", "pyslowfast", "mvit", "timm"],
+_FORMATS = ["torchvision", "pyslowfast", "mvit", "timm", "pytorchvideo"]
+_FROM = flags.DEFINE_enum("from", None, _FORMATS,
                           "Checkpoint format (mvit: the official MViTv2 image repository's .pyth).")
 _ARCH = flags.DEFINE_string("arch", None, f"Variant: {', '.join(sorted(VARIANTS))}.")
 _POOL_NORM_EPS = flags.DEFINE_float(
     "pool_norm_eps", None, "LayerNorm eps after Q/K/V pooling: 1e-6 (default) or 1e-5 for checkpoints trained with "
-    "the 2021 PySlowFast code (the original MViT v1 zoo files).")
+    "the 2021 PySlowFast code (the original MViT v1 zoo files); --from pytorchvideo defaults to 1e-5.")
 _FORMAT_NAMES = {"pyslowfast": "PySlowFast", "mvit": "official MViTv2 image repository"}
+# PyTorchVideo 0.1.5 builds the pooling LayerNorms with torch's default eps (the code its hub weights were trained
+# with did the same); its later code and torchvision's mvit_v1_b use 1e-6.
+_PYTORCHVIDEO_POOL_NORM_EPS = 1e-5
 
 
 class ConversionError(InputError):
@@ -86,9 +96,20 @@ def load_state_dict(path: str, fmt: str) -> dict[str, np.ndarray]:
       raise ConversionError(f"{path}: a {_FORMAT_NAMES[fmt]} checkpoint keeps its weights under 'model_state'; "
                             f"found {keys}")
     obj = obj["model_state"]
+  elif fmt == "pytorchvideo" and isinstance(obj, dict) and "model_state" in obj:  # Its hub .pyth; else a state dict.
+    obj = obj["model_state"]
+  elif isinstance(obj, dict) and "model_state" in obj:
+    raise ConversionError(f"{path}: the weights are under 'model_state', as in a PySlowFast, official image repository "
+                          f"or PyTorchVideo .pyth (--from pyslowfast, mvit or pytorchvideo); a {fmt} file is a state "
+                          "dict")
   if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
     raise ConversionError(f"{path}: not a state dict of tensors")
   state = {k.removeprefix("module."): v.detach().float().numpy() for k, v in obj.items()}
+  if fmt == "pytorchvideo":
+    return slowfast_to_torchvision(pytorchvideo_to_slowfast(state, path))
+  foreign = sorted(k for k in state if _PYTORCHVIDEO_ONLY.match(k))
+  if foreign:
+    raise ConversionError(f"{path}: {_some(foreign)} are PyTorchVideo key names: convert with --from pytorchvideo")
   if fmt == "timm":
     return slowfast_to_torchvision(timm_to_slowfast(state))
   if fmt == "mvit":
@@ -101,10 +122,47 @@ def squeeze_temporal(state: dict[str, np.ndarray], path: str) -> dict[str, np.nd
   image models are 2-D, and its loader squeezes the temporal axis (CHECKPOINT_SQUEEZE_TEMPORAL)."""
   deep = sorted(f"{k} {v.shape}" for k, v in state.items() if v.ndim == 5 and v.shape[2] != 1)
   if deep:
-    shown = ", ".join(deep[:3]) + (f" and {len(deep) - 3} more" if len(deep) > 3 else "")
-    raise ConversionError(f"{path}: an image model's convolutions have a temporal extent of 1; found {shown} (video "
-                          "MViTv2 files are --from pyslowfast)")
+    raise ConversionError(f"{path}: an image model's convolutions have a temporal extent of 1; found {_some(deep)} "
+                          "(video MViTv2 files are --from pyslowfast)")
   return {k: v[:, :, 0] if v.ndim == 5 else v for k, v in state.items()}
+
+
+def _some(keys: list[str], shown: int = 3) -> str:
+  """The first `shown` keys, and how many more."""
+  return ", ".join(keys[:shown]) + (f" and {len(keys) - shown} more" if len(keys) > shown else "")
+
+
+# Top-level names only PyTorchVideo's MViT uses; its blocks have PySlowFast's separate-q/k/v names (its code after
+# 0.1.5 also registers the pooling modules as `attn._attention_pool_X.{pool,norm}`, so its state dicts hold them twice).
+_PYTORCHVIDEO_NAMES = r"patch_embed\.patch_model|cls_positional_encoding|norm_embed|norm_patch_embed|head\.proj"
+_PYTORCHVIDEO_ONLY = re.compile(rf"^({_PYTORCHVIDEO_NAMES})\.")
+_PYTORCHVIDEO_KEY = re.compile(rf"^({_PYTORCHVIDEO_NAMES}|blocks\.\d+)\.")
+_PYTORCHVIDEO_RENAMES = [
+    (r"^patch_embed\.patch_model\.", "patch_embed.proj."),
+    (r"^cls_positional_encoding\.", ""),
+    (r"\.attn\._attention_pool_([qkv])\.pool\.", r".attn.pool_\1."),
+    (r"\.attn\._attention_pool_([qkv])\.norm\.", r".attn.norm_\1."),
+    (r"^norm_embed\.", "norm."),
+    (r"^head\.proj\.", "head.projection."),
+]
+
+
+def pytorchvideo_to_slowfast(state: dict[str, np.ndarray], path: str) -> dict[str, np.ndarray]:
+  """Renames PyTorchVideo MViT keys to PySlowFast's; a key outside PyTorchVideo's layout, or two names of one
+  tensor with different values, is an error."""
+  foreign = sorted(k for k in state if not _PYTORCHVIDEO_KEY.match(k))
+  if foreign:
+    raise ConversionError(f"{path}: not PyTorchVideo's MViT layout (patch_embed.patch_model, cls_positional_encoding, "
+                          f"blocks.N, norm_embed, head.proj): found {_some(foreign)}")
+  out, source = {}, {}
+  for key, value in state.items():
+    renamed = key
+    for pattern, repl in _PYTORCHVIDEO_RENAMES:
+      renamed = re.sub(pattern, repl, renamed)
+    if renamed in out and not np.array_equal(out[renamed], value):
+      raise ConversionError(f"{path}: {source[renamed]} and {key} name one tensor but differ")
+    out[renamed], source[renamed] = value, key
+  return out
 
 
 def timm_to_slowfast(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -173,6 +231,11 @@ def infer_config(state: dict[str, np.ndarray], arch: str, **base_overrides) -> t
   head = state.get("head.1.weight")
   if head is not None and head.shape[0] != cfg.num_classes:
     fixed["num_classes"] = int(head.shape[0])
+  # PyTorchVideo's image MViT keeps separable tables (a temporal one of one row), PySlowFast's a joint one.
+  if "pos_encoding.spatial_pos" in state and not cfg.sep_pos_embed:
+    fixed["sep_pos_embed"] = True
+  elif "pos_encoding.joint_pos" in state and cfg.sep_pos_embed:
+    fixed["sep_pos_embed"] = False
   temporal = state.get("pos_encoding.temporal_pos")
   if temporal is not None and not cfg.image and temporal.shape[0] != cfg.token_grid[0]:
     fixed["num_frames"] = int(temporal.shape[0] * cfg.patch_stride[0])
@@ -315,7 +378,13 @@ def convert_file(fmt: str, arch: str, input_path: str, output_dir: str, **overri
     raise ConversionError(f"--from mvit reads the official MViTv2 image models; {arch!r} is a video arch (video "
                           "MViTv2 files are --from pyslowfast)")
   state = load_state_dict(input_path, fmt)
+  eps_notes = []
+  if fmt == "pytorchvideo" and "pool_norm_eps" not in overrides:
+    overrides = dict(overrides, pool_norm_eps=_PYTORCHVIDEO_POOL_NORM_EPS)
+    eps_notes.append(f"pool_norm_eps={_PYTORCHVIDEO_POOL_NORM_EPS} as in PyTorchVideo 0.1.5 (--pool_norm_eps=1e-6: "
+                     "torchvision's mvit_v1_b)")
   cfg, params, notes = convert(state, arch, **overrides)
+  notes = eps_notes + notes
   parent = os.path.dirname(os.path.abspath(output_dir))
   os.makedirs(parent, exist_ok=True)
   staging = tempfile.mkdtemp(prefix=".convert-", dir=parent)
@@ -333,8 +402,8 @@ def convert_file(fmt: str, arch: str, input_path: str, output_dir: str, **overri
 
 def main(argv):
   if len(argv) != 3 or _FROM.value is None or _ARCH.value is None:
-    raise app.UsageError("usage: python -m mvit_jax.convert --from {torchvision,pyslowfast,mvit,timm} --arch NAME "
-                         "INPUT OUTPUT_DIR")
+    raise app.UsageError(f"usage: python -m mvit_jax.convert --from {{{','.join(_FORMATS)}}} --arch NAME INPUT "
+                         "OUTPUT_DIR")
   if _ARCH.value not in VARIANTS:
     raise InputError(f"unknown --arch {_ARCH.value!r}{did_you_mean(_ARCH.value, VARIANTS)}; known: "
                      f"{', '.join(VARIANTS)}")
