@@ -37,16 +37,7 @@ from mvit_jax.data import decode
 from mvit_jax.data import sources
 from mvit_jax.errors import InputError
 
-_MODEL = flags.DEFINE_string('model', None, 'Model folder: a converted checkpoint or a training workdir.')
-_TOPK = flags.DEFINE_integer('topk', 5, 'Classes shown per video.')
-_VIEWS = flags.DEFINE_string('views', None, 'CLIPSxCROPS views per video (default: the model card\'s).')
-_BATCH_SIZE = flags.DEFINE_integer('batch_size', 16, 'Views per forward pass (rounded up to the device count).')
-_OUTPUT = flags.DEFINE_string('output', None, 'JSON lines file, one line per video.')
-_WORKERS = flags.DEFINE_integer('workers', 0, 'Loader processes that decode videos (0: threads of this process).')
-_FEATURES = flags.DEFINE_string('features', None, 'Folder for per-video embeddings (.npy) and index.jsonl.')
-_STAGES = flags.DEFINE_bool('stages', False, 'With --features: also the per-stage token grids (.npz).')
-_PER_VIEW = flags.DEFINE_bool('per_view', False, 'With --features: also the per-view embeddings.')
-
+FLAGS = flags.FLAGS
 MANIFEST_EXTENSIONS = ('.csv', '.txt')
 
 
@@ -201,25 +192,25 @@ def describe(result: Result, top: list[dict]) -> str:
 
 def main(argv):
   inputs = argv[1:]
-  if not inputs or not _MODEL.value:
+  if not inputs:
     raise InputError('usage: python -m mvit_jax.predict --model DIR INPUT... (video files, folders or manifests)')
-  if (_STAGES.value or _PER_VIEW.value) and not _FEATURES.value:
+  if (FLAGS.stages or FLAGS.per_view) and not FLAGS.features:
     raise InputError('--stages and --per_view need --features OUT_DIR')
-  views = inference.parse_views(_VIEWS.value) if _VIEWS.value else None
+  views = inference.parse_views(FLAGS.views) if FLAGS.views else None
   logging.set_verbosity(logging.ERROR)  # Checkpoint loading logs its every step; the results are this tool's output.
-  predictor = inference.load(_MODEL.value, views=views, batch_size=_BATCH_SIZE.value)
+  predictor = inference.load(FLAGS.model, views=views, batch_size=FLAGS.batch_size)
   extensions = inference.IMAGE_EXTENSIONS if predictor.image else inference.VIDEO_EXTENSIONS
   records = find_inputs(inputs, extensions)
   features = ()
-  if _FEATURES.value:
-    os.makedirs(_FEATURES.value, exist_ok=True)
-    features = ('pre_logits',) + (predictor.stage_names if _STAGES.value else ())
-  output = open(_OUTPUT.value, 'w') if _OUTPUT.value else None
-  index = open(os.path.join(_FEATURES.value, 'index.jsonl'), 'w') if features else None
+  if FLAGS.features:
+    os.makedirs(FLAGS.features, exist_ok=True)
+    features = ('pre_logits',) + (predictor.stage_names if FLAGS.stages else ())
+  output = open(FLAGS.output, 'w') if FLAGS.output else None
+  index = open(os.path.join(FLAGS.features, 'index.jsonl'), 'w') if features else None
   progress = Progress(len(records))
   predicted = 0
   try:
-    for number, result in enumerate(predict(predictor, records, workers=_WORKERS.value, features=features)):
+    for number, result in enumerate(predict(predictor, records, workers=FLAGS.workers, features=features)):
       progress.clear()
       line = {'video': result.path}
       if result.label is not None:
@@ -229,11 +220,11 @@ def main(argv):
         line['error'] = result.error
       else:
         predicted += 1
-        top = top_k(result, predictor, _TOPK.value)
+        top = top_k(result, predictor, FLAGS.topk)
         print(describe(result, top), flush=True)
         line.update(top_k=top, views=result.views)
         if index is not None:
-          entry = write_features(_FEATURES.value, number, result, _PER_VIEW.value)
+          entry = write_features(FLAGS.features, number, result, FLAGS.per_view)
           index.write(json.dumps(entry) + '\n')
           line['features'] = entry['embedding']
       if output is not None:
@@ -250,6 +241,19 @@ def main(argv):
     sys.exit(1)
 
 
+def _define_flags():
+  """Command-line flags, defined only when run as a program (importing the module defines none)."""
+  flags.DEFINE_string('model', None, 'Model folder: a converted checkpoint or a training workdir.', required=True)
+  flags.DEFINE_integer('topk', 5, 'Classes shown per video.')
+  flags.DEFINE_string('views', None, "CLIPSxCROPS views per video (default: the model card's).")
+  flags.DEFINE_integer('batch_size', 16, 'Views per forward pass (rounded up to the device count).')
+  flags.DEFINE_string('output', None, 'JSON lines file, one line per video.')
+  flags.DEFINE_integer('workers', 0, 'Loader processes that decode videos (0: a thread of this process).')
+  flags.DEFINE_string('features', None, 'Folder for per-video embeddings (.npy) and index.jsonl.')
+  flags.DEFINE_bool('stages', False, 'With --features: also the per-stage token grids (.npz).')
+  flags.DEFINE_bool('per_view', False, 'With --features: also the per-view embeddings.')
+
+
 if __name__ == '__main__':
-  flags.mark_flag_as_required('model')
+  _define_flags()
   cli.run(main)

@@ -11,11 +11,14 @@ import jax
 import numpy as np
 import pytest
 
+from mvit_jax import evaluate
 from mvit_jax import inference
 from mvit_jax import model_card
 from mvit_jax import predict
+from mvit_jax import sharding as sharding_lib
 from mvit_jax import train
 from mvit_jax.data import device_preprocess
+from mvit_jax.data import pipeline
 from mvit_jax.data import sources
 from mvit_jax.models import create_model
 from mvit_jax.models import pretrained
@@ -29,31 +32,26 @@ def data_root(tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def workdir(data_root, tmp_path_factory):
-  """The trainer's eval mode on seeded mvit_tiny params: its model card, its per-video predictions
-  (eval/predictions_0.csv) and the params (a `params/` folder, read as a converted checkpoint's)."""
-  config = train_testlib.tiny_train_config(data_root, mode='eval')
+  """A model folder as the trainer leaves it (seeded mvit_tiny params, the trainer's model card) with the
+  evaluator's per-video predictions on the validation videos (eval/predictions_0.csv), as the trainer runs it."""
+  config = train_testlib.tiny_train_config(data_root)
   model, overrides = train.make_model(config, num_classes=4)
-  init = str(tmp_path_factory.mktemp('init'))
-  clip = np.zeros((1, 4, 32, 32, 3), np.float32)
-  pretrained.save_params(init, nn.unbox(jax.device_get(jax.jit(model.init)(jax.random.key(3), clip))["params"]))
-  pretrained.write_model_json(init, config.model.name, overrides)
-  config.init_from = init
   run = str(tmp_path_factory.mktemp('run'))
-  train.train_and_evaluate(config, run)
-  shutil.copytree(os.path.join(init, pretrained.PARAMS_DIR), os.path.join(run, pretrained.PARAMS_DIR))
+  params = nn.unbox(jax.jit(model.init)(jax.random.key(3), np.zeros((1, 4, 32, 32, 3), np.float32))['params'])
+  pretrained.save_params(run, jax.device_get(params))
+  model_card.write(run, model_card.ModelCard(
+      config.model.name, overrides, tuple(sources.read_class_names(config.data.classes_file)),
+      model_card.InputRecipe.from_data_config(config.data)))
+  mesh = sharding_lib.make_mesh(config.mesh)
+  predict_fn = evaluate.make_predict_fn(model, mesh, sharding_lib.rules_from_config(config.sharding_rules), config.data)
+  batches = pipeline.make_eval_iterator(config.data, num_classes=4, global_batch_size=config.eval_batch_size)
+  evaluate.run_eval(predict_fn, params, batches, mesh, multi_label=False, step=0, workdir=run)
   return run
 
 
 @pytest.fixture(scope='module')
 def predictor(workdir):
   return inference.load(workdir)
-
-
-def test_trainer_writes_the_card(workdir, data_root):
-  card = model_card.read(workdir)
-  assert card.classes == tuple(sources.read_class_names(os.path.join(data_root, 'classes.txt')))
-  assert (card.input.num_frames, card.input.crop_size, card.input.num_clips, card.input.num_crops) == (4, 32, 2, 1)
-  assert card.source is None
 
 
 def test_top1_is_the_evaluators(workdir, data_root, predictor):
