@@ -5,7 +5,7 @@ Input recipes, as each source evaluates its weights:
 - torchvision video weights: the weights' `transforms` preset (resize, crop, mean / std), 16 frames at 7.5 fps
   (sampling rate 4 at 30 fps), 5 clips x 1 crop (the accuracy the weights' metadata reports);
 - PySlowFast and other video formats: mean / std 0.45 / 0.225 (ImageNet's for MViTv2-L 40x3, as its test config),
-  short side 256 (crop / 0.875 for larger crops), frames x sampling rate from the arch name (`_16x4`), 5 clips x
+  short side round(crop / 0.875) (256 for 224 crops), frames x sampling rate from the arch name (`_16x4`), 5 clips x
   1 crop (3 x 3 for MViT-B 64x3, 5 x 3 for MViTv2-L 40x3, as the papers test them);
 - image formats (image architectures): ImageNet mean / std, short side round(crop / 0.875), centre crop, 1 view.
 """
@@ -68,7 +68,7 @@ def input_recipe(fmt: str, arch: str, cfg: MViTConfig) -> InputRecipe:
   clips, crops = _VIEWS.get(arch, (5, 1))
   imagenet = arch in _IMAGENET_NORMALISED
   return InputRecipe(num_frames=cfg.num_frames, sampling_rate=_sampling_rate(arch), target_fps=TARGET_FPS,
-                     short_side=max(256, _short_side(crop)), crop_size=crop,
+                     short_side=_short_side(crop), crop_size=crop,
                      mean=IMAGENET_MEAN if imagenet else KINETICS_MEAN, std=IMAGENET_STD if imagenet else KINETICS_STD,
                      num_clips=clips, num_crops=crops)
 
