@@ -5,13 +5,13 @@ r"""What is in these videos: top-k classes (and optionally features) of a model 
 
 DIR is a converted checkpoint or a training workdir (its model.json, the model card, gives the classes and the
 input recipe). INPUT is video files (image files for image models), folders (searched recursively for them) or
-manifests (`.csv` / `.txt`, `path label` lines as the data manifests). Each video is decoded and sampled into the
-card's evaluation views (mvit_jax.inference), views of several videos share a forward pass, and each video's
-per-view softmax probabilities are averaged as the evaluator does. Per video: one line on stdout (top-k class
-names, or indices when the card has none, with probabilities), and with --output one JSON line
-{"video", "top_k": [{"class", "index", "probability"}], "views"[, "label"]}. A file that cannot be decoded is
-reported with its reason (stderr, and a JSON line {"video", "error"}) and skipped; the exit status is 1 only when
-no video could be predicted.
+manifests (`.csv` / `.txt`, `path label` lines as the data manifests, relative paths from the manifest's folder).
+Each video is decoded and sampled into the card's evaluation views (mvit_jax.inference), views of several videos
+share a forward pass, and each video's per-view softmax probabilities are averaged as the evaluator does. Per
+video: one line on stdout (top-k class names, or indices when the card has none, with probabilities), and with
+--output one JSON line {"video", "top_k": [{"class", "index", "probability"}], "views"[, "label", "features"]}. A
+file that cannot be decoded is reported with its reason (stderr, and a JSON line {"video", "error"}) and skipped;
+the exit status is 1 only when no video could be predicted.
 
 --features OUT_DIR writes per video the pre-logit embedding averaged over the views (`N.npy`, (D,) float32), with
 --per_view each view's (`N_views.npy`, (V, D)), with --stages each stage's last token grid per view
@@ -64,7 +64,7 @@ def find_inputs(inputs: Sequence[str], extensions: Sequence[str]) -> list[source
         raise InputError(f'{path}: no files ending in {", ".join(extensions)}')
       records += [sources.VideoRecord(p, None) for p in found]
     elif path.lower().endswith(MANIFEST_EXTENSIONS) and os.path.isfile(path):
-      records += sources.read_manifest(path)
+      records += sources.read_manifest(path, os.path.dirname(path))  # Relative paths: from the manifest's folder.
     else:
       records.append(sources.VideoRecord(path, None))
   return records
