@@ -42,6 +42,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from mvit_jax import cli
+from mvit_jax import convert_card
+from mvit_jax import model_card
 from mvit_jax.errors import InputError, did_you_mean
 from mvit_jax.models import pretrained
 from mvit_jax.models.config import MViTConfig, block_specs
@@ -55,6 +57,9 @@ _ARCH = flags.DEFINE_string("arch", None, f"Variant: {', '.join(sorted(VARIANTS)
 _POOL_NORM_EPS = flags.DEFINE_float(
     "pool_norm_eps", None, "LayerNorm eps after Q/K/V pooling: 1e-6 (default) or 1e-5 for checkpoints trained with "
     "the 2021 PySlowFast code (the original MViT v1 zoo files); --from pytorchvideo defaults to 1e-5.")
+_CLASSES = flags.DEFINE_string("classes", None, "Class names for the model card, one per line (line i names class i).")
+_VERIFY = flags.DEFINE_bool("verify", False, "Record in the model card the converted logits' relative L2 error against "
+                            "the source framework's on a random clip (torchvision files, torchvision installed).")
 _FORMAT_NAMES = {"pyslowfast": "PySlowFast", "mvit": "official MViTv2 image repository"}
 # PyTorchVideo 0.1.5 builds the pooling LayerNorms with torch's default eps (the code its hub weights were trained
 # with did the same); its later code and torchvision's mvit_v1_b use 1e-6.
@@ -370,8 +375,14 @@ def _torch_names(state, cfg) -> dict[str, str]:
   return {k: path for k in state for path in torchvision_to_flax({k: state[k]}, cfg)}
 
 
-def convert_file(fmt: str, arch: str, input_path: str, output_dir: str, **overrides) -> list[str]:
-  """Converts INPUT to OUTPUT_DIR (model.json + params/); writes nothing when anything fails."""
+def convert_file(fmt: str, arch: str, input_path: str, output_dir: str, *, classes_file: str | None = None,
+                 verify: bool = False, **overrides) -> list[str]:
+  """Converts INPUT to OUTPUT_DIR (model.json, the model card, + params/); writes nothing when anything fails.
+
+  The card holds the class names (`classes_file`, or torchvision's Kinetics-400 names), the source's input recipe
+  (mvit_jax.convert_card), the source file and its SHA-256 and, with `verify`, the logit error against the source
+  framework.
+  """
   if os.path.exists(output_dir) and os.listdir(output_dir):
     raise ConversionError(f"{output_dir} exists and is not empty")
   if fmt == "mvit" and not get_config(arch).image:
@@ -385,11 +396,19 @@ def convert_file(fmt: str, arch: str, input_path: str, output_dir: str, **overri
                      "torchvision's mvit_v1_b)")
   cfg, params, notes = convert(state, arch, **overrides)
   notes = eps_notes + notes
+  classes = convert_card.class_names(fmt, cfg.num_classes, classes_file)
+  verification = None
+  if verify:
+    verification, message = convert_card.verify(fmt, arch, input_path, cfg, params)
+    notes.append(message)
+  card = model_card.ModelCard(
+      arch, pretrained.config_overrides(cfg, VARIANTS[arch]), classes, convert_card.input_recipe(fmt, arch, cfg),
+      {"format": fmt, "file": os.path.basename(input_path), "sha256": model_card.sha256(input_path)}, verification)
   parent = os.path.dirname(os.path.abspath(output_dir))
   os.makedirs(parent, exist_ok=True)
   staging = tempfile.mkdtemp(prefix=".convert-", dir=parent)
   try:
-    pretrained.write_model_json(staging, arch, pretrained.config_overrides(cfg, VARIANTS[arch]))
+    model_card.write(staging, card)
     pretrained.save_params(staging, params)
     if os.path.isdir(output_dir):
       os.rmdir(output_dir)
@@ -402,13 +421,14 @@ def convert_file(fmt: str, arch: str, input_path: str, output_dir: str, **overri
 
 def main(argv):
   if len(argv) != 3 or _FROM.value is None or _ARCH.value is None:
-    raise app.UsageError(f"usage: python -m mvit_jax.convert --from {{{','.join(_FORMATS)}}} --arch NAME INPUT "
-                         "OUTPUT_DIR")
+    raise app.UsageError(f"usage: python -m mvit_jax.convert --from {{{','.join(_FORMATS)}}} --arch NAME "
+                         "[--classes FILE] [--verify] INPUT OUTPUT_DIR")
   if _ARCH.value not in VARIANTS:
     raise InputError(f"unknown --arch {_ARCH.value!r}{did_you_mean(_ARCH.value, VARIANTS)}; known: "
                      f"{', '.join(VARIANTS)}")
   overrides = {} if _POOL_NORM_EPS.value is None else {"pool_norm_eps": _POOL_NORM_EPS.value}
-  notes = convert_file(_FROM.value, _ARCH.value, argv[1], argv[2], **overrides)
+  notes = convert_file(_FROM.value, _ARCH.value, argv[1], argv[2], classes_file=_CLASSES.value, verify=_VERIFY.value,
+                       **overrides)
   for note in notes:
     print(f"note: {note}")
   print(f"wrote {argv[2]} ({_ARCH.value})")

@@ -4,7 +4,7 @@ per-view sigmoid scores are max-pooled over views (Charades protocol). Reports t
 mAP in percent, writes per-video predictions to WORKDIR/eval/predictions_<step>.csv and the latest metrics to
 WORKDIR/metrics.json.
 """
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 import csv
 import json
 import os
@@ -19,16 +19,30 @@ from mvit_jax import sharding as sharding_lib
 from mvit_jax.data import device_preprocess
 
 
-def make_predict_fn(model: nn.Module, mesh: jax.sharding.Mesh, rules, data_config):
-  """Jitted (params, global batch) -> replicated {'scores' (B, C) float32, 'label', 'video_index', 'mask'}."""
+def make_predict_fn(model: nn.Module, mesh: jax.sharding.Mesh, rules, data_config, features: Sequence[str] = ()):
+  """Jitted (params, global batch) -> replicated {'scores' (B, C) float32, 'logits' (B, C) float32, 'label',
+  'video_index', 'mask'}.
+
+  With `features` (names of `model.features` outputs: 'pre_logits', 'stage1', ...) the outputs also hold those,
+  float32, and the logits are the classifier (one dense layer) applied to 'pre_logits': one forward pass for both.
+  """
   multi_label = data_config.multi_label
 
   def predict(params, batch):
     # The loader's uint8 clips are normalised here, on the device.
     videos = device_preprocess.preprocess_on_device(batch['video'], jax.random.key(0), data_config, train=False)
-    logits = model.apply({'params': params}, videos, train=False).astype(jnp.float32)
+    extra = {}
+    if features:
+      outputs = model.apply({'params': params}, videos, method='features')
+      head = nn.unbox(params['head'])
+      logits = outputs['pre_logits'] @ head['kernel'] + head['bias']
+      extra = {name: outputs[name].astype(jnp.float32) for name in features}
+    else:
+      logits = model.apply({'params': params}, videos, train=False)
+    logits = logits.astype(jnp.float32)
     scores = jax.nn.sigmoid(logits) if multi_label else jax.nn.softmax(logits, axis=-1)
-    return {'scores': scores, 'label': batch['label'], 'video_index': batch['video_index'], 'mask': batch['mask']}
+    return {'scores': scores, 'logits': logits, 'label': batch['label'], 'video_index': batch['video_index'],
+            'mask': batch['mask'], **extra}
 
   jitted = jax.jit(predict, out_shardings=jax.NamedSharding(mesh, jax.P()))
 

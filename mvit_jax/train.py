@@ -32,6 +32,7 @@ from mvit_jax import config_lib
 from mvit_jax import errors
 from mvit_jax import evaluate
 from mvit_jax import metrics as metrics_lib
+from mvit_jax import model_card
 from mvit_jax import models
 from mvit_jax import optim
 from mvit_jax import sharding as sharding_lib
@@ -40,7 +41,6 @@ from mvit_jax.data import mixup
 from mvit_jax.data import pipeline
 from mvit_jax.data import sources
 from mvit_jax.data import synthetic
-from mvit_jax.models import pretrained
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -306,7 +306,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   # --- Model and optimizer ------------------------------------------------------------------------------------------
   model, overrides = make_model(config, num_classes)
   if jax.process_index() == 0:
-    pretrained.write_model_json(workdir, config.model.name, overrides)  # What load_pretrained(workdir) rebuilds.
+    classes = sources.read_class_names(config.data.classes_file) if config.data.classes_file else None
+    model_card.write(workdir, model_card.ModelCard(  # What load_pretrained(workdir) and mvit_jax.predict read.
+        config.model.name, overrides, classes, model_card.InputRecipe.from_data_config(config.data)))
   ts = TrainSetup.build(model, config, mesh, rules)
   predict_fn = evaluate.make_predict_fn(model, mesh, rules, config.data)
   manager = checkpointing.create_manager(workdir, keep=config.keep_checkpoints)

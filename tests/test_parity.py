@@ -11,8 +11,15 @@ import numpy as np
 import pytest
 
 from mvit_jax import convert
+from mvit_jax import convert_card
+from mvit_jax import inference
+from mvit_jax import model_card
+from mvit_jax import predict
+from mvit_jax.data import sources
+from mvit_jax.errors import InputError
 from mvit_jax.models.pretrained import load_pretrained
 import model_testlib
+import video_fixtures
 
 torch.set_num_threads(2)
 
@@ -47,6 +54,11 @@ def test_torchvision_parity(mvit_v1_b, tmp_path):
   assert result.returncode == 0, result.stderr
   for scan_blocks in (True, False):  # The converter writes one layout; load_pretrained maps it to either.
     assert _rel_l2(_jax_logits(tmp_path / "out", clip, scan_blocks=scan_blocks), expected) < 1e-4
+  card = model_card.read(str(tmp_path / "out"))  # Kinetics-400 names and torchvision's evaluation recipe.
+  assert card.classes == tuple(tv_mvit.MViT_V1_B_Weights.KINETICS400_V1.meta["categories"])
+  assert card.input == model_card.InputRecipe(num_frames=16, sampling_rate=4, target_fps=30.0, short_side=256,
+                                              crop_size=224, mean=(0.45,) * 3, std=(0.225,) * 3, num_clips=5)
+  assert card.source == {"format": "torchvision", "file": "mvit_v1_b.pth", "sha256": model_card.sha256(str(path))}
 
 
 def test_pyslowfast_parity_fused_qkv(mvit_v1_b, tmp_path):
@@ -188,3 +200,59 @@ def test_image_checkpoint_round_trip():
   assert not notes
   for path, v in flax.traverse_util.flatten_dict(converted, sep="/").items():
     np.testing.assert_array_equal(v, flat[path], err_msg=path)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The model card of a converted checkpoint, and predict on it.
+
+
+def _tiny_torchvision(num_classes=400):
+  """A torchvision MViT with mvit_tiny's block table on a 4x32x32 input."""
+  table = [(32, 64, 1, False), (64, 64, 2, True), (64, 128, 2, False), (128, 128, 4, True)]
+  kv = [[1, 4, 4], [1, 2, 2], [1, 2, 2], [1, 1, 1]]
+  settings = [tv_mvit.MSBlockConfig(num_heads=h, input_channels=cin, output_channels=cout, kernel_kv=[3, 3, 3],
+                                    kernel_q=[3, 3, 3] if q else [], stride_q=[1, 2, 2] if q else [], stride_kv=kv[i])
+              for i, (cin, cout, h, q) in enumerate(table)]
+  model = tv_mvit.MViT(spatial_size=(32, 32), temporal_size=4, block_setting=settings, residual_pool=False,
+                       residual_with_cls_embed=True, rel_pos_embed=False, proj_after_attn=False,
+                       stochastic_depth_prob=0.0, num_classes=num_classes)
+  return model_testlib.randomise(model, seed=4)
+
+
+@pytest.fixture(scope="module")
+def tiny_torchvision_file(tmp_path_factory):
+  path = tmp_path_factory.mktemp("tv_tiny") / "tiny.pth"
+  torch.save(_tiny_torchvision().state_dict(), path)
+  return path
+
+
+def test_converted_torchvision_folder_predicts_kinetics_names(tiny_torchvision_file, tmp_path, monkeypatch):
+  """--verify's logit error, the Kinetics-400 names, the source file; predict names its classes. A 400-class
+  torchvision MViT with mvit_tiny's blocks stands in for mvit_v1_b (whose card test_torchvision_parity checks):
+  --verify builds the source model by the arch's torchvision builder, here one that builds this model."""
+  monkeypatch.setitem(convert_card.TORCHVISION_BUILDERS, "mvit_tiny", "tiny_for_test")
+  monkeypatch.setattr(tv_mvit.__name__.rsplit(".", 1)[0] + ".tiny_for_test", _tiny_torchvision, raising=False)
+  out = str(tmp_path / "out")
+  notes = convert.convert_file("torchvision", "mvit_tiny", str(tiny_torchvision_file), out, verify=True)
+  card = model_card.read(out)
+  assert card.verification["logit_rel_l2"] < 1e-4 and card.verification["input_shape"] == [2, 4, 32, 32, 3]
+  assert any(n.startswith("--verify: logits within relative L2") for n in notes)
+  names = tv_mvit.MViT_V1_B_Weights.KINETICS400_V1.meta["categories"]
+  assert card.classes == tuple(names)
+  assert card.source["sha256"] == model_card.sha256(str(tiny_torchvision_file))
+  assert (card.input.crop_size, card.input.short_side, card.input.num_clips) == (32, 37, 5)
+
+  video = video_fixtures.write_index_video(str(tmp_path / "v.mp4"), 40)
+  predictor = inference.load(out, views=(1, 1))
+  (result,) = predict.predict(predictor, [sources.VideoRecord(video, None)])
+  top = predict.top_k(result, predictor, 3)
+  assert [t["class"] for t in top] == [names[t["index"]] for t in top]
+
+
+def test_classes_file_must_match_the_class_count(tiny_torchvision_file, tmp_path):
+  classes = tmp_path / "classes.txt"
+  classes.write_text("a\nb\nc\n")
+  with pytest.raises(InputError, match="names 3 classes, the checkpoint has 400"):
+    convert.convert_file("torchvision", "mvit_tiny", str(tiny_torchvision_file), str(tmp_path / "out"),
+                         classes_file=str(classes))
+  assert not (tmp_path / "out").exists()

@@ -11,9 +11,11 @@ import pytest
 from mvit_jax import checkpointing
 from mvit_jax import config_lib
 from mvit_jax import metrics as metrics_lib
+from mvit_jax import model_card
 from mvit_jax import models
 from mvit_jax import sharding as sharding_lib
 from mvit_jax import train
+from mvit_jax.data import sources
 import train_testlib
 
 
@@ -34,8 +36,9 @@ def test_train_then_eval_mode(data_root, tmp_path):
   assert saved['step'] == 2 and saved['top1'] == result['top1'] and saved['top5'] == result['top5']
   with open(os.path.join(workdir, 'eval', 'predictions_2.csv')) as f:
     assert len(f.read().splitlines()) == 1 + 4
-  with open(os.path.join(workdir, 'model.json')) as f:
-    assert json.load(f)['name'] == 'mvit_tiny'
+  card = model_card.read(workdir)  # The model card: what load_pretrained and mvit_jax.predict read.
+  assert card.name == 'mvit_tiny' and card.classes == tuple(sources.read_class_names(config.data.classes_file))
+  assert card.input == model_card.InputRecipe.from_data_config(config.data) and card.input.num_clips == 2
 
   # Eval mode on the newest checkpoint (resuming is covered with real processes in test_checkpoint_resume.py).
   config = train_testlib.tiny_train_config(data_root, mode='eval')
