@@ -72,10 +72,10 @@ def input_recipe(card: model_card.ModelCard, config: MViTConfig) -> tuple[int, i
   return config.num_frames, config.input_size, tuple(data.mean), tuple(data.std)
 
 
-def clip_shape(config: MViTConfig, num_frames: int, crop_size: int, batch: Any) -> tuple:
-  """(B, T, H, W, 3) for video models, (B, H, W, 3) for image models."""
+def clip_shape(config: MViTConfig, num_frames: int, crop_size: int) -> tuple[int, ...]:
+  """One clip's shape: (T, H, W, 3) for video models, (H, W, 3) for image models."""
   frames = () if config.image else (num_frames,)
-  return (batch, *frames, crop_size, crop_size, 3)
+  return (*frames, crop_size, crop_size, 3)
 
 
 def flat_weights(params: Any) -> dict[str, np.ndarray]:
@@ -201,7 +201,7 @@ def export_model(model_dir: str, out: str, fmt: str = "stablehlo") -> jax.export
   module, variables = load_pretrained(model_dir, attention_impl="xla")
   num_frames, crop_size, mean, std = input_recipe(card, module.config)
   weights = flat_weights(variables["params"])
-  exported = export_logits(module, weights, clip_shape(module.config, num_frames, crop_size, None)[1:], mean, std)
+  exported = export_logits(module, weights, clip_shape(module.config, num_frames, crop_size), mean, std)
   logging.info("Exported %s: uint8 clips %s -> float32 logits, forward in %s, for %s.", card.name,
                exported.in_avals[-1].str_short(), jnp.dtype(module.config.dtype).name, ", ".join(PLATFORMS))
   parent = os.path.dirname(os.path.abspath(out))
