@@ -5,7 +5,7 @@ from a converted timm checkpoint, a few training steps of the video model reduce
 import logging
 import types
 
-import torch  # noqa: F401  (import before anything that may import tensorflow)
+import torch  # Before anything that may import tensorflow.
 import timm.models.mvitv2 as timm_mvitv2
 
 import flax.linen as nn
@@ -72,7 +72,8 @@ def test_inflated_kernels(mode):
   image, video = _trees(src_cls=False, dst_cls=False)
   fitted, _ = adapt.fit_pretrained(image, video, inflate=mode)
   for got, kernel in ((fitted["patch_embed"]["proj"]["kernel"], image["patch_embed"]["proj"]["kernel"]),
-                      (fitted["blocks_1"]["attn"]["pool_q"]["kernel"], image["blocks_1"]["attn"]["pool_q"]["kernel"][0])):
+                      (fitted["blocks_1"]["attn"]["pool_q"]["kernel"],
+                       image["blocks_1"]["attn"]["pool_q"]["kernel"][0])):
     assert got.shape == (3,) + kernel.shape
     want = [np.zeros_like(kernel), kernel, np.zeros_like(kernel)] if mode == "centre" else [kernel / 3] * 3
     np.testing.assert_allclose(got, np.stack(want), rtol=1e-6)
@@ -104,7 +105,8 @@ def test_summary_groups_and_class_token():
      r"pretrained 'patch_embed/proj/kernel' has shape \(7, 7, 3, 8\), the target model needs \(3, 7, 7, 3, 12\)"),
     # A block the image model lacks: its kinds of leaves exist, so the tree does not fit.
     (lambda image, video: video.update(blocks_2=video["blocks_1"]), r"pretrained params have no 'blocks_2/"),
-    (lambda image, video: image["blocks_1"]["attn"].update(extra=np.zeros(3)), r"'blocks_1/attn/extra'\] have no place"),
+    (lambda image, video: image["blocks_1"]["attn"].update(extra=np.zeros(3)),
+     r"'blocks_1/attn/extra'\] have no place"),
 ])
 def test_what_does_not_fit_is_an_error_naming_the_key(edit, message):
   image, video = _trees(src_cls=False, dst_cls=False)
