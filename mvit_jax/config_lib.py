@@ -47,6 +47,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.mode = 'train'                 # 'train' (with periodic eval) | 'eval' (latest checkpoint or init_from).
   c.seed = 0
   c.init_from = ''                 # Fine-tune: converted-checkpoint folder or training workdir ('' = scratch).
+  c.init_from_inflate = 'centre'   # Image init_from for a video model: its 2-D kernels in the centre frame
+                                   # ('centre') or repeated / kt over time ('average').
 
   # --- Steps (micro-steps: one loader batch each) -------------------------------------------------------------
   c.num_train_steps = 1000
@@ -205,7 +207,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(f'config.data.dataset_kind {config.data.dataset_kind!r} is not one of {DATASET_KINDS}'
                       f'{did_you_mean(config.data.dataset_kind, DATASET_KINDS)}')
   # Deferred: experiment files import this module, and the model zoo pulls in flax and orbax.
-  from mvit_jax.models import variants  # pylint: disable=g-import-not-at-top
+  from mvit_jax.models import adapt, variants  # pylint: disable=g-import-not-at-top
+  if config.init_from_inflate not in adapt.INFLATE_MODES:
+    raise ConfigError(f"config.init_from_inflate must be 'centre' or 'average', got {config.init_from_inflate!r}"
+                      f'{did_you_mean(config.init_from_inflate, adapt.INFLATE_MODES)}')
   if config.model.name not in variants.VARIANTS:
     raise ConfigError(f'config.model.name {config.model.name!r} is not a model'
                       f'{did_you_mean(config.model.name, variants.VARIANTS)}; known: {", ".join(variants.VARIANTS)}')

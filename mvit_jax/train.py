@@ -205,14 +205,15 @@ def prepare_synthetic_data(config: ml_collections.ConfigDict, workdir: str) -> N
   config.data.classes_file = os.path.join(root, 'classes.txt')
 
 
-def initial_params(ts: TrainSetup, init_from: str, rng: jax.Array):
-  """Fresh params; with `init_from` (converted checkpoint or training workdir) its params adapted to this model
-  (position tables interpolated, a classifier of another shape kept fresh: `models.adapt_pretrained`)."""
+def initial_params(ts: TrainSetup, init_from: str, rng: jax.Array, inflate: str = 'centre'):
+  """Fresh params; with `init_from` (converted checkpoint or training workdir) its params fitted to this model
+  (`models.fit_pretrained`: position tables interpolated, a classifier of another shape kept fresh, an image
+  model's 2-D kernels inflated by `inflate`, what a video model has and an image model lacks fresh)."""
   params = ts.init_params(rng)
   if init_from:
     _, variables = models.load_pretrained(init_from)
-    params = models.adapt_pretrained(variables['params'], jax.device_get(params))
-    logging.info('Initialised from %s', init_from)
+    params, report = models.fit_pretrained(variables['params'], jax.device_get(params), inflate)
+    logging.info('Initialised from %s: %s', init_from, report)
   return params
 
 
@@ -319,7 +320,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if restored:
       step, params = restored
     elif config.init_from:
-      step, params = 0, initial_params(ts, config.init_from, jax.random.key(config.seed))
+      step, params = 0, initial_params(ts, config.init_from, jax.random.key(config.seed), config.init_from_inflate)
     else:
       raise errors.InputError(f'config.mode=eval needs a checkpoint in {workdir} or config.init_from')
     return _evaluate(predict_fn, params, config, num_classes, mesh, step, workdir)
@@ -348,7 +349,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     logging.info('Resumed from step %d in %s', resume_step, workdir)
   else:
     init_rng, base_rng = jax.random.split(jax.random.key(config.seed))
-    state = ts.init_state(initial_params(ts, config.init_from, init_rng))
+    state = ts.init_state(initial_params(ts, config.init_from, init_rng, config.init_from_inflate))
     first_step = 1
   if jax.process_index() == 0:
     metrics_lib.log_parameter_overview(ts.abstract_params)

@@ -13,14 +13,11 @@ import os
 from typing import Any
 
 from absl import logging
-import flax
-import flax.linen as nn
 import jax.numpy as jnp
-import numpy as np
 import orbax.checkpoint as ocp
 
+from mvit_jax.models.adapt import fit_pretrained
 from mvit_jax.models.config import MViTConfig
-from mvit_jax.models.layers import resize_table
 from mvit_jax.models.layout import to_block_layout
 from mvit_jax.models.mvit import MViT
 from mvit_jax.models.variants import create_model
@@ -83,56 +80,15 @@ def load_pretrained(path: str, **overrides) -> tuple[MViT, dict[str, Any]]:
   return module, {"params": to_block_layout(params, module.config)}
 
 
-def _square_grid(rows: int, key: str) -> tuple[int, int]:
-  side = int(round(np.sqrt(rows)))
-  if side * side != rows:
-    raise ValueError(f"{key}: {rows} positions are not a square grid; cannot interpolate")
-  return (side, side)
-
-
-def adapt_pretrained(pretrained: dict[str, Any], target: dict[str, Any]) -> dict[str, Any]:
-  """Fits pretrained params to a target model's params for fine-tuning.
-
-  Position tables are interpolated to the target's token grid (spatial tables are square grids, temporal tables
-  1-D; the joint image table keeps its class row), relative position tables linearly along their rows (as
-  PySlowFast does at load time); where the classifier shape differs (another class count) the
-  target's freshly initialised head is kept. Every other leaf must match in shape. Either may have scanned or
-  unrolled blocks (`MViTConfig.scan_blocks`); the result has the target's layout.
-  Args: unboxed `params` trees of the pretrained model and of the freshly initialised target model.
+def adapt_pretrained(pretrained: dict[str, Any], target: dict[str, Any], inflate: str = "centre") -> dict[str, Any]:
+  """Pretrained params fitted to a target model's params for fine-tuning (`adapt.fit_pretrained`: position tables
+  interpolated, a classifier of another class count fresh, an image model's 2-D kernels inflated to the video
+  model's by `inflate`, "centre" or "average"); logs the one-line summary of what was done to which leaves.
+  Args: unboxed `params` trees of the pretrained model and of the freshly initialised target model, either layout.
   """
-  target = nn.unbox(target)
-  unrolled = {}  # A target layout without scanned runs.
-  src = flax.traverse_util.flatten_dict(to_block_layout(nn.unbox(pretrained), unrolled), sep="/")
-  dst = flax.traverse_util.flatten_dict(to_block_layout(target, unrolled), sep="/")
-  out = {}
-  for key, value in dst.items():
-    if key not in src:
-      raise KeyError(f"pretrained params have no {key!r}")
-    old = np.asarray(src[key])
-    leaf = key.split("/")[-1]
-    if old.shape == value.shape:
-      out[key] = old
-    elif key.startswith("head/"):
-      logging.info("New classifier %s: %s -> %s (freshly initialised)", key, old.shape, value.shape)
-      out[key] = np.asarray(value)
-    elif leaf in ("rel_pos_h", "rel_pos_w", "rel_pos_t"):
-      logging.info("Interpolating %s %s -> %s", key, old.shape, value.shape)
-      out[key] = np.asarray(resize_table(jnp.asarray(old), (old.shape[0],), (value.shape[0],)))
-    elif leaf in ("pos_embed_spatial", "pos_embed_temporal", "pos_embed"):
-      logging.info("Interpolating %s %s -> %s", key, old.shape, value.shape)
-      skip = 1 if leaf == "pos_embed" else 0  # The joint table's first row is the class position.
-      if leaf == "pos_embed_temporal":
-        src_grid, dst_grid = (old.shape[0],), (value.shape[0],)
-      else:
-        src_grid, dst_grid = _square_grid(old.shape[0] - skip, key), _square_grid(value.shape[0] - skip, key)
-      grid = np.asarray(resize_table(jnp.asarray(old[skip:]), src_grid, dst_grid))
-      out[key] = np.concatenate([old[:skip], grid], axis=0)
-    else:
-      raise ValueError(f"pretrained {key!r} has shape {old.shape}, the target model needs {value.shape}")
-  unused = sorted(set(src) - set(dst))
-  if unused:
-    raise KeyError(f"pretrained params {unused} have no place in the target model")
-  return to_block_layout(flax.traverse_util.unflatten_dict(out, sep="/"), target)
+  params, report = fit_pretrained(pretrained, target, inflate)
+  logging.info("Adapted pretrained params: %s", report)
+  return params
 
 
 def config_overrides(config: MViTConfig, base: MViTConfig) -> dict[str, Any]:
