@@ -31,8 +31,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import shutil
-import tempfile
 
 from absl import app, flags
 import flax
@@ -42,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mvit_jax import cli
+from mvit_jax import files
 from mvit_jax import convert_card
 from mvit_jax import model_card
 from mvit_jax.errors import InputError, did_you_mean
@@ -404,18 +403,9 @@ def convert_file(fmt: str, arch: str, input_path: str, output_dir: str, *, class
   card = model_card.ModelCard(
       arch, pretrained.config_overrides(cfg, VARIANTS[arch]), classes, convert_card.input_recipe(fmt, arch, cfg),
       {"format": fmt, "file": os.path.basename(input_path), "sha256": model_card.sha256(input_path)}, verification)
-  parent = os.path.dirname(os.path.abspath(output_dir))
-  os.makedirs(parent, exist_ok=True)
-  staging = tempfile.mkdtemp(prefix=".convert-", dir=parent)
-  try:
+  with files.staged_folder(output_dir) as staging:
     model_card.write(staging, card)
     pretrained.save_params(staging, params)
-    if os.path.isdir(output_dir):
-      os.rmdir(output_dir)
-    os.replace(staging, output_dir)
-  except BaseException:
-    shutil.rmtree(staging, ignore_errors=True)
-    raise
   return notes
 
 

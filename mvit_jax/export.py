@@ -26,7 +26,6 @@ from collections.abc import Callable
 import json
 import os
 import shutil
-import tempfile
 from typing import Any
 
 from absl import app
@@ -38,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mvit_jax import cli
+from mvit_jax import files
 from mvit_jax import model_card
 from mvit_jax.data import config as data_config_lib
 from mvit_jax.data.device_preprocess import normalize
@@ -204,21 +204,11 @@ def export_model(model_dir: str, out: str, fmt: str = "stablehlo") -> jax.export
   exported = export_logits(module, weights, clip_shape(module.config, num_frames, crop_size), mean, std)
   logging.info("Exported %s: uint8 clips %s -> float32 logits, forward in %s, for %s.", card.name,
                exported.in_avals[-1].str_short(), jnp.dtype(module.config.dtype).name, ", ".join(PLATFORMS))
-  parent = os.path.dirname(os.path.abspath(out))
-  os.makedirs(parent, exist_ok=True)
-  staging = tempfile.mkdtemp(prefix=".export-", dir=parent)
-  os.chmod(staging, 0o755)  # mkdtemp's 0o700 would stay on OUT.
-  try:
+  with files.staged_folder(out) as staging:
     written = (write_stablehlo if fmt == "stablehlo" else write_savedmodel)(staging, exported, weights)
     shutil.copyfile(os.path.join(model_dir, model_card.MODEL_JSON), os.path.join(staging, model_card.MODEL_JSON))
     with open(os.path.join(staging, EXPORT_JSON), "w") as f:
       json.dump(signature(exported, module.config, mean, std, fmt, **written), f, indent=1)
-    if os.path.isdir(out):
-      os.rmdir(out)
-    os.replace(staging, out)
-  except BaseException:
-    shutil.rmtree(staging, ignore_errors=True)
-    raise
   return exported
 
 

@@ -40,21 +40,15 @@ _AUGMENT = flags.DEFINE_enum('augment', 'light', ['light', 'full'], 'Augmentatio
 _REPEATS = flags.DEFINE_integer('repeats', 3, 'Each rate is the best of this many timings (the machine is shared).')
 _VIDEO_DIR = flags.DEFINE_string('video_dir', '/tmp/mvit_bench_videos', 'Where the test videos live.')
 
-WIDTH, HEIGHT, FPS, SECONDS = 340, 256, 30, 10
+WIDTH, HEIGHT, FPS, SECONDS = (synthetic.BENCH_WIDTH, synthetic.BENCH_HEIGHT, synthetic.BENCH_FPS,
+                               synthetic.BENCH_SECONDS)
 
 
 def make_videos(folder: str, num_videos: int) -> str:
   """Writes num_videos 340x256 10 s clips (moving squares + noise) and a manifest of them; returns its path."""
-  os.makedirs(folder, exist_ok=True)
+  paths = synthetic.write_bench_videos(folder, num_videos)
   manifest = os.path.join(folder, 'train.csv')
-  lines = []
-  for i in range(num_videos):
-    path = os.path.join(folder, f'v{i}.mp4')
-    if not os.path.exists(path):
-      frames = synthetic.motion_frames(i % 6, np.random.default_rng(i), num_frames=FPS * SECONDS, height=HEIGHT,
-                                       width=WIDTH, speed=3.0)
-      synthetic.write_video(path, frames, fps=FPS, gop=16, crf=23)
-    lines.append(f'v{i}.mp4 {i % 6}\n')
+  lines = [f'{os.path.basename(path)} {i % 6}\n' for i, path in enumerate(paths)]
   with open(manifest, 'w') as f:  # Listed 1024 times over: a realistic index size for grain's shuffle.
     f.writelines(lines * (1024 // len(lines)))
   return manifest

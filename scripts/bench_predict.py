@@ -36,20 +36,7 @@ _BATCH = flags.DEFINE_integer('batch_size', 5, 'Views per forward pass.')
 _REPEATS = flags.DEFINE_integer('repeats', 2, 'Each rate is the best of this many timings.')
 _VIDEO_DIR = flags.DEFINE_string('video_dir', '/tmp/mvit_bench_predict_videos', 'Where the test videos live.')
 
-WIDTH, HEIGHT, FPS, SECONDS = 340, 256, 30, 10
-
-
-def make_videos(folder: str, num_videos: int) -> list[str]:
-  os.makedirs(folder, exist_ok=True)
-  paths = []
-  for i in range(num_videos):
-    path = os.path.join(folder, f'v{i}.mp4')
-    if not os.path.exists(path):
-      frames = synthetic.motion_frames(i % 6, np.random.default_rng(i), num_frames=FPS * SECONDS, height=HEIGHT,
-                                       width=WIDTH, speed=3.0)
-      synthetic.write_video(path, frames, fps=FPS, gop=16, crf=23)
-    paths.append(path)
-  return paths
+WIDTH, HEIGHT, SECONDS = synthetic.BENCH_WIDTH, synthetic.BENCH_HEIGHT, synthetic.BENCH_SECONDS
 
 
 def make_model_folder(arch: str, folder: str) -> None:
@@ -73,7 +60,7 @@ def best_rate(count: int, run) -> float:
 
 def main(argv):
   del argv
-  paths = make_videos(_VIDEO_DIR.value, _NUM_VIDEOS.value)
+  paths = synthetic.write_bench_videos(_VIDEO_DIR.value, _NUM_VIDEOS.value)
   with tempfile.TemporaryDirectory() as folder:
     make_model_folder(_ARCH.value, folder)
     predictor = inference.load(folder, views=inference.parse_views(_VIEWS.value), batch_size=_BATCH.value)

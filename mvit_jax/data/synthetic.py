@@ -106,6 +106,24 @@ def motion_frames(label: int, rng: np.random.Generator, *, num_frames: int, heig
   return np.clip(frames.astype(np.int16) + noise, 0, 255).astype(np.uint8)
 
 
+BENCH_WIDTH, BENCH_HEIGHT, BENCH_FPS, BENCH_SECONDS = 340, 256, 30, 10
+
+
+def write_bench_videos(folder: str, num_videos: int) -> list[str]:
+  """The benchmarks' videos: `folder/v{i}.mp4`, 340x256, 10 s at 30 fps, a keyframe every 16 frames (as
+  scripts/prepare_videos.py writes Kinetics), moving squares + noise of class i % 6; written once, then reused."""
+  os.makedirs(folder, exist_ok=True)
+  paths = []
+  for i in range(num_videos):
+    path = os.path.join(folder, f'v{i}.mp4')
+    if not os.path.exists(path):
+      frames = motion_frames(i % 6, np.random.default_rng(i), num_frames=BENCH_FPS * BENCH_SECONDS,
+                             height=BENCH_HEIGHT, width=BENCH_WIDTH, speed=3.0)
+      write_video(path, frames, fps=BENCH_FPS, gop=16, crf=23)
+    paths.append(path)
+  return paths
+
+
 def write_dataset(out: str, *, num_classes: int = 4, videos_per_class: int = 40, seed: int = 0,
                   num_frames: int = 32, height: int = 48, width: int = 64, fps: float = 10, speed: float = 2.0,
                   val_fraction: float = 0.25) -> None:

@@ -1,0 +1,25 @@
+"""Writing an output folder all at once: a reader (or a failed run) never sees half of it."""
+import contextlib
+import os
+import shutil
+import tempfile
+
+
+@contextlib.contextmanager
+def staged_folder(out: str):
+  """Yields a staging folder beside `out` that becomes `out` when the block succeeds and is deleted when it fails.
+
+  `out` must be missing or empty (callers check first, to say so in their own words).
+  """
+  parent = os.path.dirname(os.path.abspath(out))
+  os.makedirs(parent, exist_ok=True)
+  staging = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}-", dir=parent)
+  os.chmod(staging, 0o755)  # mkdtemp's 0o700 would stay on `out`.
+  try:
+    yield staging
+    if os.path.isdir(out):
+      os.rmdir(out)
+    os.replace(staging, out)
+  except BaseException:
+    shutil.rmtree(staging, ignore_errors=True)
+    raise
