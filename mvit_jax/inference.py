@@ -182,8 +182,9 @@ class Predictor:
     return self.run(views)['logits']
 
   def probabilities(self, views: np.ndarray) -> np.ndarray:
-    """(C,) float64: the views' softmax probabilities averaged, as the evaluator scores a video."""
-    return average_views(self.run(views)['scores'])
+    """(C,) float64: the views' softmax probabilities averaged (multi-label models: their sigmoid scores
+    max-pooled), as the evaluator scores a video."""
+    return average_views(self.run(views)['scores'], self.recipe.multi_label)
 
   def features(self, views: np.ndarray, stages: bool = False) -> dict[str, np.ndarray]:
     """{'pre_logits': (V, D)} float32, the embedding the classifier takes, and with `stages` each stage's last
@@ -193,9 +194,9 @@ class Predictor:
     return {k: out[k] for k in names}
 
 
-def average_views(scores: np.ndarray) -> np.ndarray:
-  """(C,) float64 mean of one video's per-view scores (V, C), computed by the evaluator's ViewAggregator."""
-  aggregator = evaluate.ViewAggregator(multi_label=False)
+def average_views(scores: np.ndarray, multi_label: bool = False) -> np.ndarray:
+  """(C,) float64 mean (multi_label: max) of one video's per-view scores (V, C), by the evaluator's ViewAggregator."""
+  aggregator = evaluate.ViewAggregator(multi_label)
   count = len(scores)
   aggregator.add(scores, np.zeros(count, np.int32), np.zeros(count, np.int32), np.ones(count, bool))
   return aggregator.result()[1][0]

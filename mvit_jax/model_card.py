@@ -9,7 +9,7 @@ A converted-checkpoint folder or a training workdir holds one small JSON file, `
      "input": {                             # how a video becomes the model's input (InputRecipe below)
       "num_frames": 16, "sampling_rate": 4, "target_fps": 30.0, "segment_sampling": false,
       "short_side": 256, "crop_size": 224, "mean": [0.45, 0.45, 0.45], "std": [0.225, 0.225, 0.225],
-      "num_clips": 5, "num_crops": 1},
+      "num_clips": 5, "num_crops": 1, "use_offset_sampling": true, "multi_label": false},
      "source": {"format": "torchvision", "file": "mvit_v1_b.pth", "sha256": "..."},   # null for a training run
      "verification": {"framework": "torchvision 0.29.1", "logit_rel_l2": 3e-7, "input_shape": [2, 16, 224, 224, 3]}
     }
@@ -38,7 +38,8 @@ class InputRecipe:
 
   num_frames frames `sampling_rate` apart at `target_fps` (or one per segment when `segment_sampling`); the short
   side resized to `short_side` pixels, `crop_size` square crops; pixels in [0, 1] normalised with mean / std
-  (per RGB channel); evaluation averages num_clips temporal x num_crops spatial views. Image models have
+  (per RGB channel); evaluation averages num_clips temporal x num_crops spatial views (max-pools their sigmoid
+  scores when `multi_label`). Image models have
   num_frames 1 and read image files.
   """
   num_frames: int
@@ -51,6 +52,8 @@ class InputRecipe:
   num_clips: int = 1
   num_crops: int = 1
   segment_sampling: bool = False
+  use_offset_sampling: bool = True  # Test clips from the first to the last possible start.
+  multi_label: bool = False  # Per-view sigmoid scores max-pooled over views (Charades), not softmax averaged.
 
   @classmethod
   def from_data_config(cls, data) -> InputRecipe:
@@ -58,7 +61,8 @@ class InputRecipe:
     return cls(num_frames=data.num_frames, sampling_rate=data.sampling_rate, target_fps=float(data.target_fps),
                short_side=data.test_short_side, crop_size=data.crop_size, mean=tuple(data.mean),
                std=tuple(data.std), num_clips=data.test_num_clips, num_crops=data.test_num_crops,
-               segment_sampling=data.segment_sampling)
+               segment_sampling=data.segment_sampling, use_offset_sampling=data.use_offset_sampling,
+               multi_label=data.multi_label)
 
   def apply_to(self, data) -> None:
     """Writes the recipe into a `config.data` (ml_collections), for the evaluation loader."""
@@ -72,6 +76,8 @@ class InputRecipe:
     data.test_num_clips = self.num_clips
     data.test_num_crops = self.num_crops
     data.segment_sampling = self.segment_sampling
+    data.use_offset_sampling = self.use_offset_sampling
+    data.multi_label = self.multi_label
 
 
 @dataclasses.dataclass(frozen=True)

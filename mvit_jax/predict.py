@@ -111,7 +111,8 @@ def predict(predictor: inference.Predictor, records: Sequence[sources.VideoRecor
       result = pending[position]
       if len(scored[position]) == result.views:
         per_view = scored.pop(position)
-        result.scores = inference.average_views(np.stack([v['scores'] for v in per_view]))
+        scores = np.stack([v['scores'] for v in per_view])
+        result.scores = inference.average_views(scores, predictor.recipe.multi_label)
         result.features = {k: np.stack([v[k] for v in per_view]) for k in features} if features else None
     del rows[:count], owners[:count]
 

@@ -2,8 +2,10 @@
 import json
 import os
 
+import numpy as np
 import pytest
 
+from mvit_jax import inference
 from mvit_jax import model_card
 from mvit_jax.data import config as data_config_lib
 from mvit_jax.errors import InputError
@@ -30,7 +32,8 @@ def test_round_trip(tmp_path):
 def test_recipe_round_trips_through_data_config():
   data = data_config_lib.default_data_config()
   recipe = model_card.InputRecipe(num_frames=32, sampling_rate=3, target_fps=25.0, short_side=320, crop_size=312,
-                                  mean=(0.5, 0.4, 0.3), std=(0.2, 0.2, 0.1), num_clips=3, num_crops=3)
+                                  mean=(0.5, 0.4, 0.3), std=(0.2, 0.2, 0.1), num_clips=3, num_crops=3,
+                                  use_offset_sampling=False, multi_label=True)
   recipe.apply_to(data)
   assert model_card.InputRecipe.from_data_config(data) == recipe
 
@@ -57,3 +60,9 @@ def test_sha256(tmp_path):
   path = tmp_path / "f"
   path.write_bytes(b"abc")
   assert model_card.sha256(str(path)) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+
+
+def test_views_are_averaged_or_max_pooled_for_multi_label_models():
+  scores = np.array([[0.2, 0.9], [0.6, 0.1]])
+  np.testing.assert_allclose(inference.average_views(scores), [0.4, 0.5])
+  np.testing.assert_allclose(inference.average_views(scores, multi_label=True), [0.6, 0.9])
