@@ -1,6 +1,10 @@
-"""Benchmarks mvit_jax MViT-B 16x4 against torchvision mvit_v1_b on this CPU, same threads, same run.
+"""Benchmarks an mvit_jax video model against its torchvision twin on this CPU, same threads, same run.
 
-    python scripts/bench_model.py [--threads 2] [--repeats 5] [--rounds 2] [--pool_impl slices] [--profile]
+    python scripts/bench_model.py [--arch mvit_b_16x4] [--threads 2] [--repeats 5] [--rounds 2] [--pool_impl slices]
+        [--modes forward,train] [--profile]
+
+`--arch` takes the variants torchvision also builds: mvit_b_16x4 (against `mvit_v1_b`, the default) and
+mvitv2_s_16x4 (against `mvit_v2_s`).
 
 Each framework runs in its own process pinned to the same `--threads` cores (in one process the two runtimes'
 thread pools slow each other down):
@@ -32,6 +36,8 @@ import subprocess
 import sys
 import time
 
+# mvit_jax variant -> the torchvision.models.video builder of the same network (both take 16x224x224 clips).
+REFERENCES = {"mvit_b_16x4": "mvit_v1_b", "mvitv2_s_16x4": "mvit_v2_s"}
 NUM_FRAMES, SIZE = 16, 224
 
 
@@ -58,13 +64,18 @@ def _time(fn, repeats: int) -> tuple[float, float]:
   return first, statistics.median(times)
 
 
-def torch_step(mode: str, threads: int):
+def torch_model(arch: str):
+  from torchvision.models import video
+
+  return getattr(video, REFERENCES[arch])()
+
+
+def torch_step(arch: str, mode: str, threads: int):
   import torch
-  from torchvision.models.video import mvit_v1_b
 
   torch.set_num_threads(threads)
   torch.manual_seed(0)
-  model = mvit_v1_b()
+  model = torch_model(arch)
   batch = 1 if mode == "forward" else 2
   x = torch.randn(batch, 3, NUM_FRAMES, SIZE, SIZE)
   labels = torch.zeros(batch, dtype=torch.long)
@@ -85,6 +96,7 @@ def torch_step(mode: str, threads: int):
 
 
 CPU_PATHS = ("softmax", "kernel_grad", "dense")
+MODES = {"forward": "forward, batch 1, eval", "train": "forward+backward, batch 2, train"}
 
 
 def disable_cpu_paths(names: list[str]) -> None:
@@ -103,7 +115,7 @@ def disable_cpu_paths(names: list[str]) -> None:
     cpu.dense_dot_general = None  # flax's own lax.dot_general: autodiff's weight gradient.
 
 
-def jax_step(mode: str, pool_impl: str, remat_policy: str | None):
+def jax_step(arch: str, mode: str, pool_impl: str, remat_policy: str | None):
   """(step function, XLA's bytes for arguments + outputs + temporaries of the compiled step)."""
   import flax.linen as nn
   import jax
@@ -112,7 +124,7 @@ def jax_step(mode: str, pool_impl: str, remat_policy: str | None):
 
   from mvit_jax.models import create_model
 
-  model = create_model("mvit_b_16x4", pool_impl=pool_impl, remat_policy=remat_policy)
+  model = create_model(arch, pool_impl=pool_impl, remat_policy=remat_policy)
   batch = 1 if mode == "forward" else 2
   x = jax.random.normal(jax.random.key(1), (batch, NUM_FRAMES, SIZE, SIZE, 3))
   params = jax.jit(lambda x: nn.unbox(model.init(jax.random.key(0), x[:1])["params"]))(x)
@@ -133,14 +145,14 @@ def jax_step(mode: str, pool_impl: str, remat_policy: str | None):
   return (lambda: jax.block_until_ready(compiled(params, x, key))), nbytes
 
 
-def serve_steps(framework: str, mode: str, threads: int, pool_impl: str, remat_policy: str | None) -> None:
+def serve_steps(arch: str, framework: str, mode: str, threads: int, pool_impl: str, remat_policy: str | None) -> None:
   """A worker: sets up one framework's step, prints `READY {json}` (set-up + first call, memory figure), then runs
   one step per `step` line on stdin, answering `TIME seconds`, until `quit` (answered with `DONE {json}`)."""
   start = time.perf_counter()
   if framework == "tv":
-    fn, memory_mb = torch_step(mode, threads), None
+    fn, memory_mb = torch_step(arch, mode, threads), None
   else:
-    fn, nbytes = jax_step(mode, pool_impl, remat_policy)
+    fn, nbytes = jax_step(arch, mode, pool_impl, remat_policy)
     memory_mb = nbytes / 2**20
   fn()
   print("READY " + json.dumps(dict(first_s=time.perf_counter() - start)), flush=True)
@@ -153,20 +165,19 @@ def serve_steps(framework: str, mode: str, threads: int, pool_impl: str, remat_p
   print("DONE " + json.dumps(dict(memory_mb=_peak_rss_mb() if memory_mb is None else memory_mb)), flush=True)
 
 
-def run_profile(threads: int, repeats: int, pool_impl: str) -> dict:
+def run_profile(arch: str, threads: int, repeats: int, pool_impl: str) -> dict:
   """Per-block forward+backward seconds, {name: [torchvision, mvit_jax]} (batch 2, train mode, real input shapes)."""
   import flax.linen as nn
   import jax
   import torch
-  from torchvision.models.video import mvit_v1_b
 
   from mvit_jax.models import block_specs, create_model
   from mvit_jax.models.config import pooled_grid
   from mvit_jax.models.layers import MultiScaleBlock
 
   torch.set_num_threads(threads)
-  tv_blocks = mvit_v1_b().train().blocks
-  cfg = create_model("mvit_b_16x4", pool_impl=pool_impl).config
+  tv_blocks = torch_model(arch).train().blocks
+  cfg = create_model(arch, pool_impl=pool_impl).config
   thw, rows = cfg.token_grid, {}
   for i, spec in enumerate(block_specs(cfg)):
     shape = (2, 1 + thw[0] * thw[1] * thw[2], spec.dim_in)
@@ -189,6 +200,7 @@ def run_profile(threads: int, repeats: int, pool_impl: str) -> dict:
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--arch", default="mvit_b_16x4", help=f"mvit_jax variant, one of {', '.join(REFERENCES)}")
   parser.add_argument("--threads", type=int, default=2)
   parser.add_argument("--repeats", type=int, default=5, help="steps per framework and round")
   parser.add_argument("--pool_impl", default="auto")
@@ -199,6 +211,7 @@ def main():
   parser.add_argument("--preload", default="", help="LD_PRELOAD for the measuring process (both frameworks), "
                       "e.g. /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 (Debian libtcmalloc-minimal4).")
   parser.add_argument("--rounds", type=int, default=2)
+  parser.add_argument("--modes", default="forward,train", help="comma list of what to time: forward, train")
   parser.add_argument("--profile", action="store_true")
   parser.add_argument("--without", default="", help=f"comma list of mvit_jax CPU-only paths to leave out: {CPU_PATHS}")
   parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -206,6 +219,12 @@ def main():
   without = [name for name in args.without.split(",") if name]
   if set(without) - set(CPU_PATHS):
     parser.error(f"--without takes {CPU_PATHS}, got {without}")
+  modes = [mode for mode in args.modes.split(",") if mode]
+  if not modes or set(modes) - set(MODES):
+    parser.error(f"--modes takes {', '.join(MODES)}, got {args.modes!r}")
+  if args.arch not in REFERENCES:
+    parser.exit(2, f"{parser.prog}: error: --arch {args.arch!r} has no torchvision reference; benchmarkable: "
+                f"{', '.join(REFERENCES)}\n")
 
   if args.worker:
     from mvit_jax import host_malloc
@@ -215,13 +234,13 @@ def main():
     kind, mode = args.worker.split(":")
     disable_cpu_paths(without)
     if kind in ("tv", "mj"):
-      serve_steps(kind, mode, args.threads, args.pool_impl, args.remat_policy)
+      serve_steps(args.arch, kind, mode, args.threads, args.pool_impl, args.remat_policy)
     else:
-      print("RESULT " + json.dumps(run_profile(args.threads, args.repeats, args.pool_impl)))
+      print("RESULT " + json.dumps(run_profile(args.arch, args.threads, args.repeats, args.pool_impl)))
     return
 
   def command(spec: str) -> list[str]:
-    cmd = [sys.executable, __file__, f"--worker={spec}", f"--threads={args.threads}",
+    cmd = [sys.executable, __file__, f"--worker={spec}", f"--arch={args.arch}", f"--threads={args.threads}",
            f"--repeats={args.repeats}", f"--pool_impl={args.pool_impl}", f"--host_malloc={args.host_malloc}",
            f"--without={args.without}"]
     return cmd + ([f"--remat_policy={args.remat_policy}"] if args.remat_policy else [])
@@ -258,10 +277,11 @@ def main():
         proc.wait()
     return result
 
-  print(f"MViT-B 16x4 vs torchvision mvit_v1_b, {args.threads} threads, {args.repeats} alternating steps x "
-        f"{args.rounds} rounds, host_malloc={args.host_malloc}" + (f", without {without}" if without else "")
+  print(f"{args.arch} vs torchvision {REFERENCES[args.arch]}, {args.threads} threads, {args.repeats} alternating "
+        f"steps x {args.rounds} rounds, host_malloc={args.host_malloc}" + (f", without {without}" if without else "")
         + (f", LD_PRELOAD={args.preload}" if args.preload else ""))
-  for mode, desc in (("forward", "forward, batch 1, eval"), ("train", "forward+backward, batch 2, train")):
+  for mode in modes:
+    desc = MODES[mode]
     rounds = [paired_round(mode) for _ in range(args.rounds)]
     tv, mj = ({"step_s": statistics.median(t for r in rounds for t in r[f]["steps"]),
                **{k: statistics.median(r[f][k] for r in rounds) for k in ("first_s", "memory_mb")}}

@@ -121,6 +121,11 @@ def test_model_stats_unknown_variant():
                          "did you mean 'mvit_s_16x4'")
 
 
+def test_bench_model_arch_without_torchvision_reference():
+  _assert_one_line_error(_run('scripts/bench_model.py', '--arch', 'mvitv2_l_40x3'), "'mvitv2_l_40x3'",
+                         'no torchvision reference', 'mvitv2_s_16x4')
+
+
 def test_internal_error_keeps_its_traceback(tmp_path):
   script = ('import sys\n'
             'from mvit_jax import cli, main, train\n'
