@@ -193,8 +193,8 @@ def test_video_model_from_a_converted_timm_image_checkpoint_trains(tmp_path, cap
                                                         head_dropout_rate=0.0))
   mesh = sharding_lib.make_mesh({"data": 1, "fsdp": 1, "model": 1}, jax.devices()[:1])
   ts = train.TrainSetup.build(model, config, mesh, sharding_lib.rules_from_config(config.sharding_rules))
-  fresh = _random_params(model, (1, 4, 32, 32, 3), seed=1)
-  with caplog.at_level(logging.INFO):  # The trainer's init_params compiles slowly on the CPU: random fresh params.
+  fresh = _random_params(model, (1, 4, 32, 32, 3), seed=1)  # The trainer's init_params compiles slowly on the CPU.
+  with caplog.at_level(logging.INFO, logger="absl"):  # absl.logging: its level may have been raised by an earlier test.
     params = train.initial_params(types.SimpleNamespace(init_params=lambda rng: fresh), config.init_from,
                                   jax.random.key(0), config.init_from_inflate)
   (report,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Initialised from")]
