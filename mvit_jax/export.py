@@ -15,9 +15,7 @@ constants in the program.
   weights are its variables and the program the same StableHLO, run by TensorFlow's XlaCallModule op; plus
   model.json and export.json.
 
-The model is built with `attention_impl="xla"`: its default attention runs the package's compiled CPU softmax in a
-program compiled for the CPU, a custom call that exists only inside mvit_jax (and that `jax.export` refuses to
-serialize). Nothing is written unless the export succeeds. docs/export.md has the loader snippets.
+Nothing is written unless the export succeeds. docs/export.md has the loader snippets.
 """
 
 from __future__ import annotations
@@ -198,7 +196,7 @@ def export_model(model_dir: str, out: str, fmt: str = "stablehlo") -> jax.export
     raise InputError(f"--format: unknown format {fmt!r}; known: {', '.join(FORMATS)}")
   check_out(out)
   card = model_card.read(model_dir)
-  module, variables = load_pretrained(model_dir, attention_impl="xla")
+  module, variables = load_pretrained(model_dir)
   num_frames, crop_size, mean, std = input_recipe(card, module.config)
   weights = flat_weights(variables["params"])
   exported = export_logits(module, weights, clip_shape(module.config, num_frames, crop_size), mean, std)

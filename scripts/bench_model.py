@@ -22,8 +22,6 @@ for both frameworks: XLA's CPU runtime allocates its multi-GB temporaries afresh
 serve them with new mmaps whose page faults cost seconds; `--host_malloc=system` measures glibc's defaults.
 `--preload` runs the measuring processes with another malloc (both frameworks alike), e.g. tcmalloc.
 `--profile` also prints both frameworks' per-block forward+backward times (where the time goes).
-`--without softmax,kernel_grad,dense` runs mvit_jax without those CPU-only paths of `mvit_jax/models/cpu/` (the
-softmax kernels, the pooling's kernel-gradient kernel, the dense weight-gradient orientation): what each buys.
 """
 
 from __future__ import annotations
@@ -95,24 +93,7 @@ def torch_step(arch: str, mode: str, threads: int):
   return step
 
 
-CPU_PATHS = ("softmax", "kernel_grad", "dense")
 MODES = {"forward": "forward, batch 1, eval", "train": "forward+backward, batch 2, train"}
-
-
-def disable_cpu_paths(names: list[str]) -> None:
-  """Makes mvit_jax's models take the XLA formulation instead of the named CPU-only paths (a measurement switch)."""
-  from mvit_jax.models import cpu
-
-  softmax_kernels = (cpu.kernels.softmax, cpu.kernels.softmax_vjp)
-  on_cpu = cpu.on_cpu
-
-  def selective_on_cpu(kernel, default, *arrays):
-    off = "softmax" in names if kernel in softmax_kernels else "kernel_grad" in names
-    return default(*arrays) if off else on_cpu(kernel, default, *arrays)
-
-  cpu.on_cpu = selective_on_cpu
-  if "dense" in names:
-    cpu.dense_dot_general = None  # flax's own lax.dot_general: autodiff's weight gradient.
 
 
 def jax_step(arch: str, mode: str, pool_impl: str, remat_policy: str | None):
@@ -213,12 +194,8 @@ def main():
   parser.add_argument("--rounds", type=int, default=2)
   parser.add_argument("--modes", default="forward,train", help="comma list of what to time: forward, train")
   parser.add_argument("--profile", action="store_true")
-  parser.add_argument("--without", default="", help=f"comma list of mvit_jax CPU-only paths to leave out: {CPU_PATHS}")
   parser.add_argument("--worker", help=argparse.SUPPRESS)
   args = parser.parse_args()
-  without = [name for name in args.without.split(",") if name]
-  if set(without) - set(CPU_PATHS):
-    parser.error(f"--without takes {CPU_PATHS}, got {without}")
   modes = [mode for mode in args.modes.split(",") if mode]
   if not modes or set(modes) - set(MODES):
     parser.error(f"--modes takes {', '.join(MODES)}, got {args.modes!r}")
@@ -232,7 +209,6 @@ def main():
     host_malloc.configure(args.host_malloc)  # Before either framework starts its threads.
     _pin(args.threads)
     kind, mode = args.worker.split(":")
-    disable_cpu_paths(without)
     if kind in ("tv", "mj"):
       serve_steps(args.arch, kind, mode, args.threads, args.pool_impl, args.remat_policy)
     else:
@@ -241,8 +217,7 @@ def main():
 
   def command(spec: str) -> list[str]:
     cmd = [sys.executable, __file__, f"--worker={spec}", f"--arch={args.arch}", f"--threads={args.threads}",
-           f"--repeats={args.repeats}", f"--pool_impl={args.pool_impl}", f"--host_malloc={args.host_malloc}",
-           f"--without={args.without}"]
+           f"--repeats={args.repeats}", f"--pool_impl={args.pool_impl}", f"--host_malloc={args.host_malloc}"]
     return cmd + ([f"--remat_policy={args.remat_policy}"] if args.remat_policy else [])
 
   env = dict(os.environ, LD_PRELOAD=args.preload) if args.preload else None
@@ -278,7 +253,7 @@ def main():
     return result
 
   print(f"{args.arch} vs torchvision {REFERENCES[args.arch]}, {args.threads} threads, {args.repeats} alternating "
-        f"steps x {args.rounds} rounds, host_malloc={args.host_malloc}" + (f", without {without}" if without else "")
+        f"steps x {args.rounds} rounds, host_malloc={args.host_malloc}"
         + (f", LD_PRELOAD={args.preload}" if args.preload else ""))
   for mode in modes:
     desc = MODES[mode]

@@ -139,19 +139,6 @@ def test_savedmodel_serves_the_same_logits(models, tmp_path):
       assert _rel_l2(logits, reference[:n]) < 1e-4
 
 
-def test_the_default_model_cannot_be_exported_as_is():
-  """Why export builds the model with attention_impl="xla": the default attention's CPU kernel is a custom call
-  jax.export refuses (when the kernels are built)."""
-  from mvit_jax.models import cpu  # pylint: disable=g-import-not-at-top
-  if not cpu.kernels.available():
-    pytest.skip("the CPU kernels are not built")
-  model = create_model("mvit_tiny", depth=1, dim_mul=(), head_mul=(), pool_q_stride=())
-  clips = jax.ShapeDtypeStruct((1, 8, 64, 64, 3), jnp.float32)
-  variables = jax.eval_shape(lambda: nn.unbox(model.init(jax.random.key(0), jnp.zeros(clips.shape))))
-  with pytest.raises(ValueError, match="mvit_softmax"):
-    jax.export.export(jax.jit(model.apply), platforms=export.PLATFORMS)(variables, clips)
-
-
 def test_bad_input_is_one_line(models, tmp_path):
   folder = models["v1"][0]
   result = _run_cli("--model", folder, "--out", tmp_path / "a", "--format", "onnx")

@@ -16,7 +16,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mvit_jax.models import cpu
 from mvit_jax.models import ops
 from mvit_jax.models import pooling
 from mvit_jax.models.config import BlockSpec, MViTConfig, Triple, pooled_grid
@@ -40,7 +39,6 @@ def dense(features: int, axes: tuple[str, str], config: MViTConfig, name: str, u
       param_dtype=config.param_dtype,
       kernel_init=_partitioned(dense_init, axes),
       bias_init=_partitioned(nn.initializers.zeros, (axes[1],)),
-      dot_general=cpu.dense_dot_general,  # Autodiff's product, but on the CPU (see there).
       name=name,
   )
 

@@ -15,36 +15,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mvit_jax.models import cpu
-
 
 @jax.custom_vjp
 def softmax(x: jax.Array) -> jax.Array:
-  """Softmax over the last axis; the backward pass needs only the output (as JAX's newer rule). Compiled for the
-  CPU, float32 runs `cpu.kernels.softmax` and its backward when they were built."""
-  return _softmax_forward(x)
-
-
-def _xla_softmax(x):
+  """Softmax over the last axis; the backward pass needs only the output (as JAX's newer rule)."""
   unnormalized = jnp.exp(x - x.max(axis=-1, keepdims=True))
   return unnormalized / unnormalized.sum(axis=-1, keepdims=True)
 
 
-def _xla_softmax_vjp(y, g):
-  return y * (g - (y * g).sum(axis=-1, keepdims=True))
-
-
-def _softmax_forward(x):
-  return cpu.on_cpu(cpu.kernels.softmax, _xla_softmax, x)
-
-
 def _softmax_fwd(x):
-  y = _softmax_forward(x)
+  y = softmax(x)
   return y, y
 
 
 def _softmax_bwd(y, g):
-  return (cpu.on_cpu(cpu.kernels.softmax_vjp, _xla_softmax_vjp, y, g).astype(y.dtype),)
+  return ((y * (g - (y * g).sum(axis=-1, keepdims=True))).astype(y.dtype),)
 
 
 softmax.defvjp(_softmax_fwd, _softmax_bwd)

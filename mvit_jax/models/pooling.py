@@ -24,8 +24,6 @@ import jax.numpy as jnp
 from jax import lax
 import numpy as np
 
-from mvit_jax.models import cpu
-
 Triple = tuple[int, int, int]
 
 
@@ -126,8 +124,6 @@ _TAPS_PER_REDUCTION = 9
 def _tap_sums(xp: jax.Array, ct: jax.Array, ksize: Triple, stride: Triple, out: Triple) -> jax.Array:
   """(kT * kH * kW, C) float32: for every kernel tap, the sum over (B, To, Ho, Wo, *G) of tap * ct.
 
-  XLA's formulation, used off the CPU, for other dtypes than float32 and where `cpu.kernels` was not built.
-
   Nine taps per reduction (one variadic `lax.reduce`): XLA makes one pass over memory per reduction, and one
   reduction per tap would stream the cotangent and a tap slice k^3 times (docs/performance.md).
   """
@@ -159,9 +155,7 @@ def _depthwise_slices_bwd(stride, residuals, ct):
   padding = tuple(k // 2 for k in ksize)
   xp, out = _phase_split(x, ksize, stride, padding, 0)
 
-  d_kernel = cpu.on_cpu(lambda x, ct: cpu.kernels.depthwise_kernel_grad(x, ct, ksize, stride),
-                        lambda x, ct: _tap_sums(xp, ct, ksize, stride, out).reshape(kernel.shape), x, ct)
-  d_kernel = d_kernel.astype(kernel.dtype)
+  d_kernel = _tap_sums(xp, ct, ksize, stride, out).reshape(kernel.shape).astype(kernel.dtype)
 
   # Per grid axis: phase length L'' of the padded input, and Q = ceil(k / s) taps at most per phase.
   phase_len = tuple(xp.shape[1 + 2 * i] for i in range(3))
