@@ -60,6 +60,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.keep_checkpoints = 3
   c.eval_every_steps = 0           # 0: evaluate only after the last step. -1: never.
   c.profile_steps = 0              # > 0: clu Profile of this many steps (after the first 10).
+  # JAX's persistent compilation cache: a restarted run (preemption, eval after train) loads its compiled steps
+  # instead of compiling them again. '{workdir}' stands for the run's workdir; a path shared by several runs (local
+  # or gs://) also serves runs of the same graph; '' turns it off. The environment's JAX_COMPILATION_CACHE_DIR, when
+  # set, wins.
+  c.compilation_cache_dir = '{workdir}/compilation_cache'
 
   # --- Model --------------------------------------------------------------------------------------------------
   c.model = ml_collections.ConfigDict()
@@ -199,6 +204,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
               'checkpoint_every_steps', 'keep_checkpoints'):
     if config[key] < 1:
       raise ConfigError(f'config.{key} must be >= 1, got {config[key]}')
+  if '{' in config.compilation_cache_dir.replace('{workdir}', ''):
+    raise ConfigError(f"config.compilation_cache_dir may hold '{{workdir}}' and no other placeholder, got "
+                      f'{config.compilation_cache_dir!r}')
   if config.optimizer.name not in ('adamw', 'sgd'):
     raise ConfigError(f"config.optimizer.name must be 'adamw' or 'sgd', got {config.optimizer.name!r}")
   if config.optimizer.schedule not in ('cosine', 'constant'):

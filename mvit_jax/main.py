@@ -66,6 +66,7 @@ def main(argv):
   logging.info('Process %d of %d, %d local devices: %s', jax.process_index(), jax.process_count(),
                jax.local_device_count(), jax.local_devices())
   from mvit_jax import train  # pylint: disable=g-import-not-at-top  (flax, grain, orbax: after the input checks)
+  logging.info('Compilation cache: %s', train.use_compilation_cache(config.compilation_cache_dir, workdir) or 'off')
   result = train.train_and_evaluate(config, workdir)
   logging.info('Done: %s', result)
 

@@ -23,6 +23,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax.experimental import multihost_utils
+from jax.experimental.compilation_cache import compilation_cache
 import ml_collections
 import numpy as np
 import optax
@@ -272,6 +273,21 @@ def _evaluate(predict_fn, params, config, num_classes: int, mesh, step: int, wor
                              workdir=workdir)
   finally:
     _close(batches)
+
+
+def use_compilation_cache(cache_dir: str, workdir: str) -> str | None:
+  """Points this process's JAX persistent compilation cache at `cache_dir` (config.compilation_cache_dir:
+  '{workdir}' filled in; '' = off) and returns the folder in use; `mvit_jax.main` calls it before the run.
+  JAX_COMPILATION_CACHE_DIR in the environment wins. Programs compiling in under a second stay out of it (JAX's
+  default threshold)."""
+  if os.environ.get('JAX_COMPILATION_CACHE_DIR'):
+    return os.environ['JAX_COMPILATION_CACHE_DIR']
+  folder = cache_dir.replace('{workdir}', workdir) or None
+  if jax.config.jax_compilation_cache_dir != folder:
+    # JAX opens its cache once per process, at the first compile; another run in this process reopens it.
+    compilation_cache.reset_cache()
+    jax.config.update('jax_compilation_cache_dir', folder)
+  return folder
 
 
 def _close(iterator) -> None:

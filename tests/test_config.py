@@ -44,6 +44,7 @@ def _bad(mutate):
     (lambda d: d.update(mode='training'), r"config\.mode must be 'train' or 'eval'"),
     (lambda d: d.update(remat_policy='everything'), r'config\.remat_policy'),
     (lambda d: d.update(batch_size=0), r'config\.batch_size must be >= 1'),
+    (lambda d: d.update(compilation_cache_dir='/cache/{run}'), r"config\.compilation_cache_dir may hold '\{workdir\}'"),
 ])
 def test_bad_keys_and_types_name_the_key(mutate, message):
   with pytest.raises(config_lib.ConfigError, match=message):

@@ -1,6 +1,8 @@
 """The trainer's loop in-process: its own update step learns, SIGTERM saves the step it arrives in, retention keeps
 the newest checkpoints, and a finished workdir only re-evaluates (its checkpoints win over init_from)."""
+import contextlib
 import json
+import logging
 import os
 import shutil
 import signal
@@ -51,6 +53,18 @@ def test_train_step_lowers_the_loss_on_a_fixed_batch(data_root):
   assert losses[-1] < losses[0] - 0.1, losses
 
 
+@contextlib.contextmanager
+def _compilation_cache_as_main_sets_it(config, workdir):
+  """The process-wide compilation cache `mvit_jax.main` sets up before a run, for this block only."""
+  min_seconds = jax.config.jax_persistent_cache_min_compile_time_secs
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)  # The tiny step compiles in about a second.
+  try:
+    yield train.use_compilation_cache(config.compilation_cache_dir, workdir)
+  finally:
+    train.use_compilation_cache('', workdir)
+    jax.config.update('jax_persistent_cache_min_compile_time_secs', min_seconds)
+
+
 @pytest.fixture(scope='module')
 def preempted_workdir(data_root, tmp_path_factory):
   """A 6-step run (checkpoints every 2 steps, keep 2) that receives SIGTERM during step SIGTERM_STEP."""
@@ -64,7 +78,7 @@ def preempted_workdir(data_root, tmp_path_factory):
         os.kill(os.getpid(), signal.SIGTERM)
     return [*progress_hooks(*args, **kwargs), sigterm]
 
-  with pytest.MonkeyPatch.context() as mp:
+  with pytest.MonkeyPatch.context() as mp, _compilation_cache_as_main_sets_it(config, workdir):
     mp.setattr(metrics_lib, 'progress_hooks', hooks_with_sigterm)
     train.train_and_evaluate(config, workdir)
   return workdir
@@ -114,6 +128,26 @@ def test_finished_workdir_only_reevaluates_and_ignores_init_from(preempted_workd
   assert result['num_videos'] == 4
   with open(os.path.join(workdir, 'metrics.json')) as f:
     assert json.load(f)['step'] == SIGTERM_STEP
+
+
+def test_a_resumed_run_loads_its_train_step_from_the_compilation_cache(preempted_workdir, data_root, tmp_path,
+                                                                         caplog):
+  workdir = str(tmp_path / 'resumed')
+  shutil.copytree(preempted_workdir, workdir)
+  # The preempted run's cache, where it wrote it: the cache path is part of JAX's cache key on the CPU (XLA's
+  # autotuning cache lives under it), so a copied workdir would miss.
+  cache = os.path.join(preempted_workdir, 'compilation_cache')
+  assert os.listdir(cache)
+  config = train_testlib.tiny_train_config(data_root, num_train_steps=6, checkpoint_every_steps=2, keep_checkpoints=2,
+                                           compilation_cache_dir=cache)
+  with _compilation_cache_as_main_sets_it(config, workdir) as folder:
+    assert folder == cache
+    with caplog.at_level(logging.DEBUG, logger='jax._src.compiler'):
+      train.train_and_evaluate(config, workdir)
+  hits = [r.getMessage() for r in caplog.records if r.getMessage().startswith('Persistent compilation cache hit')]
+  assert any("'jit_train_step'" in hit for hit in hits), hits
+  with checkpointing.create_manager(workdir, read_only=True) as manager:
+    assert manager.latest_step() == 6
 
 
 def test_no_restorable_checkpoint_stops_the_run(preempted_workdir, data_root, tmp_path):
