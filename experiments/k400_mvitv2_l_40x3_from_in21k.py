@@ -18,8 +18,8 @@ GFLOPs per view.
       --config.data.eval_manifest=/data/kinetics400/val.csv --config.data.classes_file=/data/kinetics400/classes.txt
 
 The image model's 2-D stem and pooling kernels are inflated to 3-D with the 2-D kernel in the centre frame
-(config.init_from_inflate), its relative position tables interpolated from 224² to 312², the temporal tables and
-the 400-class head start fresh, its class token is kept; the trainer logs one line listing each. Recipe: the
+(config.init_from_inflate), its relative position tables interpolated from 224² to 312², the temporal tables start
+at zero (§4.3) and the 400-class head fresh, its class token is kept; the trainer logs one line listing each. Recipe: the
 Kinetics recipe of experiments/k400_mvit_b.py with the IN-21K initialisation's schedule (App. B.4: 75 epochs, peak
 LR 1.6e-4 per 512 clips; the warm-up length is not published: 5 epochs here) and PySlowFast's MVITv2_L_40x3 config
 (drop path 0.75, head dropout 0.5, ImageNet mean/std as the image model, 312² crops, 3 test crops x 5 clips,

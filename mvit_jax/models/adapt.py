@@ -11,8 +11,10 @@ the target is one of:
   away from the temporal padding;
 - interpolated: an absolute or relative position table of another length (the token grid differs), linearly
   (as PySlowFast adapts them at load time);
-- initialised: the target's own fresh value, for a classifier of another class count and for every kind of leaf
-  the pretrained model has none of (an image model's missing temporal tables `rel_pos_t` and class token);
+- zeroed: the temporal relative position tables `rel_pos_t` an image model has none of start at zero (MViTv2
+  §4.3), so that the video model's attention starts as the image model's on every frame;
+- initialised: the target's own fresh value, for a classifier of another class count and for every other kind of
+  leaf the pretrained model has none of (a class token an image model lacks);
 - and a pretrained class token the target has no place for is dropped.
 Anything else that differs (another width, depth or stage layout, a missing block) is an `AdaptError` naming the
 key. `fit_pretrained` returns one readable summary of what happened to which leaves.
@@ -40,7 +42,7 @@ _CLS_TOKEN = "pos_embed/cls_token"
 _BLOCK_KEY = re.compile(r"blocks_(\d+)/(.*)")
 _MODEL_ORDER = {"patch_embed": 0, "pos_embed": 1, "norm": 3, "head": 4}  # Blocks: 2.
 # Summary order; `copied` is only counted.
-_ACTIONS = ("inflated", "interpolated", "initialised", "dropped")
+_ACTIONS = ("inflated", "interpolated", "zeroed", "initialised", "dropped")
 
 
 class AdaptError(InputError):
@@ -137,7 +139,7 @@ def fit_pretrained(pretrained: dict[str, Any], target: dict[str, Any],
   Args: unboxed `params` trees of the pretrained model and of the freshly initialised target model, in either
   block layout (`MViTConfig.scan_blocks`); `inflate`: "centre" or "average", how 2-D kernels become 3-D.
   Returns the fitted tree in the target's layout and a one-line account of what was inflated, interpolated,
-  initialised and dropped.
+  zeroed, initialised and dropped.
   """
   if inflate not in INFLATE_MODES:
     raise AdaptError(f"inflate must be 'centre' or 'average', got {inflate!r}")
@@ -151,7 +153,10 @@ def fit_pretrained(pretrained: dict[str, Any], target: dict[str, Any],
     if key not in src:
       if _kind(key) in src_kinds:  # The pretrained model has this kind of leaf, but not this one.
         raise AdaptError(f"pretrained params have no {key!r}{_layout_hint(key, src, dst)}")
-      out[key], action = np.asarray(value), "initialised"
+      if key.endswith("/rel_pos_t"):
+        out[key], action = np.zeros_like(value), "zeroed"
+      else:
+        out[key], action = np.asarray(value), "initialised"
     else:
       out[key], action = _fit_leaf(key, np.asarray(src[key]), np.asarray(value), inflate, src, dst)
     if action == "copied":
