@@ -11,7 +11,7 @@ Manifest labels are comma-separated class ids (multi_label). Loss: per-class sig
 Recipe: SGD, LR 0.6 per 256 clips with cosine over 200 epochs, weight decay 1e-7, drop path 0.45, Kinetics
 augmentation without Mixup/CutMix.
 """
-from mvit_jax import config_lib
+from mvit_jax.train import config as config_lib
 
 CHARADES_TRAIN_VIDEOS = 7_985
 

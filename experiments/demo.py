@@ -10,7 +10,7 @@ clips, evaluates with 2 temporal clips per video (softmax averaged per video) an
 checkpoints, WORKDIR/eval/predictions_300.csv and WORKDIR/metrics.json. The accuracy and wall time it reaches
 (chance: 25% top-1) are in README.md.
 """
-from mvit_jax import config_lib
+from mvit_jax.train import config as config_lib
 
 
 def get_config():

@@ -10,7 +10,7 @@ Recipe (PySlowFast configs/ImageNet/MVIT_B_16_CONV.yaml): AdamW, LR 5e-4 per 512
 cosine to 2e-6 per 512 images at 300 epochs, weight decay 0.05, clipping 1.0, label smoothing 0.1, Mixup 0.8 /
 CutMix 1.0, RandAugment m9-n6-mstd0.5, random erasing 0.25, drop path 0.1, no head dropout, ImageNet mean/std.
 """
-from mvit_jax import config_lib
+from mvit_jax.train import config as config_lib
 
 
 def get_config():

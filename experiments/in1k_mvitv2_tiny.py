@@ -9,7 +9,7 @@ Recipe: AdamW, LR 2e-3 per 2048 images (5e-4 per 512) after 70 warm-up epochs, c
 weight decay 0.05, drop path 0.1, clipping 1.0, label smoothing 0.1, Mixup 0.8 / CutMix 1.0, RandAugment
 m9-n6-mstd0.5, random erasing 0.25; batch 2048.
 """
-from mvit_jax import config_lib
+from mvit_jax.train import config as config_lib
 
 
 def get_config():

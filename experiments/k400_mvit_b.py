@@ -13,7 +13,7 @@ random erasing 0.25; Inception crop (area 0.08-1); 2 repeated augmentations per 
 256 videos x 2); drop path 0.2; head dropout 0.5; bfloat16 compute with float32 parameters and optimizer state.
 Compute (H100-hours) and the CPU cores the loader needs: docs/training.md.
 """
-from mvit_jax import config_lib
+from mvit_jax.train import config as config_lib
 
 K400_TRAIN_VIDEOS = 240_000  # Set to the number of lines of your train.csv (YouTube removals shrink the set).
 

@@ -9,7 +9,7 @@ Target: 80.2% top-1 / 94.4% top-5 (paper Table 4), 5 clips x 1 crop, 170 GFLOPs 
 Same recipe as k400_mvit_b.py with 32 frames at stride 3 and remat of every block ('dots_saveable') to fit the
 doubled token count; ~2.4x the compute of 16x4.
 """
-from mvit_jax import config_lib
+from mvit_jax.train import config as config_lib
 
 K400_TRAIN_VIDEOS = 240_000  # Set to the number of lines of your train.csv.
 

@@ -9,7 +9,7 @@ Target: 76.0% top-1 / 92.1% top-5 (paper Table 4), 5 clips x 1 crop, 32.9 GFLOPs
 No public PySlowFast config exists for MViT-S (SlowFast #459); drop path 0.1 is this project's choice for the
 smaller model, everything else is the MViT-B recipe.
 """
-from mvit_jax import config_lib
+from mvit_jax.train import config as config_lib
 
 K400_TRAIN_VIDEOS = 240_000  # Set to the number of lines of your train.csv.
 

@@ -27,7 +27,7 @@ activation checkpointing). The paper reaches its number by first training a 16x4
 fine-tuning 40x3 from it for 30 epochs; this file trains 40x3 from the image model in one run. Prepare the videos
 with a short side of at least 356 (scripts/prepare_videos.py --short_side 356).
 """
-from mvit_jax import config_lib
+from mvit_jax.train import config as config_lib
 
 K400_TRAIN_VIDEOS = 240_000  # Set to the number of lines of your train.csv (YouTube removals shrink the set).
 IN21K_CHECKPOINT = '/ckpt/mvitv2_large_in21k'  # The converted image model (step 1).

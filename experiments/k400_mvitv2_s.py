@@ -10,7 +10,7 @@ Recipe as experiments/k400_mvit_b.py (AdamW, peak LR 1.6e-3 per 512 clips, 30 wa
 epochs, weight decay 0.05 not on 1-D parameters, clipping 1.0, Mixup/CutMix, RandAugment, random erasing, 2
 repeated augmentations, head dropout 0.5, bfloat16) with drop path 0.2.
 """
-from mvit_jax import config_lib
+from mvit_jax.train import config as config_lib
 
 K400_TRAIN_VIDEOS = 240_000  # Set to the number of lines of your train.csv (YouTube removals shrink the set).
 

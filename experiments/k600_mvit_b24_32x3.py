@@ -9,7 +9,7 @@ Target: 83.8% top-1 / 96.3% top-5 (paper Table 5), 5 clips x 1 crop, 236 GFLOPs 
 Kinetics recipe of k400_mvit_b.py (the paper uses identical hyper-parameters for K600) with drop path 0.3 and
 per-block remat.
 """
-from mvit_jax import config_lib
+from mvit_jax.train import config as config_lib
 
 K600_TRAIN_VIDEOS = 380_000  # Set to the number of lines of your train.csv.
 

@@ -12,7 +12,7 @@ head is replaced by a fresh 174-class head. Recipe: SGD momentum 0.9, LR 0.02 pe
 cosine over 100 epochs, weight decay 1e-4, drop path 0.4, no horizontal flip (labels such as "left to right"),
 segment-based frame sampling, no repeated augmentation.
 """
-from mvit_jax import config_lib
+from mvit_jax.train import config as config_lib
 
 
 def get_config():

@@ -12,7 +12,7 @@ training workdir (experiments/k400_mvitv2_s.py); the 400-class head is replaced 
 config_lib.ssv2_recipe (SGD, LR 0.02 per 512 clips, 100 epochs, drop path 0.4, no flip, segment sampling). A model
 converted from PySlowFast's SSv2 weights expects BGR input (its REVERSE_INPUT_CHANNEL); one fine-tuned here takes RGB.
 """
-from mvit_jax import config_lib
+from mvit_jax.train import config as config_lib
 
 
 def get_config():

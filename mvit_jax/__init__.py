@@ -2,7 +2,7 @@
 
 import sys as _sys
 
-from mvit_jax import process_lifetime as _process_lifetime
+from mvit_jax.system import process_lifetime as _process_lifetime
 
 __version__ = "0.1.0"
 

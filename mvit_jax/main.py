@@ -16,9 +16,8 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
-from mvit_jax import cli
-from mvit_jax import config_lib
-from mvit_jax import host_malloc
+from mvit_jax.system import cli
+from mvit_jax.train import config as config_lib
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file (experiments/*.py).',
                                           lock_config=True)
@@ -28,9 +27,6 @@ _DISTRIBUTED = flags.DEFINE_bool('distributed', False,
 _COORDINATOR = flags.DEFINE_string('coordinator_address', None, 'HOST:PORT of process 0 (GPU clusters).')
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Number of processes (with --coordinator_address).')
 _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process id (with --coordinator_address).')
-_HOST_MALLOC = flags.DEFINE_enum('host_malloc', 'auto', host_malloc.MODES,
-                                 "glibc malloc keeps freed memory for reuse: 'auto' when JAX runs on the CPU (each "
-                                 "step's multi-GB temporaries are then not page-faulted in again), 'keep', 'system'.")
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -59,15 +55,13 @@ def main(argv):
   # before JAX starts, so the CLI prints one line.
   config_lib.validate(config)
   config_lib.check_paths(config, workdir)
-  if host_malloc.configure(_HOST_MALLOC.value):  # Before JAX creates its CPU client.
-    logging.info('glibc malloc: one arena, no mmap, no trimming (--host_malloc=%s)', _HOST_MALLOC.value)
   logging.get_absl_handler().addFilter(_QuietOrbax())
   initialize_distributed()
   logging.info('Process %d of %d, %d local devices: %s', jax.process_index(), jax.process_count(),
                jax.local_device_count(), jax.local_devices())
-  from mvit_jax import train  # pylint: disable=g-import-not-at-top  (flax, grain, orbax: after the input checks)
-  logging.info('Compilation cache: %s', train.use_compilation_cache(config.compilation_cache_dir, workdir) or 'off')
-  result = train.train_and_evaluate(config, workdir)
+  from mvit_jax.train import trainer  # pylint: disable=g-import-not-at-top  (flax, grain, orbax: after the input checks)
+  logging.info('Compilation cache: %s', trainer.use_compilation_cache(config.compilation_cache_dir, workdir) or 'off')
+  result = trainer.train_and_evaluate(config, workdir)
   logging.info('Done: %s', result)
 
 

@@ -4,7 +4,7 @@
 
 MViT-B 16x4 (16x224x224, 400 classes), one fixed on-device batch of random clips (data loading excluded), each
 mode in its own subprocess (JAX and torch never share the card's memory):
-  jax[/KEY=VALUE...]: the trainer's own jitted, donated update (`train.make_train_step`: bf16 compute, float32
+  jax[/KEY=VALUE...]: the trainer's own jitted, donated update (`trainer.make_train_step`: bf16 compute, float32
                  params and AdamW state, weight-decay mask, clipping at 1.0, label smoothing 0.1); KEYs:
                  pool (pool_impl: auto / slices / conv), scan (scan_blocks: on / off), attention (attention_impl:
                  einsum / xla / cudnn), remat (a remat policy, e.g. full);
@@ -47,7 +47,10 @@ def run_jax(batch: int, steps: int, options: dict[str, str]) -> dict:
   import jax
   import numpy as np
   sys.path.insert(0, REPO)
-  from mvit_jax import config_lib, models, sharding, train
+  from mvit_jax.train import config as config_lib
+  from mvit_jax import models
+  from mvit_jax.train import sharding
+  from mvit_jax.train import trainer
 
   c = config_lib.base_config()
   c.model.name = 'mvit_b_16x4'
@@ -64,12 +67,12 @@ def run_jax(batch: int, steps: int, options: dict[str, str]) -> dict:
   c.data.num_classes = NUM_CLASSES
   c.data.mixup_prob = 0.0
   c.data.random_erasing_prob = 0.0  # Neither does the torch baseline.
-  model = models.create_model(c.model.name, **train.model_overrides(c, NUM_CLASSES))
+  model = models.create_model(c.model.name, **trainer.model_overrides(c, NUM_CLASSES))
   mesh = sharding.make_mesh({'data': 1, 'fsdp': 1, 'model': 1}, jax.devices()[:1])
-  ts = train.TrainSetup.build(model, c, mesh, sharding.rules_from_config(c.sharding_rules))
+  ts = trainer.TrainSetup.build(model, c, mesh, sharding.rules_from_config(c.sharding_rules))
   shape = (batch, T, SIZE, SIZE, 3)
   state = ts.init_state(ts.init_params(jax.random.key(0)))
-  jitted = ts.jit_step(train.make_train_step(model, ts.tx, ts.schedule, c, NUM_CLASSES))
+  jitted = ts.jit_step(trainer.make_train_step(model, ts.tx, ts.schedule, c, NUM_CLASSES))
 
   def step_fn(*args):
     with ts.context():

@@ -17,9 +17,6 @@ Prints median seconds over all steps of all rounds, the ratio torchvision_time /
 at least as fast) with each round's ratio, first-call times (JAX's includes compilation), torchvision's peak RSS
 (its process, libraries included) and the bytes XLA allocates for the compiled JAX step (arguments + outputs +
 temporaries).
-`--host_malloc` (default `auto`, as the trainer) sets glibc malloc to keep freed memory (`mvit_jax/host_malloc.py`)
-for both frameworks: XLA's CPU runtime allocates its multi-GB temporaries afresh every step, and glibc's defaults
-serve them with new mmaps whose page faults cost seconds; `--host_malloc=system` measures glibc's defaults.
 `--preload` runs the measuring processes with another malloc (both frameworks alike), e.g. tcmalloc.
 `--profile` also prints both frameworks' per-block forward+backward times (where the time goes).
 """
@@ -186,9 +183,6 @@ def main():
   parser.add_argument("--repeats", type=int, default=5, help="steps per framework and round")
   parser.add_argument("--pool_impl", default="auto")
   parser.add_argument("--remat_policy", default=None)
-  parser.add_argument("--host_malloc", default="auto", choices=("auto", "keep", "system"),
-                      help="mvit_jax.host_malloc mode of the measuring process (both frameworks), as the trainer's "
-                      "--host_malloc: 'auto' keeps freed memory for reuse on CPU.")
   parser.add_argument("--preload", default="", help="LD_PRELOAD for the measuring process (both frameworks), "
                       "e.g. /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 (Debian libtcmalloc-minimal4).")
   parser.add_argument("--rounds", type=int, default=2)
@@ -204,9 +198,6 @@ def main():
                 f"{', '.join(REFERENCES)}\n")
 
   if args.worker:
-    from mvit_jax import host_malloc
-
-    host_malloc.configure(args.host_malloc)  # Before either framework starts its threads.
     _pin(args.threads)
     kind, mode = args.worker.split(":")
     if kind in ("tv", "mj"):
@@ -217,7 +208,7 @@ def main():
 
   def command(spec: str) -> list[str]:
     cmd = [sys.executable, __file__, f"--worker={spec}", f"--arch={args.arch}", f"--threads={args.threads}",
-           f"--repeats={args.repeats}", f"--pool_impl={args.pool_impl}", f"--host_malloc={args.host_malloc}"]
+           f"--repeats={args.repeats}", f"--pool_impl={args.pool_impl}"]
     return cmd + ([f"--remat_policy={args.remat_policy}"] if args.remat_policy else [])
 
   env = dict(os.environ, LD_PRELOAD=args.preload) if args.preload else None
@@ -253,7 +244,7 @@ def main():
     return result
 
   print(f"{args.arch} vs torchvision {REFERENCES[args.arch]}, {args.threads} threads, {args.repeats} alternating "
-        f"steps x {args.rounds} rounds, host_malloc={args.host_malloc}"
+        f"steps x {args.rounds} rounds"
         + (f", LD_PRELOAD={args.preload}" if args.preload else ""))
   for mode in modes:
     desc = MODES[mode]

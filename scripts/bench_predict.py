@@ -4,7 +4,7 @@ one bounds. Worker processes start anew for every predict call: their start-up i
 
   python scripts/bench_predict.py [--arch mvit_b_16x4] [--views 5x1] [--num_videos 6] [--batch_size 5]
 
-The model is --arch with seeded random weights and the PySlowFast Kinetics recipe (mvit_jax.convert_card); the
+The model is --arch with seeded random weights and the PySlowFast Kinetics recipe (mvit_jax.inference.recipes); the
 videos are 10 s of 340x256 H.264 at 30 fps (a keyframe every 16 frames, as scripts/prepare_videos.py writes them),
 generated into --video_dir once. Decode alone: the views of every video (decode, sampling, eval crop) in this
 process, one after another. Forward alone: the jitted forward on those views, compiled beforehand. Each rate is
@@ -20,10 +20,10 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from mvit_jax import convert_card
+from mvit_jax.inference import recipes
 from mvit_jax import inference
-from mvit_jax import model_card
-from mvit_jax import predict
+from mvit_jax.models import model_card
+from mvit_jax.inference import predict
 from mvit_jax.data import sources
 from mvit_jax.data import synthetic
 from mvit_jax.models import create_model
@@ -45,7 +45,7 @@ def make_model_folder(arch: str, folder: str) -> None:
   cfg = module.config
   x = np.zeros((1, cfg.num_frames, cfg.input_size, cfg.input_size, 3), np.float32)
   pretrained.save_params(folder, nn.unbox(jax.device_get(jax.jit(module.init)(jax.random.key(0), x)['params'])))
-  model_card.write(folder, model_card.ModelCard(arch, {}, None, convert_card.input_recipe('pyslowfast', arch, cfg)))
+  model_card.write(folder, model_card.ModelCard(arch, {}, None, recipes.input_recipe('pyslowfast', arch, cfg)))
 
 
 def best_rate(count: int, run) -> float:

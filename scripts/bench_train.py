@@ -1,21 +1,19 @@
 """Training throughput on this machine: mvit_jax's train step against torchvision + torch AdamW, and the full
 driver's overhead over the bare jitted step.
 
-    python scripts/bench_train.py [--threads 2] [--steps 3] [--rounds 2] [--driver_steps 120] [--host_malloc auto]
+    python scripts/bench_train.py [--threads 2] [--steps 3] [--rounds 2] [--driver_steps 120]
 
 Each measurement runs in its own subprocess pinned to the same `--threads` cores:
   pair:       mvit_b_16x4, batch 2, 16x224x224, float32: mvit_jax's jitted, donated update (forward + backward +
-              AdamW with weight-decay mask, clipping at 1.0, label smoothing 0.1; `train.make_train_step`) and
+              AdamW with weight-decay mask, clipping at 1.0, label smoothing 0.1; `trainer.make_train_step`) and
               torchvision mvit_v1_b (forward + backward + clip_grad_norm_ + torch.optim.AdamW), each framework in
               its own process (one warm-up step, then `--steps` timed), torch / jax / torch / jax ... for `--rounds`
               rounds so that load drift hits both alike (in one process the two runtimes' thread pools get in
               each other's way).
-  driver:     the demo config (mvit_tiny on the synthetic videos) through `train.train_and_evaluate`: seconds per
+  driver:     the demo config (mvit_tiny on the synthetic videos) through `trainer.train_and_evaluate`: seconds per
               step between the first and the last step (data loading, batch assembly, metrics, hooks included),
               against the bare jitted step of the same config on a fixed on-device batch, measured in a process
               before and in one after the driver (the mean of the two is the baseline).
-Every measuring process first applies `--host_malloc` (default `auto`, as `mvit_jax.main`: glibc keeps freed
-memory for reuse when JAX runs on the CPU; both frameworks get the same setting).
 Prints median seconds per step and the ratios (torch / jax >= 1.0: mvit_jax at least as fast; driver / bare - 1:
 the driver's overhead).
 """
@@ -63,7 +61,7 @@ def torch_step_fn(threads: int):
 
 
 def _k400_config():
-  from mvit_jax import config_lib  # pylint: disable=g-import-not-at-top
+  from mvit_jax.train import config as config_lib  # pylint: disable=g-import-not-at-top
   c = config_lib.base_config()
   c.model.name = 'mvit_b_16x4'
   c.half_precision = False  # float32 on CPU, like the torch baseline.
@@ -80,16 +78,18 @@ def _compiled_step(config, num_classes: int):
   """(step_fn, state, batch, rng) of the trainer's own update on a 1-device mesh, on fixed random data."""
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from mvit_jax import models, sharding, train  # pylint: disable=g-import-not-at-top
+  from mvit_jax import models  # pylint: disable=g-import-not-at-top
+  from mvit_jax.train import sharding  # pylint: disable=g-import-not-at-top
+  from mvit_jax.train import trainer  # pylint: disable=g-import-not-at-top
 
-  model = models.create_model(config.model.name, **train.model_overrides(config, num_classes))
+  model = models.create_model(config.model.name, **trainer.model_overrides(config, num_classes))
   mesh = sharding.make_mesh({'data': 1, 'fsdp': 1, 'model': 1}, jax.devices()[:1])
   rules = sharding.rules_from_config(config.sharding_rules)
-  ts = train.TrainSetup.build(model, config, mesh, rules)
+  ts = trainer.TrainSetup.build(model, config, mesh, rules)
   d = config.data
   shape = (config.batch_size, d.num_frames, d.crop_size, d.crop_size, 3)
   state = ts.init_state(ts.init_params(jax.random.key(0)))
-  jitted = ts.jit_step(train.make_train_step(model, ts.tx, ts.schedule, config, num_classes))
+  jitted = ts.jit_step(trainer.make_train_step(model, ts.tx, ts.schedule, config, num_classes))
 
   def step_fn(*args):
     with ts.context():
@@ -101,7 +101,7 @@ def _compiled_step(config, num_classes: int):
 
 
 def jax_step_fn():
-  """mvit_jax's own jitted, donated update (`train.make_train_step`) for mvit_b_16x4 with the K400 optimizer."""
+  """mvit_jax's own jitted, donated update (`trainer.make_train_step`) for mvit_b_16x4 with the K400 optimizer."""
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   step_fn, state, batch, rng = _compiled_step(_k400_config(), 400)
@@ -142,7 +142,7 @@ def _demo_config(num_train_steps: int):
 
 def run_driver(driver_steps: int) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
-  from mvit_jax import train  # pylint: disable=g-import-not-at-top
+  from mvit_jax.train import trainer  # pylint: disable=g-import-not-at-top
 
   config = _demo_config(driver_steps)
   config.eval_every_steps = -1
@@ -151,7 +151,7 @@ def run_driver(driver_steps: int) -> dict:
 
   # Time the driver's loop from the end of step 1 (compiled) to the end of the last step.
   stamps = {}
-  original = train.TrainSetup.jit_step
+  original = trainer.TrainSetup.jit_step
 
   def timed_jit_step(self, train_step):
     step_fn = original(self, train_step)
@@ -164,11 +164,11 @@ def run_driver(driver_steps: int) -> dict:
       return out
     return wrapped
 
-  train.TrainSetup.jit_step = timed_jit_step
+  trainer.TrainSetup.jit_step = timed_jit_step
   with tempfile.TemporaryDirectory() as workdir:
-    train.train_and_evaluate(config, workdir)
+    trainer.train_and_evaluate(config, workdir)
     num_classes = config.synthetic_data.num_classes
-  train.TrainSetup.jit_step = original
+  trainer.TrainSetup.jit_step = original
   driver_s = (stamps[driver_steps] - stamps[1]) / (driver_steps - 1)
 
   return {'driver_step_s': driver_s, 'num_classes': num_classes}
@@ -191,7 +191,7 @@ def run_bare(driver_steps: int) -> dict:
 
 def _child(args) -> dict:
   cmd = [sys.executable, __file__, '--child', args.child_mode, '--threads', str(args.threads), '--steps',
-         str(args.steps), '--driver_steps', str(args.driver_steps), '--host_malloc', args.host_malloc]
+         str(args.steps), '--driver_steps', str(args.driver_steps)]
   out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=False)
   if out.returncode:
     raise RuntimeError(f'{args.child_mode} failed:\n{out.stderr[-3000:]}')
@@ -205,15 +205,10 @@ def main():
   parser.add_argument('--driver_steps', type=int, default=120)
   parser.add_argument('--only', nargs='+', default=['pair', 'driver'], choices=['pair', 'driver'],
                       help='Run only these measurements.')
-  parser.add_argument('--host_malloc', default='auto', choices=('auto', 'keep', 'system'),
-                      help="mvit_jax.host_malloc mode of every measuring process (both frameworks), as the trainer's "
-                      "--host_malloc.")
   parser.add_argument('--rounds', type=int, default=2, help='torch / jax process pairs for the pair measurement')
   parser.add_argument('--child', choices=['torch', 'jax', 'driver', 'bare'])
   args = parser.parse_args()
   if args.child:
-    from mvit_jax import host_malloc  # pylint: disable=g-import-not-at-top
-    host_malloc.configure(args.host_malloc)  # Before either framework starts its threads, as mvit_jax.main does.
     _pin(args.threads)
     result = {'torch': lambda: run_framework('torch', args.threads, args.steps),
               'jax': lambda: run_framework('jax', args.threads, args.steps),
@@ -222,7 +217,6 @@ def main():
     print(json.dumps(result))
     return
   results = {}
-  print(f'host_malloc={args.host_malloc}', flush=True)
   if 'pair' in args.only:
     pair = {'torch': [], 'jax': []}
     for _ in range(args.rounds):

@@ -20,7 +20,7 @@ import time
 from absl import app
 from absl import flags
 
-from mvit_jax import aot
+from mvit_jax.tools import aot
 
 # --config, --topology, --per_chip_batch and --compiler_option are mvit_jax.aot's flags.
 _WHAT = flags.DEFINE_string('what', 'step', 'step | forward | grad | optimizer | op:NAME')
@@ -45,14 +45,14 @@ def libtpu_log_summary(pid: int) -> list[str]:
 
 def _abstract_training_inputs(config, devices, per_chip_batch):
   import jax  # pylint: disable=g-import-not-at-top
-  from mvit_jax import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
-  from mvit_jax import train  # pylint: disable=g-import-not-at-top
+  from mvit_jax.train import sharding as sharding_lib  # pylint: disable=g-import-not-at-top
+  from mvit_jax.train import trainer  # pylint: disable=g-import-not-at-top
   from mvit_jax.data import sources  # pylint: disable=g-import-not-at-top
   config, mesh = aot.check_inputs(config, devices, per_chip_batch)
   num_classes = sources.num_classes_from_config(config.data)
-  model, _ = train.make_model(config, num_classes)
-  ts = train.TrainSetup.build(model, config, mesh, sharding_lib.rules_from_config(config.sharding_rules))
-  batch = train.abstract_train_batch(config, config.batch_size, num_classes, mesh)
+  model, _ = trainer.make_model(config, num_classes)
+  ts = trainer.TrainSetup.build(model, config, mesh, sharding_lib.rules_from_config(config.sharding_rules))
+  batch = trainer.abstract_train_batch(config, config.batch_size, num_classes, mesh)
   return config, ts, model, num_classes, batch, jax.eval_shape(jax.random.key, 0)
 
 
@@ -61,14 +61,14 @@ def compile_part(config, devices, per_chip_batch, what, options):
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import optax  # pylint: disable=g-import-not-at-top
-  from mvit_jax import train  # pylint: disable=g-import-not-at-top
+  from mvit_jax.train import trainer  # pylint: disable=g-import-not-at-top
   from mvit_jax.data import device_preprocess  # pylint: disable=g-import-not-at-top
   config, ts, model, num_classes, batch, rng = _abstract_training_inputs(config, devices, per_chip_batch)
 
-  def loss(params, batch, rng):  # As train.make_train_step's loss_fn, single-label.
+  def loss(params, batch, rng):  # As trainer.make_train_step's loss_fn, single-label.
     erase_rng, mix_rng, dropout_rng = jax.random.split(rng, 3)
     videos = device_preprocess.preprocess_on_device(batch['video'], erase_rng, config.data, train=True)
-    videos, targets = train.make_targets(mix_rng, videos, batch['label'], config.data, num_classes)
+    videos, targets = trainer.make_targets(mix_rng, videos, batch['label'], config.data, num_classes)
     logits = model.apply({'params': params}, videos, train=True, rngs={'dropout': dropout_rng})
     return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets).mean()
 

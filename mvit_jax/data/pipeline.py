@@ -23,8 +23,8 @@ from absl import logging
 import grain
 import numpy as np
 
-from mvit_jax import host_malloc
-from mvit_jax import process_lifetime
+from mvit_jax.system import host_malloc
+from mvit_jax.system import process_lifetime
 from mvit_jax.data import decode
 from mvit_jax.data import sampling
 from mvit_jax.data import shm_batch
@@ -209,7 +209,7 @@ def _init_worker(worker_index: int, worker_count: int) -> None:
   """
   del worker_index, worker_count
   process_lifetime.exit_with_parent(on_exit=shm_batch.unlink_all)
-  host_malloc.mallopt({host_malloc.M_MMAP_THRESHOLD: 256 << 20, host_malloc.M_TRIM_THRESHOLD: 1 << 30})
+  host_malloc.keep_large_blocks_in_heap()
   shm_batch.enable_in_this_process()
 
 

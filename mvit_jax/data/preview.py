@@ -15,8 +15,8 @@ import numpy as np
 from PIL import Image
 from PIL import ImageDraw
 
-from mvit_jax import cli
-from mvit_jax import errors
+from mvit_jax.system import cli
+from mvit_jax.system import errors
 from mvit_jax.data import config as config_lib
 from mvit_jax.data import device_preprocess
 from mvit_jax.data import pipeline

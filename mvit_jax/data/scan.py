@@ -13,9 +13,9 @@ import sys
 
 from absl import flags
 
-from mvit_jax import cli
-from mvit_jax import errors
-from mvit_jax import process_lifetime
+from mvit_jax.system import cli
+from mvit_jax.system import errors
+from mvit_jax.system import process_lifetime
 from mvit_jax.data import decode
 from mvit_jax.data import sources
 

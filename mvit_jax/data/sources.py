@@ -11,8 +11,8 @@ import os
 import numpy as np
 
 from mvit_jax.data import decode
-from mvit_jax.errors import did_you_mean_path
-from mvit_jax.errors import InputError
+from mvit_jax.system.errors import did_you_mean_path
+from mvit_jax.system.errors import InputError
 
 
 class ManifestError(InputError):

@@ -31,7 +31,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from mvit_jax.errors import InputError
+from mvit_jax.system.errors import InputError
 from mvit_jax.models.layers import resize_table
 from mvit_jax.models.layout import to_block_layout
 

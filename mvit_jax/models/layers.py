@@ -275,7 +275,7 @@ class PoolingAttention(nn.Module):
     dim, heads, hd = spec.attn_dim, spec.num_heads, spec.head_dim
     qkv = dense(3 * dim, ("embed", "qkv"), cfg, "qkv", use_bias=cfg.qkv_bias)(x)
     qkv = qkv.reshape(b, l, 3, heads, hd)
-    q, k, v = ops.unstack_qkv(qkv)
+    q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
     q_thw = k_thw = self.thw
     if spec.q_kernel is not None:
       q = TokenPool(spec.q_kernel, spec.q_stride, self.thw, cfg, name="pool_q")(q)

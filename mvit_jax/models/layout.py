@@ -21,12 +21,6 @@ _SCANNED = re.compile(r"blocks_(\d+)_(\d+)")
 _BLOCK = re.compile(r"blocks_\d+(_\d+)?")
 
 
-def is_scanned_run(name: str) -> bool:
-  """True for the parameter entry of a scanned run (`blocks_{first}_{last}`): its leaves carry a leading 'layers'
-  axis."""
-  return _SCANNED.fullmatch(name) is not None
-
-
 def _stack(*leaves):
   if isinstance(leaves[0], jax.ShapeDtypeStruct):
     return jax.ShapeDtypeStruct((len(leaves), *leaves[0].shape), leaves[0].dtype)

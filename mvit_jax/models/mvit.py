@@ -45,17 +45,17 @@ class MViT(nn.Module):
   `rngs={'dropout': key}` (head dropout and drop path). Inputs of another size than the built one work: the
   absolute and relative position tables are interpolated to the new token grids.
 
-  `module.apply(variables, x, method="features")` returns the multi-scale features instead of logits (see
+  `module.apply(variables, x, method="features")` returns the multi-scale features beside the logits (see
   `features`).
   """
 
   config: MViTConfig
 
   def features(self, x: jax.Array, train: bool = False) -> dict[str, jax.Array]:
-    """Multi-scale features: `stage{i}` (i = 1..), the output of the last block on each token grid as
-    (B, T', H', W', C_i) (class token dropped; spatial strides 4, 8, 16, 32 for the standard variants), the input
-    of a detection or segmentation head; `pre_logits` (B, C), what the classifier takes (class token or token mean
-    after the final norm, before head dropout)."""
+    """Multi-scale features and logits from one forward pass: `stage{i}` (i = 1..), the output of the last block on
+    each token grid as (B, T', H', W', C_i) (class token dropped; spatial strides 4, 8, 16, 32 for the standard
+    variants), the input of a detection or segmentation head; `pre_logits` (B, C), what the classifier takes
+    (class token or token mean after the final norm, before head dropout); `logits` (B, num_classes) float32."""
     return self(x, train, return_features=True)
 
   @nn.compact
@@ -88,10 +88,11 @@ class MViT(nn.Module):
     x = layers.layer_norm("embed", cfg, "norm")(x)
     # The class token, or without one the mean of all tokens after the final norm (MViTv2 image models).
     x = x[:, 0] if cfg.cls_token else jnp.mean(x, axis=1, dtype=jnp.float32).astype(x.dtype)
-    if return_features:
-      grids = {f"stage{i + 1}": (t[:, 1:] if cfg.cls_token else t).reshape(t.shape[0], *grid, t.shape[-1])
-               for i, (t, grid) in enumerate(stages)}
-      return {**grids, "pre_logits": x}
+    pre_logits = x
     x = nn.Dropout(cfg.head_dropout_rate, deterministic=not train)(x)
-    logits = layers.dense(cfg.num_classes, ("embed", "classes"), cfg, "head")(x)
-    return logits.astype(jnp.float32)
+    logits = layers.dense(cfg.num_classes, ("embed", "classes"), cfg, "head")(x).astype(jnp.float32)
+    if not return_features:
+      return logits
+    grids = {f"stage{i + 1}": (t[:, 1:] if cfg.cls_token else t).reshape(t.shape[0], *grid, t.shape[-1])
+             for i, (t, grid) in enumerate(stages)}
+    return {**grids, "pre_logits": pre_logits, "logits": logits}

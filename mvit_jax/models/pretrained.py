@@ -1,57 +1,41 @@
-"""Saving, loading and adapting pretrained MViT parameters.
+"""Model folders in and out: the one place where saved parameters enter or leave an MViT.
 
-A converted-checkpoint folder (written by `python -m mvit_jax.convert`) holds `model.json`
-({"name": variant, "overrides": {...}}) and `params/` (an orbax StandardCheckpointer checkpoint of the
-unboxed parameter tree). A training workdir holds the same `model.json` plus orbax checkpoints.
+A converted-checkpoint folder (written by `python -m mvit_jax.convert`) holds `model.json` (the model card,
+`model_card.py`) and `params/` (an orbax checkpoint of the unboxed parameter tree). A training workdir holds the
+same `model.json` plus the trainer's orbax checkpoints, `checkpoints/<step>/params`. Parameters are saved in the
+block layout of the model that wrote them (`MViTConfig.scan_blocks`) and leave this module in the layout of the
+model that reads them (`layout.to_block_layout`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 import dataclasses
-import json
 import os
 from typing import Any
 
 from absl import logging
-import jax.numpy as jnp
+import jax
 import orbax.checkpoint as ocp
 
+from mvit_jax.models import model_card
 from mvit_jax.models.adapt import fit_pretrained
 from mvit_jax.models.config import MViTConfig
 from mvit_jax.models.layout import to_block_layout
 from mvit_jax.models.mvit import MViT
 from mvit_jax.models.variants import create_model
+from mvit_jax.system import errors
 
-MODEL_JSON = "model.json"
 PARAMS_DIR = "params"
 
 
-def overrides_to_json(overrides: dict[str, Any]) -> dict[str, Any]:
-  """Makes config overrides JSON-serialisable (dtypes by name, tuples as lists)."""
-  out = {}
-  for key, value in overrides.items():
-    if key in ("dtype", "param_dtype"):
-      value = jnp.dtype(value).name
-    out[key] = value
-  return out
+class NoRestorableCheckpointError(errors.InputError):
+  """A checkpoint folder holds checkpoints but none of them restores; the message names the folder."""
 
 
-def overrides_from_json(overrides: dict[str, Any]) -> dict[str, Any]:
-  """Restores tuple-typed config fields from JSON lists."""
-  def to_tuple(v):
-    return tuple(to_tuple(x) for x in v) if isinstance(v, list) else v
-  return {k: to_tuple(v) for k, v in overrides.items()}
-
-
-def write_model_json(directory: str, name: str, overrides: dict[str, Any]) -> None:
-  with open(os.path.join(directory, MODEL_JSON), "w") as f:
-    json.dump({"name": name, "overrides": overrides_to_json(overrides)}, f, indent=1, sort_keys=True)
-
-
-def read_model_json(directory: str, **overrides) -> MViT:
-  with open(os.path.join(directory, MODEL_JSON)) as f:
-    spec = json.load(f)
-  return create_model(spec["name"], **{**overrides_from_json(spec.get("overrides", {})), **overrides})
+def checkpoint_dir(workdir: str) -> str:
+  """WORKDIR/checkpoints, where the trainer's orbax CheckpointManager keeps its steps."""
+  return os.path.join(os.path.abspath(workdir), "checkpoints")
 
 
 def save_params(directory: str, params: Any) -> None:
@@ -67,17 +51,77 @@ def load_pretrained(path: str, **overrides) -> tuple[MViT, dict[str, Any]]:
   `overrides` replace fields of the recorded config that do not change the parameters (e.g. `scan_blocks`,
   `dtype`, `pool_impl`); the parameters come in the layout of the returned module whatever layout was saved.
   """
-  if not os.path.exists(os.path.join(path, MODEL_JSON)):
-    raise FileNotFoundError(f"{path} has no {MODEL_JSON}: not a converted checkpoint or an mvit_jax workdir")
-  module = read_model_json(path, **overrides)
+  module = read_module(path, **overrides)
   params_dir = os.path.join(path, PARAMS_DIR)
   if os.path.isdir(params_dir):
     params = ocp.StandardCheckpointer().restore(os.path.abspath(params_dir))
   else:
-    from mvit_jax import checkpointing  # Training workdir: the trainer's orbax checkpoints.
-
-    params = checkpointing.latest_params(path)
+    params = latest_params(path)
   return module, {"params": to_block_layout(params, module.config)}
+
+
+def read_module(path: str, **overrides) -> MViT:
+  """The MViT a model folder's `model.json` describes (its recorded overrides, then `overrides`)."""
+  card = model_card.read(path)
+  return create_model(card.name, **{**card.overrides, **overrides})
+
+
+def latest_params(workdir: str):
+  """Unboxed params (on the first local device, in the layout they were saved in) of the newest checkpoint in a
+  training workdir whose params restore; a damaged newer one is skipped with a warning."""
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  options = ocp.CheckpointManagerOptions(read_only=True, create=False)
+  folder = checkpoint_dir(workdir)
+  if not os.path.isdir(folder):
+    raise FileNotFoundError(f"No checkpoint in {folder}")
+
+  with ocp.CheckpointManager(folder, options=options,
+                             item_handlers={"params": ocp.StandardCheckpointHandler()}) as manager:
+
+    def restore_step(step):
+      saved = saved_params_tree(manager, step)
+      target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), saved)
+      return manager.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(target)))["params"]
+
+    found = newest_restorable(manager, restore_step)
+  if found is None:
+    raise FileNotFoundError(f"No checkpoint in {folder}")
+  step, params = found
+  logging.info("Restored params of step %d from %s", step, folder)
+  return params
+
+
+def saved_params_tree(manager: ocp.CheckpointManager, step: int):
+  """The tree of the params saved at `step` (orbax metadata leaves with .shape and .dtype), in its saved layout."""
+  metadata = manager.item_metadata(step)["params"]
+  return getattr(metadata, "tree", metadata)
+
+
+def newest_restorable(manager: ocp.CheckpointManager, restore_step: Callable[[int], Any]):
+  """(step, restore_step(step)) for the newest step that restores, None without steps; raises
+  NoRestorableCheckpointError when there are steps and none restores."""
+  steps = sorted(manager.all_steps(), reverse=True)
+  if not steps:
+    return None
+  failures = []
+  for step in steps:
+    try:
+      return step, restore_step(step)
+    # A damaged checkpoint fails in many ways (tensorstore's plain Exception, JSON, missing keys): each counts.
+    except Exception as e:  # pylint: disable=broad-exception-caught
+      failures.append(f"step {step}: {_first_line(e)}")
+      logging.warning("Checkpoint %s does not restore (%s); trying the previous one.",
+                      os.path.join(str(manager.directory), str(step)), _first_line(e))
+  raise NoRestorableCheckpointError(
+      f"No checkpoint in {manager.directory} restores ({'; '.join(failures)}). To start from scratch, move "
+      "it away.")
+
+
+def _first_line(error: Exception, max_chars: int = 200) -> str:
+  """'Type: first line of the message', cut at max_chars (tensorstore appends its whole spec to the line)."""
+  lines = str(error).strip().splitlines()
+  text = f"{type(error).__name__}: {lines[0] if lines else ''}"
+  return text if len(text) <= max_chars else text[:max_chars - 3] + "..."
 
 
 def adapt_pretrained(pretrained: dict[str, Any], target: dict[str, Any], inflate: str = "centre") -> dict[str, Any]:

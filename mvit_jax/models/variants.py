@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from mvit_jax.errors import InputError, did_you_mean
+from mvit_jax.system.errors import InputError, did_you_mean
 from mvit_jax.models.config import MViTConfig
 from mvit_jax.models.mvit import MViT
 

@@ -1,0 +1,31 @@
+"""The error type for bad input (a config key or value, a path, a name) and the closest-name hint its messages use.
+
+Library code raises `InputError` (or a subclass) for input a person can fix; the command-line entry points
+(`mvit_jax.system.cli.run`) print its message as one line and exit with status 2. Every other exception is an internal
+error and keeps its traceback.
+"""
+from collections.abc import Iterable
+import difflib
+import os
+
+
+class InputError(ValueError):
+  """Bad input from the command line, a config or a path it names; the message names it on one line."""
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+  """' (did you mean "x"?)' for the closest of `known` to `name` (difflib), '' when none is close."""
+  matches = difflib.get_close_matches(name, list(known), n=1)
+  return f' (did you mean {matches[0]!r}?)' if matches else ''
+
+
+def did_you_mean_path(path: str) -> str:
+  """did_you_mean for a path that does not exist, among the names in its folder."""
+  folder = os.path.dirname(path) or '.'
+  return did_you_mean(os.path.basename(path), os.listdir(folder)) if os.path.isdir(folder) else ''
+
+
+def check_folder(path: str, name: str) -> None:
+  """InputError naming the setting `name` (e.g. '--root') when `path` is not a folder."""
+  if not os.path.isdir(path):
+    raise InputError(f'{name}: no such folder {path!r}{did_you_mean_path(path)}')
