@@ -116,7 +116,7 @@ def test_process_local_batch_and_divisibility_checks(data_dir):
   it.close()
 
 
-@pytest.mark.parametrize('num_workers', [0, 2])
+@pytest.mark.parametrize('num_workers', [0, pytest.param(2, marks=pytest.mark.slow)])
 def test_restored_iterator_yields_the_uninterrupted_batches(data_dir, num_workers):
   cfg = make_config(data_dir, num_workers=num_workers, randaugment=True, random_erasing_prob=0.5)
   kwargs = dict(global_batch_size=4, seed=1)
@@ -133,6 +133,7 @@ def test_restored_iterator_yields_the_uninterrupted_batches(data_dir, num_worker
   resumed.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('num_workers', [1, 2])
 def test_workers_recycle_batch_memory_but_never_under_a_held_batch(data_dir, num_workers):
   kwargs = dict(global_batch_size=8, seed=3)  # 345 KB of uint8 video: pooled.
@@ -177,6 +178,7 @@ def test_eval_yields_every_view_in_order_with_padding(data_dir):
         codes[row] & 255, sampling.test_clip_indices(VIDEO_FRAMES, 30.0, int(clip_idx), cfg))
 
 
+@pytest.mark.slow
 def test_eval_with_workers_matches_in_process(data_dir):
   results = []
   for num_workers in (0, 2):
@@ -221,7 +223,7 @@ def torture(tmp_path_factory):
   return manifest, good, bad
 
 
-@pytest.mark.parametrize('num_workers', [0, 2])
+@pytest.mark.parametrize('num_workers', [0, pytest.param(2, marks=pytest.mark.slow)])
 def test_torture_set_eval_masks_exactly_the_bad_videos(data_dir, torture, num_workers):
   manifest, good, bad = torture
   cfg = make_config(data_dir, eval_manifest=manifest, train_manifest=manifest, num_classes=2, test_num_clips=1,
@@ -257,6 +259,7 @@ def test_torture_set_train_replaces_bad_videos(data_dir, torture):
   assert pipeline.skip_stats().skipped - before >= 2 * len(unconditional)
 
 
+@pytest.mark.slow
 def test_workers_report_the_failures_the_main_process_sees_in_process(data_dir, torture):
   manifest, _, bad = torture
   counts = []

@@ -124,6 +124,7 @@ def test_blocks_grain_unlinks_are_forgotten(pool):
   assert pool.array(shape, np.uint8).shm.name != first.shm.name
 
 
+@pytest.mark.slow
 def test_close_unlinks_spare_and_free_blocks_but_not_those_in_use():
   pool = shm_batch._BlockPool(blocks_ahead=2)  # pylint: disable=protected-access
   shape = (2, 1 << 20)
@@ -139,6 +140,7 @@ def test_close_unlinks_spare_and_free_blocks_but_not_those_in_use():
   shared_memory.SharedMemory(in_use.shm.name).unlink()
 
 
+@pytest.mark.slow
 def test_unlink_all_unlinks_spare_free_and_in_use_blocks():
   pool = shm_batch._BlockPool(blocks_ahead=2)  # pylint: disable=protected-access
   shape = (2, 1 << 20)
@@ -155,6 +157,7 @@ def test_unlink_all_unlinks_spare_free_and_in_use_blocks():
   pool.close()
 
 
+@pytest.mark.slow
 def test_main_process_unlinks_blocks_of_a_worker_that_has_exited(monkeypatch):
   dead = multiprocessing.get_context('spawn').Process(target=int)
   dead.start()

@@ -165,6 +165,7 @@ print('TFDS OK')
 '''
 
 
+@pytest.mark.slow
 def test_tfds_prepared_dataset_through_eval_loader(tmp_path):
   """A real array_record TFDS dataset (in a subprocess: tensorflow must not load into the test process)."""
   import subprocess  # pylint: disable=g-import-not-at-top

@@ -65,6 +65,7 @@ def test_synthetic_single_frames_do_not_reveal_the_class():
   assert abs(rows[0] - rows[1]) < 6 and abs(rows[0] - 24) < 6
 
 
+@pytest.mark.slow
 def test_synthetic_cli_writes_decodable_dataset(tmp_path):
   code, out = run('-m', 'mvit_jax.data.synthetic', '--out', str(tmp_path), '--num-classes', '3',
                   '--videos-per-class', '4', '--seed', '1', '--num_frames', '12')
@@ -88,6 +89,7 @@ def torture(tmp_path_factory):
   return d, good, bad
 
 
+@pytest.mark.slow
 def test_scan_reports_exactly_the_bad_files(torture):
   d, good, bad = torture
   code, out = run('-m', 'mvit_jax.data.scan', '--manifest', str(d / 'all.csv'), '--root', str(d),
@@ -101,6 +103,7 @@ def test_scan_reports_exactly_the_bad_files(torture):
   assert {p for p, status, _ in report if status == 'ok'} == set(good.values())
 
 
+@pytest.mark.slow
 def test_scan_exit_zero_when_all_good_and_two_on_bad_manifest(torture, tmp_path):
   d, _, _ = torture
   code, out = run('-m', 'mvit_jax.data.scan', '--manifest', str(d / 'good.csv'), '--root', str(d))
@@ -111,6 +114,7 @@ def test_scan_exit_zero_when_all_good_and_two_on_bad_manifest(torture, tmp_path)
   assert code == 2 and f'{broken}:2' in out
 
 
+@pytest.mark.slow
 def test_preview_writes_contact_sheet(tmp_path):
   synthetic.write_dataset(str(tmp_path), num_classes=2, videos_per_class=3, num_frames=16)
   config = tmp_path / 'cfg.py'
@@ -142,6 +146,7 @@ def test_preview_writes_contact_sheet(tmp_path):
   np.testing.assert_allclose(cell[::2, ::2], clips[2, 3], rtol=0, atol=1)
 
 
+@pytest.mark.slow
 def test_prepare_videos_reencodes_with_short_gop_and_no_audio(tmp_path):
   raw = tmp_path / 'raw'
   for name, vid in (('a', 1), ('b', 2)):
@@ -165,6 +170,7 @@ def test_prepare_videos_reencodes_with_short_gop_and_no_audio(tmp_path):
   np.testing.assert_array_equal(testlib.read_codes(clip.frames), [2 << 8 | i for i in range(40)])
 
 
+@pytest.mark.slow
 def test_scan_checks_frame_folders(tmp_path):
   from mvit_jax.data import scan  # pylint: disable=g-import-not-at-top
   good, empty = tmp_path / 'good', tmp_path / 'empty'

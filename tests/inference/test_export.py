@@ -99,6 +99,7 @@ def _custom_call_targets(exported) -> set[str]:
   return set(re.findall(r"custom_call @(\w+)", exported.mlir_module()))
 
 
+@pytest.mark.slow
 def test_stablehlo_runs_without_mvit_jax(models, tmp_path):
   """v1 through the command line, v2 through export_model; both loaded and run by the documented snippet in one
   fresh, isolated interpreter started outside the repository."""
@@ -137,6 +138,7 @@ def test_savedmodel_serves_the_same_logits(models, tmp_path):
       assert testlib.rel_l2(logits, reference[:n]) < 1e-4
 
 
+@pytest.mark.slow
 def test_bad_input_is_one_line(models, tmp_path):
   folder = models["v1"][0]
   result = _run_cli("--model", folder, "--out", tmp_path / "a", "--format", "onnx")

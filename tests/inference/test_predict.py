@@ -67,6 +67,7 @@ def test_top1_is_the_evaluators(workdir, data_root, predictor):
     np.testing.assert_allclose(result.scores[top5], [float(s) for s in row['top5_scores'].split(';')], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_folder_with_bad_files_and_features(workdir, data_root, predictor, tmp_path):
   """The CLI: 2 good videos, a zero-byte file and a text file named .mp4 in a folder, and a missing path."""
   folder = tmp_path / 'videos'
@@ -110,6 +111,7 @@ def test_folder_with_bad_files_and_features(workdir, data_root, predictor, tmp_p
     np.testing.assert_allclose(stages['stage3'], expected['stage3'], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_nothing_predicted_is_exit_status_1(workdir, tmp_path):
   (tmp_path / 'empty.mp4').write_bytes(b'')
   cmd = [sys.executable, '-m', 'mvit_jax.predict', f'--model={workdir}', str(tmp_path / 'empty.mp4')]

@@ -204,6 +204,7 @@ def test_unknown_override_names_the_key():
     create_model("mvit_b_16x4", num_clases=10)
 
 
+@pytest.mark.slow
 def test_light_imports():
   code = "import sys, mvit_jax.models, mvit_jax.convert; assert 'tensorflow' not in sys.modules, 'tensorflow'"
   subprocess.run([sys.executable, "-c", code], check=True)
@@ -233,6 +234,7 @@ def test_adapt_pretrained_for_fine_tuning():
     adapt_pretrained(pretrained, init(wider, 2))
 
 
+@pytest.mark.slow
 def test_model_stats_json_cli():
   import json
 

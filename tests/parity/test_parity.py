@@ -44,6 +44,7 @@ def mvit_v1_b(tmp_path_factory):
   return model, path, clip.numpy(), logits
 
 
+@pytest.mark.slow
 def test_torchvision_parity(mvit_v1_b, tmp_path):
   _, path, clip, expected = mvit_v1_b
   result = testlib.run_convert_cli("torchvision", "mvit_b_16x4", path, tmp_path / "out")
@@ -57,6 +58,7 @@ def test_torchvision_parity(mvit_v1_b, tmp_path):
   assert card.source == {"format": "torchvision", "file": "mvit_v1_b.pth", "sha256": model_card.sha256(str(path))}
 
 
+@pytest.mark.slow
 def test_pyslowfast_parity_fused_qkv(mvit_v1_b, tmp_path):
   model, _, clip, expected = mvit_v1_b
   path = tmp_path / "MVIT_B_16x4.pyth"
@@ -86,6 +88,7 @@ def _small_v1(kv_off_last_stage: bool, num_classes=7):
   return testlib.randomise(model, seed=2)
 
 
+@pytest.mark.slow
 def test_pyslowfast_separate_qkv_without_last_stage_kv_pooling(tmp_path):
   """The file's keys decide: K/V pooling absent in blocks 14-15, 7 classes, 8x96x96 input; a message says so."""
   model = _small_v1(kv_off_last_stage=True)
@@ -152,6 +155,7 @@ def test_pyslowfast_without_model_state(tmp_path, small_state):
   _expect_error(tmp_path, "pyslowfast", "mvit_b_16x4", small_state, "model_state")
 
 
+@pytest.mark.slow
 def test_cli_exit_status_and_message(tmp_path):
   bad = tmp_path / "bad.pth"
   bad.write_text("not a checkpoint")

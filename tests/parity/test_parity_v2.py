@@ -52,6 +52,7 @@ def _check_cli_parity(tmp_path, fmt, arch, model, x, layouts=(True, False), chec
   return result.stdout
 
 
+@pytest.mark.slow
 def test_torchvision_mvit_v2_s_parity(tmp_path):
   """The published network at its size (16x224², 400 classes), batch 2."""
   torch.manual_seed(1)
@@ -59,6 +60,7 @@ def test_torchvision_mvit_v2_s_parity(tmp_path):
                     torch.randn(2, 3, 16, 224, 224), layouts=(True,))
 
 
+@pytest.mark.slow
 def test_torchvision_mvit_v2_s_small_input_parity(tmp_path):
   """On 4x96² clips, both block layouts; the table lengths decide frames and crop size, the head the classes."""
   torch.manual_seed(1)
@@ -67,6 +69,7 @@ def test_torchvision_mvit_v2_s_small_input_parity(tmp_path):
   assert "num_frames=4" in stdout and "input_size=96" in stdout and "num_classes=7" in stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["mvitv2_tiny", "mvitv2_small_cls"])
 def test_timm_parity(tmp_path, name):
   """Mean-pooled (tiny) and class-token (small_cls, residual pooling on the class row too) image models, 96²."""
@@ -76,6 +79,7 @@ def test_timm_parity(tmp_path, name):
   assert "input_size=96" in stdout
 
 
+@pytest.mark.slow
 def test_timm_large_in1k_expands_in_the_mlp(tmp_path):
   """mvitv2_large (IN-1K) keeps the attention at the input width and projects on the MLP skip
   (`shortcut_proj_mlp`); read as the `_cls` arch, the file's shapes decide that too and the cls token's absence."""
@@ -97,6 +101,7 @@ def test_timm_missing_and_unexpected_keys_are_named(tmp_path):
   assert not os.path.exists(tmp_path / "out")
 
 
+@pytest.mark.slow
 def test_pyslowfast_mvit_v2_s_parity(tmp_path):
   """torchvision mvit_v2_s (4x96²) saved as a PySlowFast `.pyth`: `model_state` with `patch_embed.proj`, fused
   `attn.qkv`, `attn.proj`, `attn.pool_q` / `norm_q`, `attn.rel_pos_{h,w,t}`, `blocks.N.proj`, `head.projection`."""
@@ -123,6 +128,7 @@ def _to_official_image(model, temporal_axis):
   return {"model_state": state, "epoch": 300}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("temporal_axis", [False, True])
 def test_official_image_mvitv2_tiny_parity(tmp_path, temporal_axis):
   """timm mvitv2_tiny (64²) saved in the official image repository's layout, 2-D or 5-D convolutions."""

@@ -70,6 +70,7 @@ def _cli(*args):
     (('--topology', 'v5e:2x2', '--per_chip_batch', '2', '--config.mesh.data=3'), 'needs 3 devices, have 4'),
     (('--topology', 'v5e:2x2', '--config.batch_size=10'), 'not divisible by 4 chips'),
 ])
+@pytest.mark.slow
 def test_cli_bad_input_is_one_line_and_exit_2(args, message):
   result = _cli(*args)
   assert result.returncode == 2, result.stderr

@@ -48,6 +48,7 @@ def _real_data(data):
           f'--config.data.eval_manifest={data / "val.csv"}')
 
 
+@pytest.mark.slow
 def test_unknown_key_names_the_closest_key_and_writes_nothing(tmp_path):
   workdir = tmp_path / 'run'
   workdir.mkdir()
@@ -57,34 +58,41 @@ def test_unknown_key_names_the_closest_key_and_writes_nothing(tmp_path):
   assert not os.listdir(workdir)  # The run never started.
 
 
+@pytest.mark.slow
 def test_override_below_a_value_names_the_value(tmp_path):
   _assert_one_line_error(_main(tmp_path, '--config.optimizer.base_lr.x=1'), 'config.optimizer.base_lr is a value')
 
 
+@pytest.mark.slow
 def test_wrong_type_names_the_key(tmp_path):
   _assert_one_line_error(_main(tmp_path, '--config.batch_size=abc'), '--config.batch_size', 'abc')
 
 
+@pytest.mark.slow
 def test_unknown_model_names_the_closest_variant(tmp_path):
   _assert_one_line_error(_main(tmp_path, '--config.model.name=mvit_b16x4'), 'config.model.name', "'mvit_b16x4'",
                          "did you mean 'mvit_b_16x4'")
 
 
+@pytest.mark.slow
 def test_missing_config_file_names_the_closest_file(tmp_path):
   _assert_one_line_error(_main(tmp_path, config=os.path.join(REPO, 'experiments', 'dmeo.py')), 'dmeo.py',
                          "did you mean 'demo.py'")
 
 
+@pytest.mark.slow
 def test_missing_manifest_names_key_path_and_closest_file(tmp_path, data):
   result = _main(tmp_path / 'run', *_real_data(data), f'--config.data.train_manifest={data / "trian.csv"}')
   _assert_one_line_error(result, 'config.data.train_manifest', str(data / 'trian.csv'), "did you mean 'train.csv'")
 
 
+@pytest.mark.slow
 def test_missing_data_root_names_key_and_path(tmp_path, data):
   result = _main(tmp_path / 'run', *_real_data(data), f'--config.data.root={tmp_path / "videos"}')
   _assert_one_line_error(result, 'config.data.root', str(tmp_path / 'videos'))
 
 
+@pytest.mark.slow
 def test_unwritable_workdir_names_it(tmp_path):
   locked = tmp_path / 'locked'
   locked.mkdir()
@@ -97,36 +105,43 @@ def test_unwritable_workdir_names_it(tmp_path):
     locked.chmod(0o700)
 
 
+@pytest.mark.slow
 def test_workdir_below_a_file_names_it(tmp_path):
   (tmp_path / 'file').write_text('')
   _assert_one_line_error(_main(tmp_path / 'file' / 'run'), '--workdir', str(tmp_path / 'file' / 'run'),
                          'Not a directory')
 
 
+@pytest.mark.slow
 def test_unexpected_argument_is_one_line(tmp_path):
   _assert_one_line_error(_main(tmp_path, 'extra'), 'Unexpected arguments', 'extra')
 
 
+@pytest.mark.slow
 def test_aot_unknown_key(tmp_path):
   result = _run('-m', 'mvit_jax.aot', '--config', DEMO, '--topology', 'v5e:2x2', '--config.optimzer.name=sgd')
   _assert_one_line_error(result, 'config.optimzer', "'optimizer'")
 
 
+@pytest.mark.slow
 def test_scan_missing_manifest_names_the_closest_file(data):
   result = _run('-m', 'mvit_jax.data.scan', '--manifest', str(data / 'trian.csv'))
   _assert_one_line_error(result, str(data / 'trian.csv'), "did you mean 'train.csv'")
 
 
+@pytest.mark.slow
 def test_model_stats_unknown_variant():
   _assert_one_line_error(_run('-m', 'mvit_jax.model_stats', '--variants', 'mvit_tiny,mvit_s16x4'), "'mvit_s16x4'",
                          "did you mean 'mvit_s_16x4'")
 
 
+@pytest.mark.slow
 def test_bench_model_arch_without_torchvision_reference():
   _assert_one_line_error(_run('scripts/bench_model.py', '--arch', 'mvitv2_l_40x3'), "'mvitv2_l_40x3'",
                          'no torchvision reference', 'mvitv2_s_16x4')
 
 
+@pytest.mark.slow
 def test_internal_error_keeps_its_traceback(tmp_path):
   script = ('import sys\n'
             'from mvit_jax import main\n'

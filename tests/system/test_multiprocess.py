@@ -13,6 +13,8 @@ import pytest
 from mvit_jax.train import checkpointing
 from tests import testlib
 
+pytestmark = pytest.mark.slow  # Every test here starts processes.
+
 REPO = testlib.REPO
 # The demo config, shrunk: fewer synthetic videos, faster-compiling pooling, no loader worker processes.
 DEMO_OVERRIDES = ['--config.synthetic_data.videos_per_class=4', '--config.model.pool_impl=conv',
@@ -25,7 +27,6 @@ def _losses(log: str) -> dict[int, float]:
                                                               r'train/loss=([0-9.eE+-]+)', log)}
 
 
-@pytest.mark.slow
 def test_two_processes_agree_are_preempted_together_and_restore_in_one(tmp_path):
   """SIGTERM to process 1 only: JAX's preemption sync service picks a step both processes reach; both save it."""
   workdir = str(tmp_path / 'run')

@@ -22,7 +22,9 @@ SHM_DIR = '/dev/shm'
 GRACE_SECONDS = 10  # The bound on how long a killed run's processes may outlive it.
 START_TIMEOUT_SECONDS = 600  # The trainer compiles before its loader starts; slow on a busy 2-core machine.
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith('linux'), reason='reads /proc and /dev/shm')
+# Every test here starts processes.
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not sys.platform.startswith('linux'), reason='reads /proc and /dev/shm')]
 
 
 def _pids() -> list[int]:
@@ -211,7 +213,6 @@ def test_spawned_child_ends_with_its_parent_while_it_still_imports():
         _kill(pid)
 
 
-@pytest.mark.slow
 def test_kill_while_writing_synthetic_data(tmp_path):
   # The trainer writes the videos in its own process; this holds that stage to the same rule.
   run_id, workdir, log_path = uuid.uuid4().hex, str(tmp_path / 'run'), str(tmp_path / 'log.txt')
@@ -226,7 +227,6 @@ def test_kill_while_writing_synthetic_data(tmp_path):
     _end_run(run_id)
 
 
-@pytest.mark.slow
 def test_kill_while_training_with_two_loader_workers(tmp_path):
   run_id, workdir, log_path = uuid.uuid4().hex, str(tmp_path / 'run'), str(tmp_path / 'log.txt')
   shm_before = set(os.listdir(SHM_DIR))
@@ -246,7 +246,6 @@ def test_kill_while_training_with_two_loader_workers(tmp_path):
     _end_run(run_id)
 
 
-@pytest.mark.slow
 def test_kill_scan_with_a_worker_stuck_on_a_stalled_file(tmp_path):
   # A FIFO whose writer never writes stands in for a file on a stalled network mount: the worker that probes it
   # blocks in a read, and nothing in multiprocessing's own machinery reaches it there.

@@ -1,5 +1,6 @@
 """The package's architecture as tests: its parts import each other without cycles, and `mvit_jax.models` stands
 alone (no trainer, data, inference or TensorFlow code behind it)."""
+import pytest
 import ast
 import os
 import subprocess
@@ -93,6 +94,7 @@ def test_cycle_finder_finds_a_cycle():
   assert _cycle({'a': {'b'}, 'b': {'c'}}) is None
 
 
+@pytest.mark.slow
 def test_importing_models_loads_no_trainer_data_or_tensorflow():
   script = ('import sys, mvit_jax.models\n'
             'print(" ".join(sorted(m for m in sys.modules if m.split(".")[0] in ("mvit_jax", "tensorflow", "grain", '

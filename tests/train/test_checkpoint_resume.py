@@ -16,6 +16,8 @@ from mvit_jax.models import pretrained
 from mvit_jax.train import checkpointing
 from tests import testlib
 
+pytestmark = pytest.mark.slow  # Every test here starts processes.
+
 REPO = testlib.REPO
 NUM_STEPS = 8
 
@@ -72,7 +74,6 @@ def reference(run_env, tmp_path_factory):
   return workdir
 
 
-@pytest.mark.slow
 def test_sigterm_and_sigkill_then_exact_resume(run_env, reference, tmp_path):
   data_root, env, log_path = run_env
   with open(log_path, 'a') as log:
@@ -99,7 +100,6 @@ def test_sigterm_and_sigkill_then_exact_resume(run_env, reference, tmp_path):
   _assert_same_final_params(workdir, reference)
 
 
-@pytest.mark.slow
 def test_truncated_newest_checkpoint_resumes_from_the_previous_one(run_env, reference, tmp_path):
   data_root, env, _ = run_env
   # The reference stopped at step 8 of 8; the copy is asked for the same 8 steps with its step 8 damaged.

@@ -150,6 +150,7 @@ def test_a_resumed_run_loads_its_train_step_from_the_compilation_cache(preempted
     assert manager.latest_step() == 6
 
 
+@pytest.mark.slow
 def test_no_restorable_checkpoint_stops_the_run(preempted_workdir, data_root, tmp_path):
   workdir = str(tmp_path / 'damaged')
   shutil.copytree(preempted_workdir, workdir)
