@@ -70,7 +70,8 @@ def check_config_arguments(argv: Sequence[str], flag_name: str) -> None:
 def parse_flags(argv: Sequence[str]) -> list[str]:
   """absl's flag parsing, with bad input raised as InputError (absl's own one-line messages kept)."""
   try:
-    for name in flags.FLAGS:
+    # A list, since loading a config file can import modules that define flags of their own.
+    for name in list(flags.FLAGS):
       if config_flags.is_config_flag(flags.FLAGS[name]):
         check_config_arguments(argv, name)
     return flags.FLAGS(list(argv))

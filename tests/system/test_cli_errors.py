@@ -203,3 +203,19 @@ def test_check_config_arguments_reads_flagfiles(tmp_path):
   flagfile.write_text(f'--config={DEMO}\n--config.batchsize=3\n')
   with pytest.raises(InputError, match=r"config\.batchsize \(did you mean 'batch_size'\?\)"):
     cli.check_config_arguments(['prog', f'--flagfile={flagfile}'], 'config')
+
+
+def test_config_file_that_imports_flag_definitions_parses(tmp_path):
+  """Loading a config file can import modules that define absl flags of their own; parsing goes on."""
+  (tmp_path / 'defines_a_flag.py').write_text("from absl import flags\nflags.DEFINE_integer('from_config', 0, '')\n")
+  config = tmp_path / 'config.py'
+  config.write_text('import defines_a_flag\nimport ml_collections\n'
+                    'def get_config():\n  return ml_collections.ConfigDict({"x": 1})\n')
+  program = (f'import sys\nsys.path.insert(0, {str(tmp_path)!r})\n'
+             'from ml_collections import config_flags\nfrom mvit_jax.system import cli\n'
+             "config = config_flags.DEFINE_config_file('config')\n"
+             f"sys.argv = ['prog', '--config={config}', '--config.x=2']\n"  # Overrides are read from sys.argv.
+             'cli.parse_flags(sys.argv)\nprint(config.value.x)\n')
+  result = _run('-c', program)
+  assert result.returncode == 0, result.stderr
+  assert result.stdout.split() == ['2']
