@@ -10,7 +10,6 @@ generated into --video_dir once. Decode alone: the views of every video (decode,
 process, one after another. Forward alone: the jitted forward on those views, compiled beforehand. Each rate is
 the best of --repeats timings (the machine may be shared).
 """
-import os
 import tempfile
 import time
 

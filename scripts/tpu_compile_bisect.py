@@ -14,7 +14,6 @@ CODE_GENERATION durations, and the fusions libtpu reported as slow (over 2 minut
 import glob
 import os
 import re
-import sys
 import time
 
 from absl import app

@@ -217,7 +217,9 @@ def _finish(ds: grain.MapDataset, cfg, source, num_videos: int):
   """MapDataset of batches -> prefetching IterDataset with failure accounting in the main process."""
   it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=cfg.read_threads, prefetch_buffer_size=cfg.read_prefetch))
   if cfg.num_workers > 0:
-    if not flags.FLAGS.is_parsed():  # grain's workers read absl flags; outside absl.app.run use their defaults.
+    if not flags.FLAGS.is_parsed():
+      # mp_prefetch reads grain's absl flags (grain_enable_multiprocess_worker_profiling), which raises
+      # UnparsedFlagAccessError outside absl.app.run (tests, notebooks): there, use the flags' defaults.
       flags.FLAGS.mark_as_parsed()
     it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=cfg.num_workers,
                                                            per_worker_buffer_size=cfg.worker_buffer_size),

@@ -7,20 +7,26 @@ block when it is first written and frees them again at the end: with grain's own
 160 --workers 2`, docs/performance.md). grain passes on, without copying, leaves that already are
 SharedMemoryArrays, so here
   - workers stack large leaves into blocks of their own pool (`stack`, grain's batch_fn), each block followed by a
-    small trailer that says whether the main process still uses it;
+    small trailer whose state byte says who holds it: the worker (in use), the main process (sent: grain took its
+    metadata for the queue), nobody (free), or the main process alone (orphaned: the worker has exited);
   - the main process (`recycle_when_dropped`, a map after mp_prefetch) keeps grain from unlinking those blocks and,
-    once a batch array is garbage, marks its block free in the trailer (one pwrite);
-  - the worker reuses free blocks, whose pages are already in place. When none is free it takes a new block that a
-    background thread created and populated (madvise(MADV_POPULATE_WRITE), without the GIL) one batch ahead.
-Blocks grain unlinks itself (batches dropped by close() or set_state()) are forgotten. A worker that exits
-unlinks its free and spare blocks; blocks in use then belong to the main process, which unlinks them when their
-batch is dropped (the trailer names the worker's pid). A worker whose main process is gone (killed) unlinks all
-its blocks, in use or not (`unlink_all`). grain has no option for any of this, hence this file.
+    once a batch array is garbage, marks its block free, or unlinks it when orphaned;
+  - the worker reuses free blocks, whose pages are already in place, and frees blocks of batches it drops without
+    sending (its own read-ahead, discarded by close() or set_state()). When none is free it takes a new block that
+    a background thread created and populated (madvise(MADV_POPULATE_WRITE), without the GIL) one batch ahead.
+Blocks grain unlinks itself (sent batches dropped by close() or set_state()) are forgotten. A worker that exits
+unlinks every block but the sent ones, which it marks orphaned; the state byte changes under a POSIX record lock,
+so that a block the main process frees while its worker exits is unlinked by one of them. A worker whose main
+process is gone (killed) unlinks all its blocks (`unlink_all`); blocks of a killed worker are unlinked by the main
+process when their batch is dropped. grain has no option for any of this, hence this file.
 """
 import collections
 from concurrent import futures
+import contextlib
 import ctypes
+import fcntl
 import math
+import mmap
 from multiprocessing import shared_memory
 from multiprocessing import util as mp_util
 import os
@@ -38,7 +44,7 @@ _MAGIC = b'mvitpool'
 _STATE = len(_MAGIC)  # Trailer offsets: magic, one state byte, the worker's pid (uint64, little-endian).
 _PID = _STATE + 1
 _TRAILER = _PID + 8
-_IN_USE, _FREE = 1, 0
+_FREE, _IN_USE, _SENT, _ORPHANED = 0, 1, 2, 3
 _SHM_DIR = '/dev/shm'  # Where POSIX shared memory lives on Linux (SharedMemory names are files there).
 
 _LIBC = ctypes.CDLL(None, use_errno=True)
@@ -63,12 +69,50 @@ def _new_block(data_bytes: int) -> shared_memory.SharedMemory:
   return shm
 
 
+def _state_offset(shm: shared_memory.SharedMemory) -> int:
+  return shm.size - _TRAILER + _STATE
+
+
+@contextlib.contextmanager
+def _locked_state(name: str, state_offset: int):
+  """A file descriptor of block `name` while this process holds the lock on its state byte; FileNotFoundError
+  once the block is unlinked."""
+  fd = os.open(os.path.join(_SHM_DIR, name), os.O_RDWR)
+  try:
+    fcntl.lockf(fd, fcntl.LOCK_EX, 1, state_offset)
+    yield fd
+  finally:
+    os.close(fd)  # Also releases the lock.
+
+
+def _unlink(name: str) -> None:
+  """Unlinks block `name` through multiprocessing, so that its resource tracker forgets it."""
+  try:
+    shm = shared_memory.SharedMemory(name)
+  except FileNotFoundError:
+    return
+  shm.close()
+  shm.unlink()
+
+
 class _PooledArray(grain_mp.SharedMemoryArray):
-  """A worker's view of a pooled block: grain sends its metadata like any SharedMemoryArray's, but dropping it
-  does not close the block (SharedMemoryArray.__del__ would), which stays mapped in the pool."""
+  """A worker's view of a pooled block: grain sends its metadata like any SharedMemoryArray's, which marks the
+  block sent; dropping the array does not close the block (SharedMemoryArray.__del__ would), which stays mapped in
+  the pool, and frees it when it was never sent."""
+
+  @property
+  def metadata(self):
+    self.shm.buf[_state_offset(self.shm)] = _SENT
+    return super().metadata
 
   def __del__(self) -> None:
-    pass
+    if not isinstance(self.base, mmap.mmap):  # A view: the array it views holds the block.
+      return
+    try:
+      if self.shm.buf[_state_offset(self.shm)] == _IN_USE:
+        self.shm.buf[_state_offset(self.shm)] = _FREE
+    except (TypeError, ValueError):  # The pool has closed the block (the worker is exiting).
+      pass
 
 
 class _BlockPool:
@@ -108,14 +152,21 @@ class _BlockPool:
     return _PooledArray.from_shared_memory(shm, shape, dtype)
 
   def close(self) -> None:
-    """Unlinks the spare and the free blocks; those in use are the main process's to unlink."""
+    """Unlinks every block but those sent to the main process, which become the main process's to unlink."""
     self._executor.shutdown(wait=True)
     spare = [future.result() for pending in self._pending.values() for future in pending]
-    for data_bytes, handed_out in self._handed_out.items():
-      spare += [shm for shm in handed_out if shm.buf[data_bytes + _STATE] == _FREE]
     for shm in spare:
       try:
         shm.unlink()
+      except FileNotFoundError:  # unlink_all ran.
+        pass
+    for shm in [shm for handed_out in self._handed_out.values() for shm in handed_out]:
+      try:
+        with _locked_state(shm.name, _state_offset(shm)) as fd:
+          if os.pread(fd, 1, _state_offset(shm))[0] == _SENT:
+            os.pwrite(fd, bytes([_ORPHANED]), _state_offset(shm))
+          else:
+            shm.unlink()
       except FileNotFoundError:  # Unlinked by grain's main process already.
         pass
     for shm in spare + [shm for handed_out in self._handed_out.values() for shm in handed_out]:
@@ -175,26 +226,25 @@ def stack(elements: Sequence[dict]) -> dict:
   return batch
 
 
-def _release(name: str, state_offset: int, worker_pid: int) -> None:
-  """A batch array died in the main process: its block goes back to the worker, or away if the worker is gone."""
+def _alive(pid: int) -> bool:
   try:
-    os.kill(worker_pid, 0)
+    os.kill(pid, 0)
   except (ProcessLookupError, PermissionError):  # Gone (PermissionError: its pid now belongs to someone else).
-    try:
-      shm = shared_memory.SharedMemory(name)
-    except FileNotFoundError:
-      return
-    shm.close()
-    shm.unlink()  # Also tells the resource tracker, which would otherwise warn at exit.
-    return
+    return False
+  return True
+
+
+def _release(name: str, state_offset: int, worker_pid: int) -> None:
+  """A batch array died in the main process: its block goes back to the worker, or away if the worker is gone
+  (orphaned on exit, or killed)."""
   try:
-    fd = os.open(os.path.join(_SHM_DIR, name), os.O_WRONLY)
-  except FileNotFoundError:
-    return
-  try:
-    os.pwrite(fd, bytes([_FREE]), state_offset)
-  finally:
-    os.close(fd)
+    with _locked_state(name, state_offset) as fd:
+      if os.pread(fd, 1, state_offset)[0] == _ORPHANED or not _alive(worker_pid):
+        _unlink(name)
+      else:
+        os.pwrite(fd, bytes([_FREE]), state_offset)
+  except FileNotFoundError:  # grain or the exiting worker unlinked it.
+    pass
 
 
 def recycle_when_dropped(batch: dict[str, Any]) -> dict[str, Any]:

@@ -34,7 +34,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mvit_jax.system import cli
 from mvit_jax.system import files
 from mvit_jax.models import model_card
 from mvit_jax.data import config as data_config_lib

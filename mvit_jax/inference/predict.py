@@ -31,7 +31,6 @@ from absl import logging
 import grain
 import numpy as np
 
-from mvit_jax.system import cli
 from mvit_jax import inference
 from mvit_jax.data import decode
 from mvit_jax.data import sources

@@ -34,7 +34,6 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from mvit_jax.system import cli
 from mvit_jax.system.errors import InputError
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file (experiments/*.py).',

@@ -39,7 +39,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mvit_jax.system import cli
 from mvit_jax.system import files
 from mvit_jax.inference import recipes
 from mvit_jax.tools import convert_card

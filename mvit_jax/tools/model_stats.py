@@ -22,7 +22,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mvit_jax.system import cli
 from mvit_jax.models import PAPER_STATS, VARIANTS, create_model, get_config
 
 _MAC_PRIMITIVES = ("dot_general", "conv_general_dilated")

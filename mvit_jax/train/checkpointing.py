@@ -23,7 +23,7 @@ import orbax.checkpoint as ocp
 from mvit_jax.models import layout
 from mvit_jax.models import pretrained
 from mvit_jax.models.pretrained import checkpoint_dir
-from mvit_jax.models.pretrained import NoRestorableCheckpointError
+from mvit_jax.models.pretrained import NoRestorableCheckpointError  # Re-exported for the trainer.
 
 
 def create_manager(workdir: str, *, keep: int = 3, read_only: bool = False,

@@ -7,7 +7,6 @@ process uses it (tensorflow-then-torchvision segfaults).
 from collections.abc import Mapping, Sequence
 import math
 
-from absl import logging
 import jax
 import numpy as np
 

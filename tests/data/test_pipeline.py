@@ -1,6 +1,8 @@
 """grain loaders: contents, sharding, determinism, exact resume (0 and 2 workers), eval views, bad input."""
 import json
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -325,3 +327,18 @@ def test_each_manifest_is_parsed_once_per_version(data_dir, tmp_path, monkeypatc
     f.write('v3.mp4 0\n')
   assert len(list(eval_iterator(cfg, num_classes=num_classes, global_batch_size=4))) == 1
   assert parsed == [train_csv, val_csv, val_csv]
+
+
+@pytest.mark.slow
+def test_a_closed_loader_leaves_no_shared_memory_behind(data_dir):
+  """Workers read ahead into pooled blocks that never reach the main process; closing unlinks every block, so the
+  process ends without multiprocessing's 'leaked shared_memory objects' warning."""
+  program = ('import pathlib, sys\nfrom tests.data import test_pipeline as t\n'
+             'cfg = t.make_config(pathlib.Path(sys.argv[1]), num_workers=2, read_threads=2)\n'
+             'it = t.train_iterator(cfg, global_batch_size=8, seed=0)\n'
+             'held = t.take(it, 3)\nit.close()\nprint(len(held))\n')
+  result = subprocess.run([sys.executable, '-c', program, str(data_dir)], cwd=testlib.REPO, capture_output=True,
+                          text=True, timeout=300)
+  assert result.returncode == 0, result.stderr
+  assert result.stdout.split() == ['3']
+  assert 'leaked' not in result.stderr, result.stderr

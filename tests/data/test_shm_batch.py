@@ -124,20 +124,32 @@ def test_blocks_grain_unlinks_are_forgotten(pool):
   assert pool.array(shape, np.uint8).shm.name != first.shm.name
 
 
+def test_a_batch_the_worker_drops_unsent_frees_its_block(pool):
+  shape = (2, 1 << 20)
+  dropped = pool.array(shape, np.uint8)  # Read ahead, then discarded by the worker's close() or set_state().
+  name = dropped.shm.name
+  del dropped
+  assert pool.array(shape, np.uint8).shm.name == name
+
+
 @pytest.mark.slow
-def test_close_unlinks_spare_and_free_blocks_but_not_those_in_use():
+def test_close_unlinks_every_block_but_those_sent_which_the_main_process_unlinks():
   pool = shm_batch._BlockPool(blocks_ahead=2)  # pylint: disable=protected-access
   shape = (2, 1 << 20)
-  in_use = pool.array(shape, np.uint8)
+  unsent = pool.array(shape, np.uint8)  # In the worker's read-ahead: never reaches the main process.
   freed = pool.array(shape, np.uint8)
-  seen = _main_process_view(freed)
+  sent = pool.array(shape, np.uint8)
+  seen, in_main = _main_process_view(freed), _main_process_view(sent)  # in_main: still used by the main process.
   del seen
   spare = [future.result().name for pending in pool._pending.values() for future in pending]  # pylint: disable=protected-access
   assert len(spare) == 2
   pool.close()
-  assert not any(os.path.exists(f'/dev/shm/{name}') for name in spare + [freed.shm.name])
-  assert os.path.exists(f'/dev/shm/{in_use.shm.name}')  # Its batch may still be in grain's queue or in use.
-  shared_memory.SharedMemory(in_use.shm.name).unlink()
+  gone = spare + [unsent.shm.name, freed.shm.name]
+  assert not any(os.path.exists(f'/dev/shm/{name}') for name in gone)
+  assert os.path.exists(f'/dev/shm/{sent.shm.name}')
+  in_main[...] = 1  # Still mapped and writable.
+  del in_main  # The worker has let go of it: the main process unlinks it.
+  assert not os.path.exists(f'/dev/shm/{sent.shm.name}')
 
 
 @pytest.mark.slow

@@ -20,7 +20,6 @@ from mvit_jax.train import trainer
 from mvit_jax.data import device_preprocess
 from mvit_jax.data import pipeline
 from mvit_jax.data import sources
-from mvit_jax.models import create_model
 from mvit_jax.models import pretrained
 from tests import testlib
 

@@ -1,6 +1,5 @@
 """The model card (model.json): round trip, old folders, bad files."""
 import json
-import os
 
 import numpy as np
 import pytest

@@ -1,7 +1,6 @@
 """Multi-view evaluation: per-video averaging / max pooling, top-k, mAP, predictions and metrics.json."""
 import csv
 import json
-import os
 
 import numpy as np
 import pytest

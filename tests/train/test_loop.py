@@ -117,7 +117,7 @@ def test_finished_workdir_only_reevaluates_and_ignores_init_from(preempted_workd
 
     return counted
 
-  monkeypatch.setattr(train, 'make_train_step', counting_make_train_step)
+  monkeypatch.setattr(trainer, 'make_train_step', counting_make_train_step)
   # num_train_steps equals the newest checkpoint's step: the run is finished. init_from names a folder that does not
   # exist: reading it would raise, so the run's own checkpoints must win.
   config = testlib.tiny_train_config(data_root, num_train_steps=SIGTERM_STEP, eval_every_steps=0,
