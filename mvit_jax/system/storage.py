@@ -1,0 +1,187 @@
+"""Paths that are local folders or bucket URLs (`gs://bucket/...`), read and written through one path type.
+
+Every file mvit_jax reads or writes goes through `etils.epath` (orbax, the JAX compilation cache and TensorBoard's
+readers use it too): a local path goes to the OS, a URL to fsspec (gcsfs for gs://), which retries transient errors
+(connection refused, 429, 5xx, timeouts) with exponential backoff. `mvit_jax/__init__.py` sets `EPATH_USE_TF=false`
+so that epath picks fsspec over TensorFlow's gfile for URLs: one client for our files and orbax's, and the one
+the GCS emulator (fake-gcs-server, `STORAGE_EMULATOR_HOST`) can test.
+
+Object stores have no folders and no rename: `mkdir` is a no-op there, a write of one object is atomic (readers
+see the old or the new object, never half), and `move` is copy-then-delete.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from typing import IO, Iterator
+
+from etils import epath
+
+PathLike = str | os.PathLike
+
+# PyAV reads a video through small reads and seeks; against a bucket each uncached one would be a request (tens of
+# milliseconds). Reads go through an LRU cache of blocks this large: one request for most clips (an mp4 with its
+# index at the end takes two), a bounded number for long videos.
+READ_BLOCK_BYTES = 8 << 20
+
+
+def is_url(path: PathLike) -> bool:
+  """True for `scheme://...` (gs://, s3://, ...), False for a local path."""
+  return '://' in os.fspath(path)
+
+
+def resolve(path: PathLike) -> str:
+  """An absolute local path (`~` expanded), or the URL unchanged."""
+  path = os.fspath(path)
+  return path if is_url(path) else os.path.abspath(os.path.expanduser(path))
+
+
+def join(base: PathLike, *parts: str) -> str:
+  """`base/part/...` for a local path or a URL."""
+  return os.fspath(epath.Path(base).joinpath(*parts)) if is_url(base) else os.path.join(base, *parts)
+
+
+def parent(path: PathLike) -> str:
+  """The folder holding `path` ('' for a bare local file name)."""
+  return os.fspath(epath.Path(path).parent) if is_url(path) else os.path.dirname(os.fspath(path))
+
+
+def name(path: PathLike) -> str:
+  """The last component of `path`."""
+  return epath.Path(path).name
+
+
+def exists(path: PathLike) -> bool:
+  return epath.Path(path).exists()
+
+
+def isdir(path: PathLike) -> bool:
+  return epath.Path(path).is_dir()
+
+
+def isfile(path: PathLike) -> bool:
+  return epath.Path(path).is_file()
+
+
+def listdir(path: PathLike) -> list[str]:
+  """Names in the folder `path` (not sorted)."""
+  return [p.name for p in epath.Path(path).iterdir()]
+
+
+def makedirs(path: PathLike) -> None:
+  """Creates the folder and its parents (nothing to do in a bucket)."""
+  if not is_url(path):
+    os.makedirs(path, exist_ok=True)
+
+
+def open_file(path: PathLike, mode: str = 'r') -> IO:
+  """`open` for a local path or a URL; reads from a URL go through the block cache (READ_BLOCK_BYTES)."""
+  if is_url(path) and 'r' in mode:
+    path = os.fspath(path)
+    fs = epath.backend.fsspec_backend.fs(path)
+    binary = fs.open(path, 'rb', block_size=READ_BLOCK_BYTES, cache_type='blockcache')
+    return binary if 'b' in mode else _text(binary)
+  return epath.Path(path).open(mode)
+
+
+def _text(binary: IO) -> IO:
+  import io  # pylint: disable=g-import-not-at-top
+  return io.TextIOWrapper(binary, encoding='utf-8', newline='')
+
+
+def read_text(path: PathLike) -> str:
+  return epath.Path(path).read_text()
+
+
+def read_bytes(path: PathLike) -> bytes:
+  return epath.Path(path).read_bytes()
+
+
+def write_text(path: PathLike, text: str) -> None:
+  """Writes `text` so that a reader sees the old file or the new one, never half (local: temporary file, then
+  rename; a bucket object is replaced whole)."""
+  write_bytes(path, text.encode('utf-8'))
+
+
+def write_bytes(path: PathLike, data: bytes) -> None:
+  """`write_text` for bytes."""
+  if is_url(path):
+    epath.Path(path).write_bytes(data)
+    return
+  path = os.fspath(path)
+  folder = os.path.dirname(os.path.abspath(path))
+  os.makedirs(folder, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(prefix=f'.{os.path.basename(path)}-', dir=folder)
+  try:
+    with os.fdopen(fd, 'wb') as f:
+      f.write(data)
+    os.chmod(tmp, 0o644)  # mkstemp's 0o600 would stay on the file.
+    os.replace(tmp, path)
+  except BaseException:
+    with contextlib.suppress(FileNotFoundError):
+      os.remove(tmp)
+    raise
+
+
+def remove_tree(path: PathLike) -> None:
+  """Deletes a folder (or a URL prefix) and all under it; nothing to do when it does not exist."""
+  p = epath.Path(path)
+  if p.exists():
+    p.rmtree() if p.is_dir() else p.unlink()
+
+
+def move(src: PathLike, dst: PathLike) -> None:
+  """Moves a file or folder: a rename on local disk, copy-then-delete in a bucket (which has no rename)."""
+  if not is_url(src) and not is_url(dst):
+    shutil.move(os.fspath(src), os.fspath(dst))
+    return
+  src_path, dst_path = epath.Path(src), epath.Path(dst)
+  if src_path.is_dir():
+    for rel in files_under(src_path):
+      copy_file(src_path / rel, dst_path / rel)
+  else:
+    copy_file(src_path, dst_path)
+  remove_tree(src_path)
+
+
+def files_under(folder: PathLike) -> list[str]:
+  """Sorted relative paths ('a/b.txt') of every file under `folder`."""
+  folder = os.fspath(folder)
+  if is_url(folder):
+    fs = epath.backend.fsspec_backend.fs(folder)
+    base = fs._strip_protocol(folder).rstrip('/')  # pylint: disable=protected-access
+    return sorted(path[len(base) + 1:] for path in fs.find(folder))
+  return sorted(os.path.relpath(os.path.join(dirpath, f), folder).replace(os.sep, '/')
+                for dirpath, _, filenames in os.walk(folder) for f in filenames)
+
+
+def copy_file(src: PathLike, dst: PathLike) -> None:
+  """Copies one file between any two places (local or URL)."""
+  dst_path = epath.Path(dst)
+  if not is_url(dst):
+    dst_path.parent.mkdir(parents=True, exist_ok=True)
+  epath.Path(src).copy(dst_path, overwrite=True)
+
+
+def upload_tree(local_folder: PathLike, dst: PathLike, *, last: str | None = None) -> None:
+  """Copies every file under `local_folder` to the same relative paths under `dst`, the file named `last` (a
+  relative path) after all others, so that a reader who waits for it sees the whole folder."""
+  files = files_under(local_folder)
+  files.sort(key=lambda rel: rel == last)
+  for rel in files:
+    copy_file(join(local_folder, rel), join(dst, rel))
+
+
+@contextlib.contextmanager
+def local_file(path: PathLike) -> Iterator[str]:
+  """A local path holding the file at `path` (the path itself, or a temporary copy of a URL's object) for
+  libraries that open files by name."""
+  if not is_url(path):
+    yield os.fspath(path)
+    return
+  with tempfile.TemporaryDirectory() as tmp:
+    local = os.path.join(tmp, name(path))
+    copy_file(path, local)
+    yield local
