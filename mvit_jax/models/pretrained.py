@@ -25,6 +25,7 @@ from mvit_jax.models.layout import to_block_layout
 from mvit_jax.models.mvit import MViT
 from mvit_jax.models.variants import create_model
 from mvit_jax.system import errors
+from mvit_jax.system import storage
 
 PARAMS_DIR = "params"
 
@@ -35,7 +36,7 @@ class NoRestorableCheckpointError(errors.InputError):
 
 def checkpoint_dir(workdir: str) -> str:
   """WORKDIR/checkpoints, where the trainer's orbax CheckpointManager keeps its steps."""
-  return os.path.join(os.path.abspath(workdir), "checkpoints")
+  return storage.join(storage.resolve(workdir), "checkpoints")
 
 
 def save_params(directory: str, params: Any) -> None:
