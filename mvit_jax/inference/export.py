@@ -15,15 +15,14 @@ constants in the program.
   weights are its variables and the program the same StableHLO, run by TensorFlow's XlaCallModule op; plus
   model.json and export.json.
 
-Nothing is written unless the export succeeds. docs/export.md has the loader snippets.
+DIR and OUT may be local folders or bucket URLs (`gs://bucket/...`). Nothing is written unless the export succeeds
+(to a bucket, export.json is written last). docs/export.md has the loader snippets.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 import json
-import os
-import shutil
 from typing import Any
 
 from absl import app
@@ -35,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mvit_jax.system import files
+from mvit_jax.system import storage
 from mvit_jax.models import model_card
 from mvit_jax.data import config as data_config_lib
 from mvit_jax.data.device_preprocess import normalize
@@ -52,8 +52,9 @@ EXPORT_JSON = "export.json"
 # trails jax's; 12 weeks back covers a TensorFlow release of the same quarter as jax.
 TF_STABLEHLO_REQUIREMENT = "WEEK_12"
 
-_MODEL = flags.DEFINE_string("model", None, "Model folder: a converted checkpoint or a training workdir.")
-_OUT = flags.DEFINE_string("out", None, "Output folder (created; must not exist or be empty).")
+_MODEL = flags.DEFINE_string("model", None, "Model folder (local or gs://): a converted checkpoint or a training "
+                             "workdir.")
+_OUT = flags.DEFINE_string("out", None, "Output folder, local or gs:// (created; must not exist or be empty).")
 _FORMAT = flags.DEFINE_enum("format", "stablehlo", FORMATS, "Artifact format.")
 flags.mark_flags_as_required(["model", "out"])
 
@@ -114,9 +115,9 @@ def signature(exported: jax.export.Exported, config: MViTConfig, mean, std, fmt:
 
 
 def write_stablehlo(out: str, exported: jax.export.Exported, weights: dict[str, np.ndarray]) -> dict[str, Any]:
-  with open(os.path.join(out, STABLEHLO_FILE), "wb") as f:
-    f.write(exported.serialize())
-  np.savez(os.path.join(out, WEIGHTS_FILE), **weights)
+  """The program and the weights, into the local folder `out`."""
+  storage.write_bytes(storage.join(out, STABLEHLO_FILE), exported.serialize())
+  np.savez(storage.join(out, WEIGHTS_FILE), **weights)
   return {"program": STABLEHLO_FILE, "weights": WEIGHTS_FILE}
 
 
@@ -184,7 +185,7 @@ def write_savedmodel(out: str, exported: jax.export.Exported, weights: dict[str,
 
 
 def check_out(out: str) -> None:
-  if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
+  if not files.is_missing_or_empty(out):
     raise InputError(f"--out: {out!r} exists and is not an empty folder")
 
 
@@ -201,11 +202,11 @@ def export_model(model_dir: str, out: str, fmt: str = "stablehlo") -> jax.export
   exported = export_logits(module, weights, clip_shape(module.config, num_frames, crop_size), mean, std)
   logging.info("Exported %s: uint8 clips %s -> float32 logits, forward in %s, for %s.", card.name,
                exported.in_avals[-1].str_short(), jnp.dtype(module.config.dtype).name, ", ".join(PLATFORMS))
-  with files.staged_folder(out) as staging:
+  with files.staged_folder(out, last=EXPORT_JSON) as staging:
     written = (write_stablehlo if fmt == "stablehlo" else write_savedmodel)(staging, exported, weights)
-    shutil.copyfile(os.path.join(model_dir, model_card.MODEL_JSON), os.path.join(staging, model_card.MODEL_JSON))
-    with open(os.path.join(staging, EXPORT_JSON), "w") as f:
-      json.dump(signature(exported, module.config, mean, std, fmt, **written), f, indent=1)
+    storage.copy_file(storage.join(model_dir, model_card.MODEL_JSON), storage.join(staging, model_card.MODEL_JSON))
+    storage.write_text(storage.join(staging, EXPORT_JSON),
+                       json.dumps(signature(exported, module.config, mean, std, fmt, **written), indent=1))
   return exported
 
 

@@ -6,6 +6,8 @@ r"""What is in these videos: top-k classes (and optionally features) of a model 
 DIR is a converted checkpoint or a training workdir (its model.json, the model card, gives the classes and the
 input recipe). INPUT is video files (image files for image models), folders (searched recursively for them) or
 manifests (`.csv` / `.txt`, `path label` lines as the data manifests, relative paths from the manifest's folder).
+Every path (DIR, INPUT, --output, --features) may be a local one or a bucket URL (`gs://bucket/...`); a file
+written to a bucket appears when the run ends.
 Each video is decoded and sampled into the card's evaluation views (mvit_jax.inference), views of several videos
 share a forward pass, and each video's per-view softmax probabilities are averaged as the evaluator does. Per
 video: one line on stdout (top-k class names, or indices when the card has none, with probabilities), and with
@@ -21,8 +23,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 import dataclasses
+import io
 import json
-import os
 import sys
 import time
 
@@ -34,6 +36,7 @@ import numpy as np
 from mvit_jax import inference
 from mvit_jax.data import decode
 from mvit_jax.data import sources
+from mvit_jax.system import storage
 from mvit_jax.system.errors import InputError
 
 FLAGS = flags.FLAGS
@@ -52,18 +55,17 @@ class Result:
 
 
 def find_inputs(inputs: Sequence[str], extensions: Sequence[str]) -> list[sources.VideoRecord]:
-  """Video (or image) files named, found under folders (sorted, recursively) or listed in manifests; a path
-  that does not exist stays in the list (its decode reports it)."""
+  """Video (or image) files named, found under folders (sorted, recursively) or listed in manifests, local or URL;
+  a path that does not exist stays in the list (its decode reports it)."""
   records = []
   for path in inputs:
-    if os.path.isdir(path):
-      found = sorted(os.path.join(root, name) for root, _, names in os.walk(path) for name in names
-                     if name.lower().endswith(tuple(extensions)))
+    if storage.isdir(path):
+      found = [storage.join(path, rel) for rel in storage.files_under(path) if rel.lower().endswith(tuple(extensions))]
       if not found:
         raise InputError(f'{path}: no files ending in {", ".join(extensions)}')
       records += [sources.VideoRecord(p, None) for p in found]
-    elif path.lower().endswith(MANIFEST_EXTENSIONS) and os.path.isfile(path):
-      records += sources.read_manifest(path, os.path.dirname(path))  # Relative paths: from the manifest's folder.
+    elif path.lower().endswith(MANIFEST_EXTENSIONS) and storage.isfile(path):
+      records += sources.read_manifest(path, storage.parent(path))  # Relative paths: from the manifest's folder.
     else:
       records.append(sources.VideoRecord(path, None))
   return records
@@ -150,18 +152,26 @@ def top_k(result: Result, predictor: inference.Predictor, k: int) -> list[dict]:
 
 
 def write_features(out_dir: str, number: int, result: Result, per_view: bool) -> dict:
-  """Writes one video's feature files into out_dir; returns its index entry (file names relative to out_dir)."""
+  """Writes one video's feature files into out_dir (local or URL); returns its index entry (file names relative to
+  out_dir)."""
   views = result.features['pre_logits']
   entry = {'video': result.path, 'embedding': f'{number:06d}.npy'}
-  np.save(os.path.join(out_dir, entry['embedding']), views.mean(axis=0))
+  write_numpy(storage.join(out_dir, entry['embedding']), np.save, views.mean(axis=0))
   if per_view:
     entry['per_view'] = f'{number:06d}_views.npy'
-    np.save(os.path.join(out_dir, entry['per_view']), views)
+    write_numpy(storage.join(out_dir, entry['per_view']), np.save, views)
   stages = {k: v for k, v in result.features.items() if k.startswith('stage')}
   if stages:
     entry['stages'] = f'{number:06d}_stages.npz'
-    np.savez(os.path.join(out_dir, entry['stages']), **stages)
+    write_numpy(storage.join(out_dir, entry['stages']), np.savez, **stages)
   return entry
+
+
+def write_numpy(path: str, save, *args, **kwargs) -> None:
+  """Writes the file that `save` (np.save, np.savez) makes of its arguments to `path`, local or URL."""
+  buffer = io.BytesIO()
+  save(buffer, *args, **kwargs)
+  storage.write_bytes(path, buffer.getvalue())
 
 
 class Progress:
@@ -203,10 +213,10 @@ def main(argv):
   records = find_inputs(inputs, extensions)
   features = ()
   if FLAGS.features:
-    os.makedirs(FLAGS.features, exist_ok=True)
+    storage.makedirs(FLAGS.features)
     features = ('pre_logits',) + (predictor.stage_names if FLAGS.stages else ())
-  output = open(FLAGS.output, 'w') if FLAGS.output else None
-  index = open(os.path.join(FLAGS.features, 'index.jsonl'), 'w') if features else None
+  output = storage.open_file(FLAGS.output, 'w') if FLAGS.output else None
+  index = storage.open_file(storage.join(FLAGS.features, 'index.jsonl'), 'w') if features else None
   progress = Progress(len(records))
   predicted = 0
   try:

@@ -27,6 +27,7 @@ from mvit_jax.data import decode
 from mvit_jax.data import sampling
 from mvit_jax.data import sources
 from mvit_jax.data import transforms
+from mvit_jax.system import storage
 from mvit_jax.system.errors import InputError
 from mvit_jax.models import pretrained
 
@@ -35,12 +36,13 @@ IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.gif', '.tif', '.
 
 
 class ImageSource(sources.FileSource):
-  """Image files as one-frame clips: Pillow decode, short side resized bilinearly (as the TFDS image source)."""
+  """Image files (local or URL) as one-frame clips: Pillow decode, short side resized bilinearly (as the TFDS image
+  source)."""
 
   def load(self, i: int, index_fn: decode.IndexFn, short_side: int = 0) -> decode.Clip:
     path = self.records[i].path
     try:
-      with Image.open(path) as image:
+      with storage.open_file(path, 'rb') as f, Image.open(f) as image:
         height, width = decode.resized_shape(image.height, image.width, short_side)
         frame = np.asarray(image.convert('RGB').resize((width, height), Image.BILINEAR))
     except FileNotFoundError:
@@ -203,7 +205,8 @@ def average_views(scores: np.ndarray, multi_label: bool = False) -> np.ndarray:
 
 
 def load(model_dir: str, *, views: tuple[int, int] | None = None, batch_size: int = 16, **overrides) -> Predictor:
-  """The Predictor of a converted-checkpoint folder or a training workdir (its model.json and latest params).
+  """The Predictor of a converted-checkpoint folder or a training workdir, local or URL (its model.json and latest
+  params).
 
   `views` (clips, crops) replaces the card's; `overrides` replace config fields that leave the parameters as they
   are (e.g. dtype='bfloat16', scan_blocks=True).

@@ -23,11 +23,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 from typing import Any
 
 import jax.numpy as jnp
 
+from mvit_jax.system import storage
 from mvit_jax.system.errors import InputError
 
 MODEL_JSON = "model.json"
@@ -115,21 +115,18 @@ class ModelCard:
 
 
 def write(directory: str, card: ModelCard) -> None:
-  """Writes `directory/model.json` (atomically: a reader never sees half a file)."""
-  path = os.path.join(directory, MODEL_JSON)
-  with open(path + ".tmp", "w") as f:
-    json.dump(card.to_json(), f, indent=1)
-  os.replace(path + ".tmp", path)
+  """Writes `directory/model.json` (a local folder or a URL; atomically: a reader never sees half a file)."""
+  storage.write_text(storage.join(directory, MODEL_JSON), json.dumps(card.to_json(), indent=1))
 
 
 def read(directory: str) -> ModelCard:
-  """Reads `directory/model.json`; raises InputError (one line) when there is none or it cannot be parsed."""
-  path = os.path.join(directory, MODEL_JSON)
-  if not os.path.isfile(path):
+  """Reads `directory/model.json` (a local folder or a URL); raises InputError (one line) when there is none or it
+  cannot be parsed."""
+  path = storage.join(directory, MODEL_JSON)
+  if not storage.isfile(path):
     raise InputError(f"{directory}: no {MODEL_JSON}, not a converted checkpoint folder or an mvit_jax workdir")
   try:
-    with open(path) as f:
-      spec = json.load(f)
+    spec = json.loads(storage.read_text(path))
     recipe = spec.get("input")
     if recipe is not None:
       recipe = InputRecipe(**{**recipe, "mean": tuple(recipe["mean"]), "std": tuple(recipe["std"])})
@@ -142,9 +139,9 @@ def read(directory: str) -> ModelCard:
 
 
 def sha256(path: str) -> str:
-  """Hex SHA-256 of a file, read in 1 MiB pieces."""
+  """Hex SHA-256 of a file (local or URL), read in 1 MiB pieces."""
   digest = hashlib.sha256()
-  with open(path, "rb") as f:
+  with storage.open_file(path, "rb") as f:
     for piece in iter(lambda: f.read(1 << 20), b""):
       digest.update(piece)
   return digest.hexdigest()

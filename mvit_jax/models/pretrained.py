@@ -4,14 +4,14 @@ A converted-checkpoint folder (written by `python -m mvit_jax.convert`) holds `m
 `model_card.py`) and `params/` (an orbax checkpoint of the unboxed parameter tree). A training workdir holds the
 same `model.json` plus the trainer's orbax checkpoints, `checkpoints/<step>/params`. Parameters are saved in the
 block layout of the model that wrote them (`MViTConfig.scan_blocks`) and leave this module in the layout of the
-model that reads them (`layout.to_block_layout`).
+model that reads them (`layout.to_block_layout`). Either folder may be local or a URL (`gs://bucket/...`): orbax
+reads and writes both.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 import dataclasses
-import os
 from typing import Any
 
 from absl import logging
@@ -42,7 +42,7 @@ def checkpoint_dir(workdir: str) -> str:
 def save_params(directory: str, params: Any) -> None:
   """Writes `params` (unboxed tree of arrays) to `directory/params` with orbax."""
   checkpointer = ocp.StandardCheckpointer()
-  checkpointer.save(os.path.abspath(os.path.join(directory, PARAMS_DIR)), params)
+  checkpointer.save(storage.resolve(storage.join(directory, PARAMS_DIR)), params)
   checkpointer.wait_until_finished()
 
 
@@ -53,9 +53,9 @@ def load_pretrained(path: str, **overrides) -> tuple[MViT, dict[str, Any]]:
   `dtype`, `pool_impl`); the parameters come in the layout of the returned module whatever layout was saved.
   """
   module = read_module(path, **overrides)
-  params_dir = os.path.join(path, PARAMS_DIR)
-  if os.path.isdir(params_dir):
-    params = ocp.StandardCheckpointer().restore(os.path.abspath(params_dir))
+  params_dir = storage.join(path, PARAMS_DIR)
+  if storage.isdir(params_dir):
+    params = ocp.StandardCheckpointer().restore(storage.resolve(params_dir))
   else:
     params = latest_params(path)
   return module, {"params": to_block_layout(params, module.config)}
@@ -73,7 +73,7 @@ def latest_params(workdir: str):
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   options = ocp.CheckpointManagerOptions(read_only=True, create=False)
   folder = checkpoint_dir(workdir)
-  if not os.path.isdir(folder):
+  if not storage.isdir(folder):
     raise FileNotFoundError(f"No checkpoint in {folder}")
 
   with ocp.CheckpointManager(folder, options=options,
@@ -112,7 +112,7 @@ def newest_restorable(manager: ocp.CheckpointManager, restore_step: Callable[[in
     except Exception as e:  # pylint: disable=broad-exception-caught
       failures.append(f"step {step}: {_first_line(e)}")
       logging.warning("Checkpoint %s does not restore (%s); trying the previous one.",
-                      os.path.join(str(manager.directory), str(step)), _first_line(e))
+                      storage.join(str(manager.directory), str(step)), _first_line(e))
   raise NoRestorableCheckpointError(
       f"No checkpoint in {manager.directory} restores ({'; '.join(failures)}). To start from scratch, move "
       "it away.")

@@ -6,7 +6,8 @@ error and keeps its traceback.
 """
 from collections.abc import Iterable
 import difflib
-import os
+
+from mvit_jax.system import storage
 
 
 class InputError(ValueError):
@@ -20,12 +21,15 @@ def did_you_mean(name: str, known: Iterable[str]) -> str:
 
 
 def did_you_mean_path(path: str) -> str:
-  """did_you_mean for a path that does not exist, among the names in its folder."""
-  folder = os.path.dirname(path) or '.'
-  return did_you_mean(os.path.basename(path), os.listdir(folder)) if os.path.isdir(folder) else ''
+  """did_you_mean for a path (local or URL) that does not exist, among the names in its folder."""
+  folder = storage.parent(path) or '.'
+  # Listing a URL's scheme root ('gs://') would ask for every bucket: a bucket name gets no hint.
+  if storage.is_url(folder) and not folder.split('://', 1)[1].strip('/'):
+    return ''
+  return did_you_mean(storage.name(path), storage.listdir(folder)) if storage.isdir(folder) else ''
 
 
 def check_folder(path: str, name: str) -> None:
-  """InputError naming the setting `name` (e.g. '--root') when `path` is not a folder."""
-  if not os.path.isdir(path):
+  """InputError naming the setting `name` (e.g. '--root') when `path` (local or URL) is not a folder."""
+  if not storage.isdir(path):
     raise InputError(f'{name}: no such folder {path!r}{did_you_mean_path(path)}')

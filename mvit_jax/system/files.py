@@ -7,6 +7,11 @@ import tempfile
 from mvit_jax.system import storage
 
 
+def is_missing_or_empty(path: str) -> bool:
+  """True when `path` (local or URL) is nothing yet or an empty folder: what an output folder must be."""
+  return not storage.exists(path) or (storage.isdir(path) and not storage.listdir(path))
+
+
 @contextlib.contextmanager
 def staged_folder(out: str, *, last: str | None = None):
   """Yields a staging folder beside `out` that becomes `out` when the block succeeds and is deleted when it fails.

@@ -23,13 +23,13 @@ classifier `head.proj`, with separate `attn.q/k/v`; their pooling norms default 
 open (class count, input size and frames, separable or joint position tables, K/V pooling per block, pooling
 kernels, class token, whether channels expand in the attention or the MLP), and a message says where they overrode
 it; keys or shapes the architecture cannot hold are an error naming them: one line on stderr and exit status 2.
-Nothing is written unless conversion succeeds. Load the result with `mvit_jax.models.load_pretrained(OUT_DIR)`.
+INPUT and OUT_DIR may be local paths or bucket URLs (`gs://bucket/...`). Nothing is written unless conversion succeeds
+(to a bucket, model.json is written last). Load the result with `mvit_jax.models.load_pretrained(OUT_DIR)`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 
 from absl import app, flags
@@ -40,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mvit_jax.system import files
+from mvit_jax.system import storage
 from mvit_jax.inference import recipes
 from mvit_jax.tools import convert_card
 from mvit_jax.models import model_card
@@ -74,26 +75,27 @@ class ConversionError(InputError):
 
 
 def load_state_dict(path: str, fmt: str) -> dict[str, np.ndarray]:
-  """Reads a checkpoint safely and returns {torch key: float32 numpy array} in torchvision key names."""
+  """Reads a checkpoint (local or URL) safely and returns {torch key: float32 numpy array} in torchvision key names."""
   try:
     import torch  # Only the converter needs torch: `pip install mvit_jax[test]` (or torch) brings it.
   except ImportError as e:
     raise ConversionError("reading PyTorch checkpoints needs torch: pip install torch") from e
-  if not os.path.isfile(path):
+  if not storage.isfile(path):
     raise ConversionError(f"{path}: no such file")
-  with open(path, "rb") as f:
+  with storage.open_file(path, "rb") as f:
     magic = f.read(4)
   # torch.save writes a zip archive (PK..) or, in the legacy format, a pickle (protocol byte 0x80).
   if not (magic.startswith(b"PK\x03\x04") or magic[:1] == b"\x80"):
     raise ConversionError(f"{path}: not a PyTorch checkpoint (neither a torch zip archive nor a pickle)")
-  try:
-    obj = torch.load(path, map_location="cpu", weights_only=True)
-  except Exception as e:  # torch raises UnpicklingError, RuntimeError or others depending on the damage.
-    if "weights_only" in str(e) or "Unsupported global" in str(e):
-      raise ConversionError(
-          f"{path}: refused, the file needs more than tensors and plain containers to load (it holds pickled "
-          f"code or objects): {str(e).splitlines()[0]}") from e
-    raise ConversionError(f"{path}: not a PyTorch checkpoint ({type(e).__name__}: {str(e).splitlines()[0]})") from e
+  with storage.local_file(path) as local:  # torch reads a file by name (a URL's object: a temporary copy).
+    try:
+      obj = torch.load(local, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises UnpicklingError, RuntimeError or others depending on the damage.
+      if "weights_only" in str(e) or "Unsupported global" in str(e):
+        raise ConversionError(
+            f"{path}: refused, the file needs more than tensors and plain containers to load (it holds pickled "
+            f"code or objects): {str(e).splitlines()[0]}") from e
+      raise ConversionError(f"{path}: not a PyTorch checkpoint ({type(e).__name__}: {str(e).splitlines()[0]})") from e
   if fmt in ("pyslowfast", "mvit"):
     if not isinstance(obj, dict) or "model_state" not in obj:
       keys = list(obj)[:8] if isinstance(obj, dict) else type(obj).__name__
@@ -382,7 +384,7 @@ def convert_file(fmt: str, arch: str, input_path: str, output_dir: str, *, class
   (mvit_jax.inference.recipes), the source file and its SHA-256 and, with `verify`, the logit error against the source
   framework.
   """
-  if os.path.exists(output_dir) and os.listdir(output_dir):
+  if not files.is_missing_or_empty(output_dir):
     raise ConversionError(f"{output_dir} exists and is not empty")
   if fmt == "mvit" and not get_config(arch).image:
     raise ConversionError(f"--from mvit reads the official MViTv2 image models; {arch!r} is a video arch (video "
@@ -402,8 +404,8 @@ def convert_file(fmt: str, arch: str, input_path: str, output_dir: str, *, class
     notes.append(message)
   card = model_card.ModelCard(
       arch, pretrained.config_overrides(cfg, VARIANTS[arch]), classes, recipes.input_recipe(fmt, arch, cfg),
-      {"format": fmt, "file": os.path.basename(input_path), "sha256": model_card.sha256(input_path)}, verification)
-  with files.staged_folder(output_dir) as staging:
+      {"format": fmt, "file": storage.name(input_path), "sha256": model_card.sha256(input_path)}, verification)
+  with files.staged_folder(output_dir, last=model_card.MODEL_JSON) as staging:
     model_card.write(staging, card)
     pretrained.save_params(staging, params)
   return notes

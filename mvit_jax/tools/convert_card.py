@@ -9,6 +9,7 @@ import numpy as np
 from mvit_jax.inference import recipes
 from mvit_jax.models.config import MViTConfig
 from mvit_jax.models.mvit import MViT
+from mvit_jax.system import storage
 from mvit_jax.system.errors import InputError
 
 # The archs torchvision ships (torchvision.models.video): their builders.
@@ -40,7 +41,8 @@ def verify(fmt: str, arch: str, input_path: str, cfg: MViTConfig, params, seed: 
   except ImportError:
     return None, '--verify: torchvision is not installed; nothing recorded'
   reference = getattr(video, TORCHVISION_BUILDERS[arch])(num_classes=cfg.num_classes)
-  reference.load_state_dict(torch.load(input_path, map_location='cpu', weights_only=True))
+  with storage.local_file(input_path) as local:
+    reference.load_state_dict(torch.load(local, map_location='cpu', weights_only=True))
   generator = torch.Generator().manual_seed(seed)
   clip = torch.randn(2, 3, cfg.num_frames, cfg.input_size, cfg.input_size, generator=generator)
   with torch.no_grad():
