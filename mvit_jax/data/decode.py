@@ -8,16 +8,21 @@ video streams are ignored.
 
 Hand-written rather than a library call: PyAV has no "decode these indices" API, and the selective seek + forward
 decode + convert-only-the-sampled-frames loop is what makes decoding a 16x4 clip cheap.
+
+Paths may be bucket URLs (mvit_jax.system.storage): a file that cannot be fetched fails like a corrupt one.
 """
 from collections.abc import Callable
+import contextlib
 import dataclasses
-import glob
+import io
 import os
 
 import av
 import cv2
 import numpy as np
 from PIL import Image
+
+from mvit_jax.system import storage
 
 cv2.setNumThreads(1)  # Loaders and `scan` run one process per core; OpenCV's own pool would oversubscribe them.
 
@@ -62,31 +67,47 @@ def decode_video(path: str, index_fn: IndexFn, *, short_side: int = 0, threads: 
   Seeks to the keyframe before the first requested frame, decodes forward until the last one, RGB-converts (and
   resizes to `short_side`) only the requested frames, and closes the file. Raises DecodeError naming the cause.
   """
+  with contextlib.ExitStack() as open_files:
+    container = _open(path, open_files)
+    try:
+      if not container.streams.video:
+        raise DecodeError('no video stream')
+      stream = container.streams.video[0]
+      # FFmpeg's default (slice threads, one per core, started for every file) costs more CPU and wall time than
+      # it saves on a 16-frame clip of one-slice H.264 (docs/performance.md): one thread unless asked; loaders
+      # already run one process per core.
+      stream.codec_context.thread_count = threads
+      if threads != 1:
+        stream.thread_type = 'AUTO'
+      return _decode(container, stream, index_fn, short_side)
+    except DecodeError:
+      raise
+    except Exception as e:  # Anything the demuxer/decoder (or a store's read) throws is a property of this file.
+      raise DecodeError(f'{type(e).__name__} while decoding: {e}') from None
+
+
+def _open(path: str, open_files: contextlib.ExitStack):
+  """The PyAV container of a local file, or of a URL's object read through the block cache (a clip then costs a
+  size lookup and one or two large range requests, not one request per PyAV read); closed with `open_files`.
+  Raises DecodeError."""
   try:
-    if os.path.isfile(path) and os.path.getsize(path) == 0:
+    if storage.is_url(path):
+      source = open_files.enter_context(storage.open_file(path, 'rb'))
+      size = source.size
+    else:
+      source = path
+      size = os.path.getsize(path) if os.path.isfile(path) else None
+    if size == 0:
       raise DecodeError('empty file (0 bytes)')
-    container = av.open(path)
-  except FileNotFoundError:
-    raise DecodeError('missing file') from None
-  except (av.error.FFmpegError, OSError, ValueError) as e:
-    raise DecodeError(f'cannot open: {e}') from None
-  try:
-    if not container.streams.video:
-      raise DecodeError('no video stream')
-    stream = container.streams.video[0]
-    # FFmpeg's default (slice threads, one per core, started for every file) costs more CPU and wall time than it
-    # saves on a 16-frame clip of one-slice H.264 (docs/performance.md): one thread unless asked; loaders already
-    # run one process per core.
-    stream.codec_context.thread_count = threads
-    if threads != 1:
-      stream.thread_type = 'AUTO'
-    return _decode(container, stream, index_fn, short_side)
+    container = av.open(source)
+    open_files.callback(container.close)
+    return container
   except DecodeError:
     raise
-  except Exception as e:  # Anything the demuxer/decoder throws is a property of this file.
-    raise DecodeError(f'{type(e).__name__} while decoding: {e}') from None
-  finally:
-    container.close()
+  except FileNotFoundError:
+    raise DecodeError('missing file') from None
+  except Exception as e:  # pylint: disable=broad-except  (PyAV's errors, or a store's after its retries)
+    raise DecodeError(f'cannot open: {e}') from None
 
 
 def _decode(container, stream, index_fn, short_side):
@@ -199,11 +220,24 @@ def probe_video(path: str) -> Clip:
 
 
 def list_frame_files(folder: str, pattern: str = '*.jpg') -> list[str]:
-  """Sorted frame files of a frame folder; raises DecodeError when there are none."""
-  files = sorted(glob.glob(os.path.join(glob.escape(folder), pattern)))
+  """Sorted frame files of a frame folder (local or URL); raises DecodeError when there are none."""
+  try:
+    files = storage.glob(folder, pattern)
+  except Exception as e:  # pylint: disable=broad-except  (OSError, or a store's error after its retries)
+    raise DecodeError(f'cannot list folder: {e}') from None
   if not files:
     raise DecodeError(f'no frames matching {pattern!r} in folder')
   return files
+
+
+def _read_image(path: str, short_side: int) -> np.ndarray:
+  """(H, W, 3) uint8 RGB of an image file (local or URL), its short side scaled to `short_side` (0: native)."""
+  with Image.open(io.BytesIO(storage.read_bytes(path)) if storage.is_url(path) else path) as image:
+    if not short_side:
+      return np.asarray(image.convert('RGB'))
+    height, width = resized_shape(image.height, image.width, short_side)
+    image.draft('RGB', (width, height))
+    return np.asarray(image.convert('RGB').resize((width, height), Image.BILINEAR))
 
 
 def decode_frame_folder(folder: str, index_fn: IndexFn, *, fps: float, pattern: str = '*.jpg',
@@ -217,13 +251,7 @@ def decode_frame_folder(folder: str, index_fn: IndexFn, *, fps: float, pattern: 
   cache = {}
   for i in np.unique(indices).tolist():
     try:
-      with Image.open(files[i]) as image:
-        if short_side:
-          height, width = resized_shape(image.height, image.width, short_side)
-          image.draft('RGB', (width, height))
-          cache[i] = np.asarray(image.convert('RGB').resize((width, height), Image.BILINEAR))
-        else:
-          cache[i] = np.asarray(image.convert('RGB'))
-    except (OSError, ValueError) as e:
+      cache[i] = _read_image(files[i], short_side)
+    except Exception as e:  # pylint: disable=broad-except  (Pillow's errors, or a store's after its retries)
       raise DecodeError(f'cannot read frame {files[i]}: {e}') from None
   return Clip(np.stack([cache[i] for i in indices.tolist()]), indices, fps, len(files), len(cache))

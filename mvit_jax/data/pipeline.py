@@ -213,9 +213,27 @@ def _init_worker(worker_index: int, worker_count: int) -> None:
   shm_batch.enable_in_this_process()
 
 
+_STACK_LOCK = threading.Lock()
+
+
+def _stack(elements):
+  """shm_batch.stack for one batch at a time: read threads build batches concurrently, and shm_batch's block pool
+  has no lock (two threads could take the same free block)."""
+  with _STACK_LOCK:
+    return shm_batch.stack(elements)
+
+
+def _read_threads(cfg, source) -> int:
+  """Threads per process that build batches ahead: cfg.read_threads, and for a source in a bucket one per
+  prefetched batch (read_prefetch), as each clip then waits tens of ms for its bytes, time in which the other
+  threads decode."""
+  return max(cfg.read_threads, cfg.read_prefetch) if source.remote else cfg.read_threads
+
+
 def _finish(ds: grain.MapDataset, cfg, source, num_videos: int):
   """MapDataset of batches -> prefetching IterDataset with failure accounting in the main process."""
-  it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=cfg.read_threads, prefetch_buffer_size=cfg.read_prefetch))
+  it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=_read_threads(cfg, source),
+                                               prefetch_buffer_size=cfg.read_prefetch))
   if cfg.num_workers > 0:
     if not flags.FLAGS.is_parsed():
       # mp_prefetch reads grain's absl flags (grain_enable_multiprocess_worker_profiling), which raises
@@ -258,7 +276,7 @@ def make_train_iterator(data_config, *, num_classes: int, global_batch_size: int
   num_local = len(ds)
   ds = (ds.repeat(None)
         .random_map(_TrainExample(source, cfg, num_classes))
-        .batch(local_batch // cfg.num_repeated_samples, drop_remainder=True, batch_fn=shm_batch.stack)
+        .batch(local_batch // cfg.num_repeated_samples, drop_remainder=True, batch_fn=_stack)
         .map(_flatten_repeats))
   return iter(_finish(ds, cfg, source, num_local))
 
@@ -298,5 +316,5 @@ def make_eval_iterator(data_config, *, num_classes: int, global_batch_size: int,
   num_batches = num_eval_batches(len(source), cfg, global_batch_size=global_batch_size, process_count=process_count)
   ds = (grain.MapDataset.range(num_batches * local_batch)
         .map(_EvalExample(source, cfg, num_classes, video_indices))
-        .batch(local_batch, batch_fn=shm_batch.stack))
+        .batch(local_batch, batch_fn=_stack))
   return iter(_finish(ds, cfg, source, max(1, len(video_indices))))

@@ -6,8 +6,11 @@ One row per clip, one column per sampled frame, each row titled with its label (
 has a classes file). Prints the batch's shapes, value range and skip count. --config takes a trainer experiment
 file (its `.data` is used) or a data config file; `--config.data.num_frames=8`-style overrides work. The loader's
 uint8 batch goes through `preprocess_on_device(train=True)` (normalisation and random erasing) first, as in the
-train step.
+train step. The manifest, root, classes file and --out may be bucket URLs (gs://...).
 """
+import io
+import os
+
 from absl import flags
 import jax
 from ml_collections import config_flags
@@ -17,6 +20,7 @@ from PIL import ImageDraw
 
 from mvit_jax.system import cli
 from mvit_jax.system import errors
+from mvit_jax.system import storage
 from mvit_jax.data import config as config_lib
 from mvit_jax.data import device_preprocess
 from mvit_jax.data import pipeline
@@ -40,6 +44,14 @@ def contact_sheet(video: np.ndarray, titles: list[str], mean, std, min_cell: int
       frame = Image.fromarray(pixels[i, j]).resize((w, h), Image.NEAREST)
       sheet.paste(frame, (j * (w + 2), top + _TITLE_HEIGHT))
   return sheet
+
+
+def encode_image(image: Image.Image, path: str) -> bytes:
+  """The file bytes of `image` in the format `path`'s extension names (PNG when it names none)."""
+  buffer = io.BytesIO()
+  extension = os.path.splitext(storage.name(path))[1].lower()
+  image.save(buffer, format=Image.registered_extensions().get(extension, 'PNG'))
+  return buffer.getvalue()
 
 
 def main(argv):
@@ -69,7 +81,8 @@ def main(argv):
     ids = np.flatnonzero(label).tolist() if cfg.multi_label else [int(label)]
     text = ','.join(f'{k} ({names[k]})' if names else str(k) for k in ids)
     titles.append(f'clip {i}: label {text}')
-  contact_sheet(video, titles, cfg.mean, cfg.std, FLAGS.min_cell).save(FLAGS.out)
+  storage.write_bytes(FLAGS.out, encode_image(contact_sheet(video, titles, cfg.mean, cfg.std, FLAGS.min_cell),
+                                              FLAGS.out))
   stats = pipeline.skip_stats()
   print(f'video {video.shape} {video.dtype}  range [{video.min():.3f}, {video.max():.3f}]  mean {video.mean():.3f}')
   print(f'label {labels.shape} {labels.dtype}: {labels.tolist()}')

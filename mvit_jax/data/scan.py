@@ -5,7 +5,8 @@
 Prints a summary and one line per bad video with the reason; --report writes `path<TAB>ok|bad<TAB>detail` for
 every video. Exit status 0 when all are good, 1 when any is bad, 2 (one line on stderr) when the manifest is
 missing or does not parse. Uses all cores.
-Manifest entries that are folders are checked as frame folders (first and last frame readable).
+Manifest entries that are folders are checked as frame folders (first and last frame readable). The manifest, the
+root, the videos and the report may be bucket URLs (gs://...).
 """
 import multiprocessing
 import os
@@ -16,6 +17,7 @@ from absl import flags
 from mvit_jax.system import cli
 from mvit_jax.system import errors
 from mvit_jax.system import process_lifetime
+from mvit_jax.system import storage
 from mvit_jax.data import decode
 from mvit_jax.data import sources
 
@@ -23,7 +25,7 @@ from mvit_jax.data import sources
 def check_video(path: str) -> tuple[str, bool, str]:
   """(path, ok, detail): detail is 'frames x fps, HxW' for good videos and the reason for bad ones."""
   try:
-    if os.path.isdir(path):
+    if storage.isdir(path):
       clip = decode.decode_frame_folder(path, lambda n, fps: [0, n - 1], fps=0.0)
       return path, True, f'{clip.num_video_frames} frames, {clip.frames.shape[1]}x{clip.frames.shape[2]}'
     clip = decode.probe_video(path)
@@ -31,6 +33,8 @@ def check_video(path: str) -> tuple[str, bool, str]:
                         f'{clip.frames.shape[1]}x{clip.frames.shape[2]}')
   except decode.DecodeError as e:
     return path, False, str(e)
+  except Exception as e:  # pylint: disable=broad-except  (a store's error, after its retries, asking what `path` is)
+    return path, False, f'cannot fetch: {e}'
 
 
 def scan(paths: list[str], workers: int = 0) -> list[tuple[str, bool, str]]:
@@ -52,8 +56,8 @@ def main(argv):
   results = scan([r.path for r in records], FLAGS.workers)
   bad = [(path, detail) for path, ok, detail in results if not ok]
   if FLAGS.report:
-    with open(FLAGS.report, 'w') as f:
-      f.writelines(f'{path}\t{"ok" if ok else "bad"}\t{detail}\n' for path, ok, detail in results)
+    storage.write_text(FLAGS.report, ''.join(f'{path}\t{"ok" if ok else "bad"}\t{detail}\n'
+                                             for path, ok, detail in results))
   for path, reason in bad:
     print(f'BAD {path}: {reason}')
   print(f'scanned {len(results)} videos: {len(results) - len(bad)} good, {len(bad)} bad')

@@ -7,16 +7,19 @@ classes apart, only the motion does; horizontal flips and crops keep the class. 
   python -m mvit_jax.data.synthetic --out DIR [--num-classes N] [--videos-per-class M] [--seed S]
 
 writes DIR/videos/*.mp4, DIR/train.csv and DIR/val.csv (PySlowFast `path label` lines, paths relative to DIR) and
-DIR/classes.txt.
+DIR/classes.txt. DIR may be a bucket URL (gs://...).
 """
 from collections.abc import Iterable, Sequence
 import fractions
 import os
+import tempfile
 
 from absl import app
 from absl import flags
 import av
 import numpy as np
+
+from mvit_jax.system import storage
 
 
 def write_video(path: str, frames: Iterable[np.ndarray], fps: float = 30, *, pts: Sequence[int] | None = None,
@@ -48,6 +51,18 @@ def write_video(path: str, frames: Iterable[np.ndarray], fps: float = 30, *, pts
     container.mux(stream.encode())
     if audio is not None:
       _write_silence(container, audio, audio_seconds)
+
+
+def write_video_file(path: str, frames: Iterable[np.ndarray], **kwargs) -> None:
+  """write_video to a local path or a URL: the muxer seeks back to finish the file, so a URL's video is encoded
+  into a temporary local file, then uploaded."""
+  if not storage.is_url(path):
+    write_video(path, frames, **kwargs)
+    return
+  with tempfile.TemporaryDirectory() as tmp:
+    local = os.path.join(tmp, storage.name(path))
+    write_video(local, frames, **kwargs)
+    storage.copy_file(local, path)
 
 
 def write_audio_only(path: str, seconds: float = 1.0) -> None:
@@ -110,16 +125,17 @@ BENCH_WIDTH, BENCH_HEIGHT, BENCH_FPS, BENCH_SECONDS = 340, 256, 30, 10
 
 
 def write_bench_videos(folder: str, num_videos: int) -> list[str]:
-  """The benchmarks' videos: `folder/v{i}.mp4`, 340x256, 10 s at 30 fps, a keyframe every 16 frames (as
-  scripts/prepare_videos.py writes Kinetics), moving squares + noise of class i % 6; written once, then reused."""
-  os.makedirs(folder, exist_ok=True)
+  """The benchmarks' videos: `folder/v{i}.mp4` (local or URL), 340x256, 10 s at 30 fps, a keyframe every 16
+  frames (as scripts/prepare_videos.py writes Kinetics), moving squares + noise of class i % 6; written once, then
+  reused."""
+  storage.makedirs(folder)
   paths = []
   for i in range(num_videos):
-    path = os.path.join(folder, f'v{i}.mp4')
-    if not os.path.exists(path):
+    path = storage.join(folder, f'v{i}.mp4')
+    if not storage.exists(path):
       frames = motion_frames(i % 6, np.random.default_rng(i), num_frames=BENCH_FPS * BENCH_SECONDS,
                              height=BENCH_HEIGHT, width=BENCH_WIDTH, speed=3.0)
-      write_video(path, frames, fps=BENCH_FPS, gop=16, crf=23)
+      write_video_file(path, frames, fps=BENCH_FPS, gop=16, crf=23)
     paths.append(path)
   return paths
 
@@ -133,20 +149,18 @@ def write_dataset(out: str, *, num_classes: int = 4, videos_per_class: int = 40,
   if height % 2 or width % 2:
     raise ValueError(f'H.264 needs even frame sizes, got {height}x{width}')
   rng = np.random.default_rng(seed)
-  os.makedirs(os.path.join(out, 'videos'), exist_ok=True)
+  storage.makedirs(storage.join(out, 'videos'))
   num_val = max(1, int(round(videos_per_class * val_fraction)))
   lines = {'train': [], 'val': []}
   for label in range(num_classes):
     for i in range(videos_per_class):
-      rel = os.path.join('videos', f'class{label:02d}_{i:04d}.mp4')
+      rel = f'videos/class{label:02d}_{i:04d}.mp4'
       frames = motion_frames(label, rng, num_frames=num_frames, height=height, width=width, speed=speed)
-      write_video(os.path.join(out, rel), frames, fps=fps, gop=8)
+      write_video_file(storage.join(out, rel), frames, fps=fps, gop=8)
       lines['val' if i < num_val else 'train'].append(f'{rel} {label}\n')
   for split, split_lines in lines.items():
-    with open(os.path.join(out, f'{split}.csv'), 'w') as f:
-      f.writelines(split_lines)
-  with open(os.path.join(out, 'classes.txt'), 'w') as f:
-    f.writelines(f'{name}\n' for name in CLASS_NAMES[:num_classes])
+    storage.write_text(storage.join(out, f'{split}.csv'), ''.join(split_lines))
+  storage.write_text(storage.join(out, 'classes.txt'), ''.join(f'{name}\n' for name in CLASS_NAMES[:num_classes]))
 
 
 

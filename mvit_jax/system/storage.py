@@ -12,6 +12,8 @@ see the old or the new object, never half), and `move` is copy-then-delete.
 from __future__ import annotations
 
 import contextlib
+import fnmatch
+import glob as glob_lib
 import os
 import shutil
 import tempfile
@@ -68,6 +70,30 @@ def isfile(path: PathLike) -> bool:
 def listdir(path: PathLike) -> list[str]:
   """Names in the folder `path` (not sorted)."""
   return [p.name for p in epath.Path(path).iterdir()]
+
+
+def glob(folder: PathLike, pattern: str) -> list[str]:
+  """Sorted paths of the entries directly in `folder` whose names match `pattern` ('*.jpg'; fnmatch syntax, as
+  glob.glob's; a missing folder has none)."""
+  folder = os.fspath(folder)
+  if not is_url(folder):
+    return sorted(glob_lib.glob(os.path.join(glob_lib.escape(folder), pattern)))
+  try:
+    entries = listdir(folder)
+  except FileNotFoundError:
+    return []
+  return sorted(join(folder, entry) for entry in entries if fnmatch.fnmatchcase(entry, pattern))
+
+
+def version(path: PathLike) -> tuple:
+  """(modification time in ns, size in bytes) of a local file, (generation or modification time, size) of an
+  object: a cache key that changes whenever the file is rewritten. Raises FileNotFoundError."""
+  if not is_url(path):
+    stat = os.stat(path)
+    return stat.st_mtime_ns, stat.st_size
+  path = os.fspath(path)
+  info = epath.backend.fsspec_backend.fs(path).info(path)
+  return info.get('generation') or info.get('mtime'), info['size']
 
 
 def makedirs(path: PathLike) -> None:
