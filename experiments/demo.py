@@ -8,7 +8,7 @@ The run writes 160 synthetic H.264 clips (4 motion classes: up, down, sideways, 
 WORKDIR/synthetic_data when they are missing, trains `mvit_tiny` (8x48x48 input, 4 blocks) for 300 steps of 16
 clips, evaluates with 2 temporal clips per video (softmax averaged per video) and writes TensorBoard events,
 checkpoints, WORKDIR/eval/predictions_300.csv and WORKDIR/metrics.json. The accuracy and wall time it reaches
-(chance: 25% top-1) are in README.md.
+(chance: 25% top-1) are in docs/performance.md.
 """
 from mvit_jax.train import config as config_lib
 

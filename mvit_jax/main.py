@@ -8,7 +8,6 @@ Bad input (an unknown config key, a wrong type, an unknown model, a missing data
 process cannot write) stops the run before JAX starts, with one line on stderr and exit status 2.
 """
 import logging as pylogging
-import os
 
 from absl import app
 from absl import flags
@@ -17,6 +16,7 @@ import jax
 from ml_collections import config_flags
 
 from mvit_jax.system import cli
+from mvit_jax.system import storage
 from mvit_jax.train import config as config_lib
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file (experiments/*.py).',
@@ -50,7 +50,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   config = _CONFIG.value
-  workdir = os.path.abspath(os.path.expanduser(_WORKDIR.value))
+  workdir = storage.resolve(_WORKDIR.value)  # A local folder or a bucket URL (gs://...).
   # train_and_evaluate validates too (for callers from Python); here bad input fails before any log line and
   # before JAX starts, so the CLI prints one line.
   config_lib.validate(config)
@@ -61,7 +61,13 @@ def main(argv):
                jax.local_device_count(), jax.local_devices())
   from mvit_jax.train import trainer  # pylint: disable=g-import-not-at-top  (flax, grain, orbax: after the input checks)
   logging.info('Compilation cache: %s', trainer.use_compilation_cache(config.compilation_cache_dir, workdir) or 'off')
-  result = trainer.train_and_evaluate(config, workdir)
+  try:
+    result = trainer.train_and_evaluate(config, workdir)
+  except OSError as e:  # gcsfs and orbax raise OSErrors once their retries with backoff are spent.
+    if not storage.is_url(workdir):
+      raise
+    first_line = str(e).splitlines()[0] if str(e) else ''
+    raise storage.StoreError(f'{workdir}: {type(e).__name__}: {first_line}') from e
   logging.info('Done: %s', result)
 
 

@@ -213,16 +213,6 @@ def _init_worker(worker_index: int, worker_count: int) -> None:
   shm_batch.enable_in_this_process()
 
 
-_STACK_LOCK = threading.Lock()
-
-
-def _stack(elements):
-  """shm_batch.stack for one batch at a time: read threads build batches concurrently, and shm_batch's block pool
-  has no lock (two threads could take the same free block)."""
-  with _STACK_LOCK:
-    return shm_batch.stack(elements)
-
-
 def _read_threads(cfg, source) -> int:
   """Threads per process that build batches ahead: cfg.read_threads, and for a source in a bucket one per
   prefetched batch (read_prefetch), as each clip then waits tens of ms for its bytes, time in which the other
@@ -276,7 +266,7 @@ def make_train_iterator(data_config, *, num_classes: int, global_batch_size: int
   num_local = len(ds)
   ds = (ds.repeat(None)
         .random_map(_TrainExample(source, cfg, num_classes))
-        .batch(local_batch // cfg.num_repeated_samples, drop_remainder=True, batch_fn=_stack)
+        .batch(local_batch // cfg.num_repeated_samples, drop_remainder=True, batch_fn=shm_batch.stack)
         .map(_flatten_repeats))
   return iter(_finish(ds, cfg, source, num_local))
 
@@ -316,5 +306,5 @@ def make_eval_iterator(data_config, *, num_classes: int, global_batch_size: int,
   num_batches = num_eval_batches(len(source), cfg, global_batch_size=global_batch_size, process_count=process_count)
   ds = (grain.MapDataset.range(num_batches * local_batch)
         .map(_EvalExample(source, cfg, num_classes, video_indices))
-        .batch(local_batch, batch_fn=_stack))
+        .batch(local_batch, batch_fn=shm_batch.stack))
   return iter(_finish(ds, cfg, source, max(1, len(video_indices))))

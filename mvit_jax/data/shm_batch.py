@@ -30,6 +30,7 @@ import mmap
 from multiprocessing import shared_memory
 from multiprocessing import util as mp_util
 import os
+import threading
 from typing import Any, Sequence
 import weakref
 
@@ -120,6 +121,7 @@ class _BlockPool:
 
   def __init__(self, blocks_ahead: int = 1):
     self._blocks_ahead = blocks_ahead
+    self._lock = threading.Lock()  # Read threads build batches at once; each must get a block of its own.
     self._executor = futures.ThreadPoolExecutor(1, thread_name_prefix='shm-populate')
     self._pending: dict[int, collections.deque[futures.Future]] = collections.defaultdict(collections.deque)
     self._handed_out: dict[int, list[shared_memory.SharedMemory]] = collections.defaultdict(list)
@@ -139,16 +141,17 @@ class _BlockPool:
   def array(self, shape: tuple[int, ...], dtype: np.dtype) -> _PooledArray:
     """An uninitialised SharedMemoryArray of `shape` whose pages are already allocated."""
     data_bytes = math.prod(shape) * np.dtype(dtype).itemsize
-    shm = self._reusable_block(data_bytes)
-    if shm is None:
-      pending = self._pending[data_bytes]
-      if not pending:
-        pending.append(self._executor.submit(_new_block, data_bytes))
-      shm = pending.popleft().result()
-      while len(pending) < self._blocks_ahead:
-        pending.append(self._executor.submit(_new_block, data_bytes))
-      self._handed_out[data_bytes].append(shm)
-    shm.buf[data_bytes + _STATE] = _IN_USE
+    with self._lock:
+      shm = self._reusable_block(data_bytes)
+      if shm is None:
+        pending = self._pending[data_bytes]
+        if not pending:
+          pending.append(self._executor.submit(_new_block, data_bytes))
+        shm = pending.popleft().result()
+        while len(pending) < self._blocks_ahead:
+          pending.append(self._executor.submit(_new_block, data_bytes))
+        self._handed_out[data_bytes].append(shm)
+      shm.buf[data_bytes + _STATE] = _IN_USE
     return _PooledArray.from_shared_memory(shm, shape, dtype)
 
   def close(self) -> None:

@@ -17,6 +17,7 @@ from ml_collections.config_flags import config_flags
 from mvit_jax.system.errors import did_you_mean
 from mvit_jax.system.errors import did_you_mean_path
 from mvit_jax.system.errors import InputError
+from mvit_jax.system import storage
 
 USAGE_EXIT_STATUS = 2
 
@@ -94,13 +95,17 @@ def exit_with_usage_error(message: str) -> None:
 
 
 def reporting_input_errors(function: Callable) -> Callable:
-  """`function` with InputError and app.UsageError turned into one line on stderr and exit status 2."""
+  """`function` with InputError and app.UsageError turned into one line on stderr and exit status 2, and
+  storage.StoreError (a bucket that stays down) into one line and exit status 1."""
 
   def wrapped(*args, **kwargs):
     try:
       return function(*args, **kwargs)
     except (InputError, app.UsageError) as e:
       exit_with_usage_error(str(e))
+    except storage.StoreError as e:
+      print(f'{program_name()}: error: {e}', file=sys.stderr)
+      sys.exit(1)
 
   return wrapped
 

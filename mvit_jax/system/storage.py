@@ -1,7 +1,7 @@
 """Paths that are local folders or bucket URLs (`gs://bucket/...`), read and written through one path type.
 
-Every file mvit_jax reads or writes goes through `etils.epath` (orbax, the JAX compilation cache and TensorBoard's
-readers use it too): a local path goes to the OS, a URL to fsspec (gcsfs for gs://), which retries transient errors
+Every file mvit_jax reads or writes goes through `etils.epath` (orbax and the JAX compilation cache use it
+too): a local path goes to the OS, a URL to fsspec (gcsfs for gs://), which retries transient errors
 (connection refused, 429, 5xx, timeouts) with exponential backoff. `mvit_jax/__init__.py` sets `EPATH_USE_TF=false`
 so that epath picks fsspec over TensorFlow's gfile for URLs: one client for our files and orbax's, and the one
 the GCS emulator (fake-gcs-server, `STORAGE_EMULATOR_HOST`) can test.
@@ -20,13 +20,22 @@ import tempfile
 from typing import IO, Iterator
 
 from etils import epath
+import fsspec
 
 PathLike = str | os.PathLike
+
+# gcsfs keeps folder listings for the life of the process by default; other hosts, other processes and orbax's
+# threads write to the same workdir, so every listing asks the store.
+fsspec.config.conf.setdefault('gcs', {})['use_listings_cache'] = False
 
 # PyAV reads a video through small reads and seeks; against a bucket each uncached one would be a request (tens of
 # milliseconds). Reads go through an LRU cache of blocks this large: one request for most clips (an mp4 with its
 # index at the end takes two), a bounded number for long videos.
 READ_BLOCK_BYTES = 8 << 20
+
+
+class StoreError(Exception):
+  """A bucket that stays unreachable after the client's retries; the message names the path."""
 
 
 def is_url(path: PathLike) -> bool:

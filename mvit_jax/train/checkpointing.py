@@ -9,9 +9,7 @@ and keep the newest `keep` steps. Restores take abstract targets carrying the *c
 written on one mesh, device count or process count restores onto another (orbax #648). `restore_latest` and
 `restore_latest_params` fall back past checkpoints that do not restore (a file truncated or missing).
 """
-import os
 import re
-import shutil
 
 from absl import logging
 import grain
@@ -24,6 +22,7 @@ from mvit_jax.models import layout
 from mvit_jax.models import pretrained
 from mvit_jax.models.pretrained import checkpoint_dir
 from mvit_jax.models.pretrained import NoRestorableCheckpointError  # Re-exported for the trainer.
+from mvit_jax.system import storage
 
 
 def create_manager(workdir: str, *, keep: int = 3, read_only: bool = False,
@@ -46,10 +45,10 @@ def save(manager: ocp.CheckpointManager, step: int, params, opt_state, rng: jax.
 
 def saved_process_count(manager: ocp.CheckpointManager, step: int) -> int | None:
   """Process count that wrote the data-iterator state of `step` (from its file names), None if absent."""
-  folder = os.path.join(str(manager.directory), str(step), 'data_iter')
-  if not os.path.isdir(folder):
+  folder = storage.join(str(manager.directory), str(step), 'data_iter')
+  if not storage.isdir(folder):
     return None
-  counts = {int(m.group(1)) for f in os.listdir(folder) if (m := re.fullmatch(r'process_\d+-of-(\d+)\.json', f))}
+  counts = {int(m.group(1)) for f in storage.listdir(folder) if (m := re.fullmatch(r'process_\d+-of-(\d+)\.json', f))}
   return counts.pop() if len(counts) == 1 else None
 
 
@@ -115,7 +114,7 @@ def _replicated_like(abstract_params):
 
 def latest_step(workdir: str) -> int | None:
   """Newest complete checkpoint step in WORKDIR/checkpoints, or None."""
-  if not os.path.isdir(checkpoint_dir(workdir)):
+  if not storage.isdir(checkpoint_dir(workdir)):
     return None
   with create_manager(workdir, read_only=True) as manager:
     return manager.latest_step()
@@ -145,19 +144,20 @@ def restore_latest_params(manager: ocp.CheckpointManager, abstract_params):
 
 
 def _set_aside_steps_after(manager: ocp.CheckpointManager, step: int) -> None:
-  """Moves checkpoints newer than `step` (they did not restore) to WORKDIR/damaged_checkpoints/<step>[.<n>]."""
+  """Moves checkpoints newer than `step` (they did not restore) to WORKDIR/damaged_checkpoints/<step>[.<n>] (in a
+  bucket: copy, then delete)."""
   newer = [s for s in manager.all_steps() if s > step]
   if not newer:
     return
   if jax.process_index() == 0:
-    damaged = os.path.join(os.path.dirname(str(manager.directory)), 'damaged_checkpoints')
-    os.makedirs(damaged, exist_ok=True)
+    damaged = storage.join(storage.parent(str(manager.directory)), 'damaged_checkpoints')
+    storage.makedirs(damaged)
     for s in newer:
-      target, n = os.path.join(damaged, str(s)), 0
-      while os.path.exists(target):
+      target, n = storage.join(damaged, str(s)), 0
+      while storage.exists(target):
         n += 1
-        target = os.path.join(damaged, f'{s}.{n}')
-      shutil.move(os.path.join(str(manager.directory), str(s)), target)
+        target = storage.join(damaged, f'{s}.{n}')
+      storage.move(storage.join(str(manager.directory), str(s)), target)
       logging.warning('Moved checkpoint step %d, which does not restore, to %s; resuming from step %d.', s, target,
                       step)
   if jax.process_count() > 1:

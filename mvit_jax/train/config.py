@@ -8,6 +8,7 @@ data files a run reads, before anything starts.
 from collections.abc import Mapping
 import os
 import tempfile
+import uuid
 
 import ml_collections
 from ml_collections import config_dict
@@ -17,6 +18,7 @@ from mvit_jax.system.errors import check_folder
 from mvit_jax.system.errors import did_you_mean
 from mvit_jax.system.errors import did_you_mean_path
 from mvit_jax.system.errors import InputError
+from mvit_jax.system import storage
 
 # Model constructor overrides the trainer passes to `mvit_jax.models.create_model` (None: the model's default).
 MODEL_OVERRIDES = {
@@ -225,15 +227,38 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
 
 def _check_readable_file(key: str, path: str) -> None:
+  if storage.is_url(path):
+    if not _url_exists(key, path):
+      raise InputError(f'{key}: no such object {path!r}')
+    return
   if not os.path.isfile(path):
     raise InputError(f'{key}: no such file {path!r}{did_you_mean_path(path)}')
   if not os.access(path, os.R_OK):
     raise InputError(f'{key}: cannot read {path!r} (permission denied)')
 
 
+def _url_exists(key: str, path: str, folder: bool = False) -> bool:
+  """Whether the object (or with `folder`, any object under the prefix) at `path` exists; InputError naming `key`
+  and the path when the store cannot be asked."""
+  try:
+    return storage.isdir(path) if folder else storage.isfile(path)
+  except Exception as e:  # pylint: disable=broad-except  (any client error: credentials, network, permissions)
+    raise InputError(f'{key}: cannot read {path!r} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""})'
+                     ) from None
+
+
 def _check_writable_folder(workdir: str) -> None:
   """Creates `workdir` if needed and writes a temporary file in it: the test that also catches read-only mounts
-  and ACLs, which permission bits (os.access) do not show to root."""
+  and ACLs, which permission bits (os.access) do not show to root. In a bucket: writes and deletes an object."""
+  if storage.is_url(workdir):
+    probe = storage.join(workdir, f'.write_test-{uuid.uuid4().hex}')
+    try:
+      storage.write_text(probe, '')
+      storage.remove_tree(probe)
+    except Exception as e:  # pylint: disable=broad-except  (any client error: credentials, network, permissions)
+      raise InputError(f'--workdir {workdir!r}: cannot write there ({type(e).__name__}: '
+                       f'{str(e).splitlines()[0] if str(e) else ""})') from None
+    return
   try:
     os.makedirs(workdir, exist_ok=True)
     with tempfile.TemporaryFile(dir=workdir):
@@ -244,7 +269,10 @@ def _check_writable_folder(workdir: str) -> None:
 
 def _check_data_paths(config: ml_collections.ConfigDict) -> None:
   data = config.data
-  if data.root:
+  if data.root and storage.is_url(data.root):
+    if not _url_exists('config.data.root', data.root, folder=True):
+      raise InputError(f'config.data.root: nothing under {data.root!r}')
+  elif data.root:
     check_folder(data.root, 'config.data.root')
   for key in ('train_manifest', 'eval_manifest', 'classes_file'):
     if data[key]:

@@ -6,8 +6,8 @@ WORKDIR/metrics.json.
 """
 from collections.abc import Iterable, Mapping, Sequence
 import csv
+import io
 import json
-import os
 
 from absl import logging
 import flax.linen as nn
@@ -15,8 +15,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mvit_jax.train import sharding as sharding_lib
 from mvit_jax.data import device_preprocess
+from mvit_jax.system import storage
+from mvit_jax.train import sharding as sharding_lib
 
 
 def make_predict_fn(model: nn.Module, mesh: jax.sharding.Mesh, rules, data_config, features: Sequence[str] = ()):
@@ -125,19 +126,18 @@ def run_eval(predict_fn, params, batches: Iterable[Mapping[str, np.ndarray]], me
   metrics['views_per_video'] = float(np.mean(counts))
   logging.info('Eval at step %d over %d videos: %s', step, len(ids), metrics)
   if workdir is not None and jax.process_index() == 0:
-    write_predictions(os.path.join(workdir, 'eval', f'predictions_{step}.csv'), ids, scores, labels, multi_label)
-    with open(os.path.join(workdir, 'metrics.json'), 'w') as f:
-      json.dump({'step': step, **metrics}, f, indent=2)
+    write_predictions(storage.join(workdir, 'eval', f'predictions_{step}.csv'), ids, scores, labels, multi_label)
+    storage.write_text(storage.join(workdir, 'metrics.json'), json.dumps({'step': step, **metrics}, indent=2))
   return metrics
 
 
 def write_predictions(path: str, ids, scores, labels, multi_label: bool) -> None:
   """CSV: video_index (row of the eval manifest), label(s), top-5 classes and their scores (';'-separated)."""
-  os.makedirs(os.path.dirname(path), exist_ok=True)
   top = np.argsort(-scores, axis=1, kind='stable')[:, :5]
-  with open(path, 'w', newline='') as f:
-    writer = csv.writer(f)
-    writer.writerow(['video_index', 'label', 'top5_classes', 'top5_scores'])
-    for v, s, y, t in zip(ids, scores, labels, top):
-      label = ';'.join(map(str, np.flatnonzero(y > 0.5))) if multi_label else int(y)
-      writer.writerow([int(v), label, ';'.join(map(str, t)), ';'.join(f'{s[c]:.5f}' for c in t)])
+  text = io.StringIO()
+  writer = csv.writer(text)
+  writer.writerow(['video_index', 'label', 'top5_classes', 'top5_scores'])
+  for v, s, y, t in zip(ids, scores, labels, top):
+    label = ';'.join(map(str, np.flatnonzero(y > 0.5))) if multi_label else int(y)
+    writer.writerow([int(v), label, ';'.join(map(str, t)), ';'.join(f'{s[c]:.5f}' for c in t)])
+  storage.write_text(path, text.getvalue())

@@ -13,8 +13,8 @@ import contextlib
 import dataclasses
 import json
 import os
-import shutil
 import signal
+import tempfile
 import threading
 from typing import Any
 
@@ -42,6 +42,7 @@ from mvit_jax.data import mixup
 from mvit_jax.data import pipeline
 from mvit_jax.data import sources
 from mvit_jax.data import synthetic
+from mvit_jax.system import storage
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -186,24 +187,25 @@ class TrainSetup:
 # ---------------------------------------------------------------------------------------------------------------
 def prepare_synthetic_data(config: ml_collections.ConfigDict, workdir: str) -> None:
   """With config.synthetic_data.enabled: writes the synthetic dataset to WORKDIR/synthetic_data once (process 0,
-  into a temporary folder renamed at the end) and points config.data at it."""
+  into a local temporary folder, then moved or uploaded with classes.txt last: a dataset with classes.txt is
+  whole) and points config.data at it."""
   syn = config.synthetic_data
   if not syn.enabled:
     return
-  root = os.path.join(workdir, 'synthetic_data')
-  if jax.process_index() == 0 and not os.path.exists(os.path.join(root, 'classes.txt')):
-    tmp = root + '.tmp'
-    shutil.rmtree(tmp, ignore_errors=True)
+  root = storage.join(workdir, 'synthetic_data')
+  if jax.process_index() == 0 and not storage.exists(storage.join(root, 'classes.txt')):
     logging.info('Writing %d synthetic videos to %s', syn.num_classes * syn.videos_per_class, root)
-    synthetic.write_dataset(tmp, num_classes=syn.num_classes, videos_per_class=syn.videos_per_class, seed=syn.seed,
-                            num_frames=syn.num_frames, height=syn.height, width=syn.width)
-    os.rename(tmp, root)
+    with tempfile.TemporaryDirectory() as tmp:
+      synthetic.write_dataset(tmp, num_classes=syn.num_classes, videos_per_class=syn.videos_per_class, seed=syn.seed,
+                              num_frames=syn.num_frames, height=syn.height, width=syn.width)
+      storage.remove_tree(root)  # What an interrupted upload left.
+      storage.upload_tree(tmp, root, last='classes.txt')
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices('synthetic_data')
   config.data.root = root
-  config.data.train_manifest = os.path.join(root, 'train.csv')
-  config.data.eval_manifest = os.path.join(root, 'val.csv')
-  config.data.classes_file = os.path.join(root, 'classes.txt')
+  config.data.train_manifest = storage.join(root, 'train.csv')
+  config.data.eval_manifest = storage.join(root, 'val.csv')
+  config.data.classes_file = storage.join(root, 'classes.txt')
 
 
 def initial_params(ts: TrainSetup, init_from: str, rng: jax.Array, inflate: str = 'centre'):
@@ -310,9 +312,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   prepare_synthetic_data(config, workdir)
   num_classes = sources.num_classes_from_config(config.data)
   if jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
-      f.write(config.to_json_best_effort(indent=2))
+    storage.write_text(storage.join(workdir, 'config.json'), config.to_json_best_effort(indent=2))
 
   # --- Mesh -------------------------------------------------------------------------------------------------------
   mesh = sharding_lib.make_mesh(config.mesh)
@@ -413,6 +413,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         if step % config.checkpoint_every_steps == 0 or step == last_step or stop:
           flush(step)
           checkpointing.save(manager, step, state['params'], state['opt_state'], base_rng, loader_state)
+          writer.flush()  # Puts the events so far where TensorBoard reads them (a bucket workdir: uploads them).
         if stop:
           logging.warning('Preemption requested: saved step %d, exiting.', step)
           return eval_metrics

@@ -1,10 +1,8 @@
 """grain loaders: contents, sharding, determinism, exact resume (0 and 2 workers), eval views, bad input."""
-import collections
 import json
 import shutil
 import subprocess
 import sys
-import threading
 
 import numpy as np
 import pytest
@@ -12,7 +10,6 @@ import pytest
 from mvit_jax.data import config as config_lib
 from mvit_jax.data import pipeline
 from mvit_jax.data import sampling
-from mvit_jax.data import shm_batch
 from mvit_jax.data import sources
 from tests import testlib
 
@@ -345,36 +342,3 @@ def test_a_closed_loader_leaves_no_shared_memory_behind(data_dir):
   assert result.returncode == 0, result.stderr
   assert result.stdout.split() == ['3']
   assert 'leaked' not in result.stderr, result.stderr
-
-
-def test_batches_built_at_once_by_read_threads_get_blocks_of_their_own(monkeypatch):
-  """Read threads build batches concurrently into a worker's pooled shared memory: no two batches held at the same
-  time may share a block (threads switch every microsecond here, to meet the race that lets them)."""
-  pool = shm_batch._BlockPool()  # pylint: disable=protected-access
-  monkeypatch.setattr(shm_batch, '_POOL', pool)
-  stack = pipeline._stack  # pylint: disable=protected-access
-  interval, holders, shared, lock = sys.getswitchinterval(), collections.Counter(), [], threading.Lock()
-
-  def build_batches():
-    for _ in range(1000):
-      batch = stack([{'video': np.zeros(shm_batch.MIN_POOLED_BYTES, np.uint8)}])
-      name = batch['video'].shm.name
-      with lock:
-        holders[name] += 1
-        if holders[name] > 1:
-          shared.append(name)
-      with lock:
-        holders[name] -= 1
-      del batch  # Frees its block for the next batch.
-
-  sys.setswitchinterval(1e-6)
-  try:
-    threads = [threading.Thread(target=build_batches) for _ in range(16)]
-    for thread in threads:
-      thread.start()
-    for thread in threads:
-      thread.join()
-  finally:
-    sys.setswitchinterval(interval)
-    pool.close()
-  assert not shared

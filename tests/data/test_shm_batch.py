@@ -1,6 +1,7 @@
 """mvit_jax.data.shm_batch: batches equal np.stack's; large leaves land in pooled shared memory whose pages are in
 place, which comes back to the worker once the main process drops the batch (tests/data/test_pipeline.py checks
 this through real workers)."""
+import collections
 import ctypes
 import ctypes.util
 import mmap
@@ -8,6 +9,8 @@ import multiprocessing
 from multiprocessing import shared_memory
 import os
 import resource
+import sys
+import threading
 
 from grain import multiprocessing as grain_mp
 import numpy as np
@@ -183,3 +186,35 @@ def test_main_process_unlinks_blocks_of_a_worker_that_has_exited(monkeypatch):
   assert not os.path.exists(f'/dev/shm/{name}')
   monkeypatch.undo()
   _close_and_unlink_all(pool)
+
+
+def test_batches_built_at_once_by_read_threads_get_blocks_of_their_own(monkeypatch):
+  """Read threads build batches concurrently into a worker's pooled shared memory: no two batches held at the same
+  time may share a block (threads switch every microsecond here, to meet the race that lets them)."""
+  pool = shm_batch._BlockPool()  # pylint: disable=protected-access
+  monkeypatch.setattr(shm_batch, '_POOL', pool)
+  interval, holders, shared, lock = sys.getswitchinterval(), collections.Counter(), [], threading.Lock()
+
+  def build_batches():
+    for _ in range(1000):
+      batch = shm_batch.stack([{'video': np.zeros(shm_batch.MIN_POOLED_BYTES, np.uint8)}])
+      name = batch['video'].shm.name
+      with lock:
+        holders[name] += 1
+        if holders[name] > 1:
+          shared.append(name)
+      with lock:
+        holders[name] -= 1
+      del batch  # Frees its block for the next batch.
+
+  sys.setswitchinterval(1e-6)
+  try:
+    threads = [threading.Thread(target=build_batches) for _ in range(16)]
+    for thread in threads:
+      thread.start()
+    for thread in threads:
+      thread.join()
+  finally:
+    sys.setswitchinterval(interval)
+    pool.close()
+  assert not shared

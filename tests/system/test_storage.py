@@ -1,6 +1,7 @@
 """mvit_jax.system.storage against a real GCS server (fake-gcs-server) and on local disk: the same calls, the
 same results."""
 import os
+import urllib.request
 
 import pytest
 
@@ -62,3 +63,15 @@ def test_local_paths_resolve_and_urls_stay(tmp_path, monkeypatch):
   assert storage.resolve('gs://b/run') == 'gs://b/run'
   assert storage.join('gs://b/run', 'checkpoints', '5') == 'gs://b/run/checkpoints/5'
   assert storage.parent('gs://b/run/x.csv') == 'gs://b/run'
+
+
+def test_a_listing_sees_what_another_client_wrote_after_the_last_listing(gcs_server, bucket):
+  """Other hosts write to the same workdir: no listing may come from a cache."""
+  storage.write_text(f'{bucket}/run/a', 'a')
+  assert storage.listdir(f'{bucket}/run') == ['a']
+  assert not storage.exists(f'{bucket}/run/b')
+  upload = urllib.request.Request(f'{gcs_server.url}/upload/storage/v1/b/{bucket[5:]}/o?uploadType=media&name=run/b',
+                                  data=b'b', method='POST')
+  urllib.request.urlopen(upload, timeout=10).close()
+  assert sorted(storage.listdir(f'{bucket}/run')) == ['a', 'b']
+  assert storage.exists(f'{bucket}/run/b')
