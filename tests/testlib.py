@@ -58,6 +58,20 @@ def run_convert_cli(fmt: str, arch: str, src, out) -> subprocess.CompletedProces
   return subprocess.run(cmd, capture_output=True, text=True)
 
 
+def tiny_torchvision(num_classes=400):
+  """A torchvision MViT with mvit_tiny's block table on a 4x32x32 input."""
+  from torchvision.models.video import mvit as tv_mvit  # pylint: disable=g-import-not-at-top  (parity tests only)
+  table = [(32, 64, 1, False), (64, 64, 2, True), (64, 128, 2, False), (128, 128, 4, True)]
+  kv = [[1, 4, 4], [1, 2, 2], [1, 2, 2], [1, 1, 1]]
+  settings = [tv_mvit.MSBlockConfig(num_heads=h, input_channels=cin, output_channels=cout, kernel_kv=[3, 3, 3],
+                                    kernel_q=[3, 3, 3] if q else [], stride_q=[1, 2, 2] if q else [], stride_kv=kv[i])
+              for i, (cin, cout, h, q) in enumerate(table)]
+  model = tv_mvit.MViT(spatial_size=(32, 32), temporal_size=4, block_setting=settings, residual_pool=False,
+                       residual_with_cls_embed=True, rel_pos_embed=False, proj_after_attn=False,
+                       stochastic_depth_prob=0.0, num_classes=num_classes)
+  return randomise(model, seed=4)
+
+
 def to_slowfast(state, separate_qkv=False):
   """torchvision mvit_v1_b / mvit_v2_s state dict -> PySlowFast key names (fused qkv unless separate_qkv); the
   relative position tables keep their names."""

@@ -11,6 +11,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 import torch
+import torchvision  # noqa: F401  (import before anything that may import tensorflow)
 
 from mvit_jax.inference import export
 from mvit_jax.inference import predict
@@ -21,14 +22,13 @@ from mvit_jax.system import files
 from mvit_jax.system import storage
 from mvit_jax.tools import convert
 from tests import testlib
-from tests.parity import test_parity
 
 
 @pytest.fixture(scope='module')
 def torch_file(tmp_path_factory):
   """A torchvision MViT with mvit_tiny's blocks (seeded random weights) saved as a state dict."""
   path = tmp_path_factory.mktemp('tv_tiny') / 'tiny.pth'
-  torch.save(test_parity._tiny_torchvision().state_dict(), path)  # pylint: disable=protected-access
+  torch.save(testlib.tiny_torchvision().state_dict(), path)
   return str(path)
 
 

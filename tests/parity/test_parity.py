@@ -206,23 +206,10 @@ def test_image_checkpoint_round_trip():
 # The model card of a converted checkpoint, and predict on it.
 
 
-def _tiny_torchvision(num_classes=400):
-  """A torchvision MViT with mvit_tiny's block table on a 4x32x32 input."""
-  table = [(32, 64, 1, False), (64, 64, 2, True), (64, 128, 2, False), (128, 128, 4, True)]
-  kv = [[1, 4, 4], [1, 2, 2], [1, 2, 2], [1, 1, 1]]
-  settings = [tv_mvit.MSBlockConfig(num_heads=h, input_channels=cin, output_channels=cout, kernel_kv=[3, 3, 3],
-                                    kernel_q=[3, 3, 3] if q else [], stride_q=[1, 2, 2] if q else [], stride_kv=kv[i])
-              for i, (cin, cout, h, q) in enumerate(table)]
-  model = tv_mvit.MViT(spatial_size=(32, 32), temporal_size=4, block_setting=settings, residual_pool=False,
-                       residual_with_cls_embed=True, rel_pos_embed=False, proj_after_attn=False,
-                       stochastic_depth_prob=0.0, num_classes=num_classes)
-  return testlib.randomise(model, seed=4)
-
-
 @pytest.fixture(scope="module")
 def tiny_torchvision_file(tmp_path_factory):
   path = tmp_path_factory.mktemp("tv_tiny") / "tiny.pth"
-  torch.save(_tiny_torchvision().state_dict(), path)
+  torch.save(testlib.tiny_torchvision().state_dict(), path)
   return path
 
 
@@ -231,7 +218,7 @@ def test_converted_torchvision_folder_predicts_kinetics_names(tiny_torchvision_f
   torchvision MViT with mvit_tiny's blocks stands in for mvit_v1_b (whose card test_torchvision_parity checks):
   --verify builds the source model by the arch's torchvision builder, here one that builds this model."""
   monkeypatch.setitem(convert_card.TORCHVISION_BUILDERS, "mvit_tiny", "tiny_for_test")
-  monkeypatch.setattr(tv_mvit.__name__.rsplit(".", 1)[0] + ".tiny_for_test", _tiny_torchvision, raising=False)
+  monkeypatch.setattr(tv_mvit.__name__.rsplit(".", 1)[0] + ".tiny_for_test", testlib.tiny_torchvision, raising=False)
   out = str(tmp_path / "out")
   notes = convert.convert_file("torchvision", "mvit_tiny", str(tiny_torchvision_file), out, verify=True)
   card = model_card.read(out)
