@@ -50,9 +50,10 @@ class LocalMirror:
         storage.copy_file(os.path.join(self.local, rel), storage.join(self.remote, rel))
         self._copied[rel] = (stat.st_size, stat.st_mtime_ns)
 
-  def close(self) -> None:
+  def close(self, *, copy: bool = True) -> None:
     try:
-      self.sync()
+      if copy:
+        self.sync()
     finally:
       shutil.rmtree(self.local, ignore_errors=True)
 
@@ -63,19 +64,24 @@ class MirroredWriter:
   def __init__(self, writer, mirror: LocalMirror):
     self._writer = writer
     self.mirror = mirror
+    self._copy_failed = False  # Then the store is down (after the client's retries): close does not wait again.
 
   def __getattr__(self, name):  # write_scalars, write_images, ...: the wrapped writer's.
     return getattr(self._writer, name)
 
   def flush(self) -> None:
     self._writer.flush()
-    self.mirror.sync()
+    try:
+      self.mirror.sync()
+    except OSError:
+      self._copy_failed = True
+      raise
 
   def close(self) -> None:
     try:
       self._writer.close()
     finally:
-      self.mirror.close()
+      self.mirror.close(copy=not self._copy_failed)
 
 
 def progress_hooks(workdir: str, writer, num_train_steps: int, *, log_every_steps: int,
