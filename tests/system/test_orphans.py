@@ -77,9 +77,9 @@ def _leaked_shm(before: set[str]) -> set[str]:
   return {name for name in unheld if os.path.exists(os.path.join(SHM_DIR, name))}  # Not unlinked meanwhile.
 
 
-def _start(run_id: str, args: list[str], log_path) -> subprocess.Popen:
+def _start(run_id: str, args: list[str], log_path, **env_overrides) -> subprocess.Popen:
   env = testlib.subprocess_env(os.path.join(os.path.dirname(log_path), 'jax_cache'))
-  env['MVIT_TEST_RUN_ID'] = run_id
+  env.update(MVIT_TEST_RUN_ID=run_id, **env_overrides)
   with open(log_path, 'w') as log:
     return subprocess.Popen([sys.executable, '-m', *args], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
 
@@ -217,12 +217,13 @@ def test_kill_while_writing_synthetic_data(tmp_path):
   # The trainer writes the videos in its own process; this holds that stage to the same rule.
   run_id, workdir, log_path = uuid.uuid4().hex, str(tmp_path / 'run'), str(tmp_path / 'log.txt')
   shm_before = set(os.listdir(SHM_DIR))
-  proc = _start(run_id, _demo_command(workdir), log_path)
-  videos = os.path.join(workdir, 'synthetic_data.tmp', 'videos')  # train.prepare_synthetic_data writes here.
+  tmp = tmp_path / 'tmp'  # trainer.prepare_synthetic_data writes into a temporary folder, then copies.
+  tmp.mkdir()
+  proc = _start(run_id, _demo_command(workdir), log_path, TMPDIR=str(tmp))
   try:
-    _wait_for(lambda: os.path.isdir(videos) and os.listdir(videos), proc, log_path, 'a synthetic video')
+    _wait_for(lambda: list(tmp.glob('*/videos/*.mp4')), proc, log_path, 'a synthetic video')
     _kill_and_check(proc, run_id, shm_before)
-    assert not os.path.exists(os.path.join(workdir, 'synthetic_data')), 'the data was complete before the kill'
+    assert not os.path.exists(os.path.join(workdir, 'synthetic_data', 'classes.txt')), 'the data was complete'
   finally:
     _end_run(run_id)
 
