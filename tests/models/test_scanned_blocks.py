@@ -56,7 +56,8 @@ def test_stacked_parameters_carry_the_layers_axis():
 
 @pytest.mark.parametrize("name,overrides,shape", [
     ("mvit_tiny", dict(DEEPER_TINY, remat_policy="full"), CLIP),
-    ("mvit_b_16x4", dict(pool_impl="conv"), (1, 4, 64, 64, 3)),  # Position tables interpolated to the input.
+    pytest.param("mvit_b_16x4", dict(pool_impl="conv"), (1, 4, 64, 64, 3),  # Position tables interpolated.
+                 marks=pytest.mark.slow),  # A full-size model.
 ])
 def test_scan_on_and_off_give_the_same_logits_and_gradients(name, overrides, shape):
   scanned, unrolled = _models(name, **overrides)
