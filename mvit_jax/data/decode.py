@@ -87,8 +87,8 @@ def decode_video(path: str, index_fn: IndexFn, *, short_side: int = 0, threads: 
 
 
 def _open(path: str, open_files: contextlib.ExitStack):
-  """The PyAV container of a local file, or of a URL's object read through the block cache (a clip then costs a
-  size lookup and one or two large range requests, not one request per PyAV read); closed with `open_files`.
+  """The PyAV container of a local file, or of a URL's object read by `storage.open_file` (one request for an
+  object up to 8 MiB, large range requests beyond, never one request per PyAV read); closed with `open_files`.
   Raises DecodeError."""
   try:
     if storage.is_url(path):

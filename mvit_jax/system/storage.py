@@ -12,6 +12,7 @@ see the old or the new object, never half), and `move` is copy-then-delete.
 from __future__ import annotations
 
 import contextlib
+import io
 import fnmatch
 import glob as glob_lib
 import os
@@ -29,8 +30,8 @@ PathLike = str | os.PathLike
 fsspec.config.conf.setdefault('gcs', {})['use_listings_cache'] = False
 
 # PyAV reads a video through small reads and seeks; against a bucket each uncached one would be a request (tens of
-# milliseconds). Reads go through an LRU cache of blocks this large: one request for most clips (an mp4 with its
-# index at the end takes two), a bounded number for long videos.
+# milliseconds). A URL is opened with one request for its first block this large (all of most videos), and a
+# larger object is read on through an LRU cache of such blocks: a bounded number of requests for long videos.
 READ_BLOCK_BYTES = 8 << 20
 
 
@@ -112,18 +113,32 @@ def makedirs(path: PathLike) -> None:
 
 
 def open_file(path: PathLike, mode: str = 'r') -> IO:
-  """`open` for a local path or a URL; reads from a URL go through the block cache (READ_BLOCK_BYTES)."""
+  """`open` for a local path or a URL. A URL's object is read with one ranged request of READ_BLOCK_BYTES: an
+  object no larger is then in memory whole (one request, no size lookup); a larger one is read through the
+  block cache. Either way the file object has `.size` (bytes)."""
   if is_url(path) and 'r' in mode:
     path = os.fspath(path)
     fs = epath.backend.fsspec_backend.fs(path)
-    binary = fs.open(path, 'rb', block_size=READ_BLOCK_BYTES, cache_type='blockcache')
-    return binary if 'b' in mode else _text(binary)
+    try:
+      head = fs.cat_file(path, start=0, end=READ_BLOCK_BYTES)
+    except Exception as e:  # pylint: disable=broad-except
+      if getattr(e, 'code', None) != 416:  # A range of an empty object is "not satisfiable".
+        raise
+      head = b''
+    if len(head) < READ_BLOCK_BYTES:
+      binary = _InMemoryFile(head)
+    else:
+      binary = fs.open(path, 'rb', block_size=READ_BLOCK_BYTES, cache_type='blockcache')
+    return binary if 'b' in mode else io.TextIOWrapper(binary, encoding='utf-8', newline='')
   return epath.Path(path).open(mode)
 
 
-def _text(binary: IO) -> IO:
-  import io  # pylint: disable=g-import-not-at-top
-  return io.TextIOWrapper(binary, encoding='utf-8', newline='')
+class _InMemoryFile(io.BytesIO):
+  """A whole object's bytes as a binary file, with `.size` as gcsfs's file objects have."""
+
+  def __init__(self, data: bytes):
+    super().__init__(data)
+    self.size = len(data)
 
 
 def read_text(path: PathLike) -> str:

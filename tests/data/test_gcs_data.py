@@ -185,17 +185,28 @@ def store_error() -> Exception:
 
 @pytest.fixture
 def fail_reads_of(bucket, monkeypatch):
-  """fail_reads_of(name): every range read of objects called `name` fails with store_error()."""
+  """fail_reads_of(name): every read of objects called `name` (the first block, or a range of a larger one)
+  fails with store_error()."""
   del bucket
   import gcsfs  # pylint: disable=g-import-not-at-top
+  from etils import epath  # pylint: disable=g-import-not-at-top
   fetch_range = gcsfs.core.GCSFile._fetch_range  # pylint: disable=protected-access
+  fs = epath.backend.fsspec_backend.fs('gs://any')  # The one gcsfs instance every gs:// path uses.
+  cat_file = fs.cat_file
 
   def install(name: str):
     def failing(self, start=None, end=None):
       if self.path.endswith('/' + name):
         raise store_error()
       return fetch_range(self, start, end)
+
+    def failing_cat(path, *args, **kwargs):
+      if path.endswith('/' + name):
+        raise store_error()
+      return cat_file(path, *args, **kwargs)
+
     monkeypatch.setattr(gcsfs.core.GCSFile, '_fetch_range', failing)
+    monkeypatch.setattr(fs, 'cat_file', failing_cat)
   return install
 
 

@@ -37,10 +37,13 @@ def test_move_a_folder_keeps_every_file_and_removes_the_source(root):
   assert storage.read_text(storage.join(root, 'moved', '1.txt')) == 'd/1.txt'
 
 
-def test_open_file_reads_with_seeks_through_the_block_cache(root):
+@pytest.mark.parametrize('block_bytes', [1 << 20, 1024])  # The object in memory whole / through the block cache.
+def test_open_file_reads_with_seeks(root, block_bytes, monkeypatch):
+  monkeypatch.setattr(storage, 'READ_BLOCK_BYTES', block_bytes)
   data = os.urandom(3 * 1024 + 7)
   storage.write_bytes(storage.join(root, 'blob'), data)
   with storage.open_file(storage.join(root, 'blob'), 'rb') as f:
+    assert getattr(f, 'size', len(data)) == len(data)
     f.seek(1000)
     assert f.read(10) == data[1000:1010]
     f.seek(0)
