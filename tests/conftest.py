@@ -8,6 +8,9 @@ import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# gcsfs reads this at import, whichever test imports it first: its bucket-type probe asks a control-plane API the
+# GCS emulator does not serve (see tests/testlib.GcsServer).
+os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
 import uuid  # pylint: disable=g-import-not-at-top,g-bad-import-order  (after the environment above)
 
