@@ -66,8 +66,7 @@ def main(argv):
   except OSError as e:  # gcsfs and orbax raise OSErrors once their retries with backoff are spent.
     if not storage.is_url(workdir):
       raise
-    first_line = str(e).splitlines()[0] if str(e) else ''
-    raise storage.StoreError(f'{workdir}: {type(e).__name__}: {first_line}') from e
+    raise storage.StoreError(f'{workdir}: {storage.describe_error(e)}') from e
   logging.info('Done: %s', result)
 
 

@@ -12,9 +12,9 @@ see the old or the new object, never half), and `move` is copy-then-delete.
 from __future__ import annotations
 
 import contextlib
-import io
 import fnmatch
 import glob as glob_lib
+import io
 import os
 import shutil
 import tempfile
@@ -37,6 +37,12 @@ READ_BLOCK_BYTES = 8 << 20
 
 class StoreError(Exception):
   """A bucket that stays unreachable after the client's retries; the message names the path."""
+
+
+def describe_error(error: Exception) -> str:
+  """'TypeName: first line of the message': a client error (credentials, network, HTTP) in one line."""
+  lines = str(error).splitlines()
+  return f'{type(error).__name__}: {lines[0] if lines else ""}'
 
 
 def is_url(path: PathLike) -> bool:

@@ -243,8 +243,7 @@ def _url_exists(key: str, path: str, folder: bool = False) -> bool:
   try:
     return storage.isdir(path) if folder else storage.isfile(path)
   except Exception as e:  # pylint: disable=broad-except  (any client error: credentials, network, permissions)
-    raise InputError(f'{key}: cannot read {path!r} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""})'
-                     ) from None
+    raise InputError(f'{key}: cannot read {path!r} ({storage.describe_error(e)})') from None
 
 
 def _check_writable_folder(workdir: str) -> None:
@@ -256,8 +255,7 @@ def _check_writable_folder(workdir: str) -> None:
       storage.write_text(probe, '')
       storage.remove_tree(probe)
     except Exception as e:  # pylint: disable=broad-except  (any client error: credentials, network, permissions)
-      raise InputError(f'--workdir {workdir!r}: cannot write there ({type(e).__name__}: '
-                       f'{str(e).splitlines()[0] if str(e) else ""})') from None
+      raise InputError(f'--workdir {workdir!r}: cannot write there ({storage.describe_error(e)})') from None
     return
   try:
     os.makedirs(workdir, exist_ok=True)
