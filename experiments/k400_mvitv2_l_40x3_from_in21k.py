@@ -24,8 +24,9 @@ Kinetics recipe of experiments/k400_mvit_b.py with the IN-21K initialisation's s
 LR 1.6e-4 per 512 clips; the warm-up length is not published: 5 epochs here) and PySlowFast's MVITv2_L_40x3 config
 (drop path 0.75, head dropout 0.5, ImageNet mean/std as the image model, 312² crops, 3 test crops x 5 clips,
 activation checkpointing). The paper reaches its number by first training a 16x4 model from the image model and then
-fine-tuning 40x3 from it for 30 epochs; this file trains 40x3 from the image model in one run. Prepare the videos
-with a short side of at least 356 (scripts/prepare_videos.py --short_side 356).
+fine-tuning 40x3 from it for 30 epochs; this file trains 40x3 from the image model in one run. Keep the videos'
+native size or prepare them with a short side of at least 446, the jitter's upper end (scripts/prepare_videos.py
+--short_side 446): the random-resized crops sample boxes of the decoded frames.
 """
 from mvit_jax.train import config as config_lib
 
@@ -44,7 +45,6 @@ def get_config():
   c.eval_batch_size = 64
   d = c.data
   d.crop_size = 312
-  d.train_short_side = 356          # The lower end of PySlowFast's TRAIN_JITTER_SCALES [356, 446].
   d.train_jitter_scales = (356, 446)
   d.test_short_side = 312           # Three 312² crops along the long side of a 312-short-side frame.
   d.test_num_clips, d.test_num_crops = 5, 3

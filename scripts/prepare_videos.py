@@ -3,7 +3,7 @@
 The standard Kinetics speed-up (SlowFast DATASET.md, MMAction2 `resize_videos.py --dense`): with short GOPs a clip
 seek decodes at most 15 extra frames, and small frames decode fast. Runs in parallel (PyAV, libx264).
 
-  python scripts/prepare_videos.py --in_dir RAW --out_dir OUT [--short_side 256] [--gop 16] [--workers N]
+  python scripts/prepare_videos.py --in_dir RAW --out_dir OUT [--short_side 320] [--gop 16] [--workers N]
       [--manifest RAW/train.csv]
 
 Without --manifest, videos are found as RAW/<class>/<video> and classes are numbered in sorted order
@@ -25,7 +25,9 @@ from mvit_jax.data import sources
 _IN_DIR = flags.DEFINE_string('in_dir', None, 'Folder of source videos.', required=True)
 _OUT_DIR = flags.DEFINE_string('out_dir', None, 'Output folder.', required=True)
 _MANIFEST = flags.DEFINE_string('manifest', None, 'Optional input manifest (paths relative to --in_dir).')
-_SHORT_SIDE = flags.DEFINE_integer('short_side', 256, 'Short side of the output (256 or 320 for Kinetics).')
+_SHORT_SIDE = flags.DEFINE_integer(
+    'short_side', 320, 'Short side of the output, at least what the training augmentation samples (320 for the '
+    'Kinetics jitter 256-320); smaller videos keep their size.')
 _GOP = flags.DEFINE_integer('gop', 16, 'Keyframe interval in frames.')
 _CRF = flags.DEFINE_integer('crf', 23, 'libx264 quality (lower is better).')
 _WORKERS = flags.DEFINE_integer('workers', 0, 'Processes (0: all cores).')
@@ -42,7 +44,7 @@ def reencode(src: str, dst: str, *, short_side: int, gop: int, crf: int = 23) ->
       raise decode.DecodeError('no video stream')
     vin = inp.streams.video[0]
     vin.thread_type = 'AUTO'
-    height, width = decode.resized_shape(vin.height, vin.width, short_side)
+    height, width = decode.resized_shape(vin.height, vin.width, min(short_side, vin.height, vin.width))
     height, width = height - height % 2, width - width % 2  # yuv420p needs even sizes.
     with av.open(tmp, 'w', format='mp4') as out:
       vout = out.add_stream('libx264', rate=vin.average_rate or vin.guessed_rate or 30)

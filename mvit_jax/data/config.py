@@ -11,7 +11,9 @@ def default_data_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
 
   # --- Source -----------------------------------------------------------------------------------------------
-  c.dataset_kind = 'manifest'      # 'manifest' (video files) | 'frames' (folders of JPEG frames) | 'tfds'.
+  c.dataset_kind = 'manifest'      # 'manifest' (video files) | 'frames' (folders of JPEG frames) | 'tfds'
+                                   # | 'prepared' (JPEG-frame ArrayRecord shards, mvit_jax.data.prepare)
+                                   # | 'dmvr' (DMVR / Scenic TFRecords of tf.train.SequenceExample).
   c.root = ''                      # Manifest paths are relative to this folder (DATA.PATH_PREFIX).
   c.train_manifest = ''            # `path label` per line, split on the last whitespace (train.csv).
   c.eval_manifest = ''             # Same format (val.csv / test.csv).
@@ -26,6 +28,11 @@ def default_data_config() -> ml_collections.ConfigDict:
   c.tfds_eval_split = 'test'
   c.tfds_video_key = 'video'       # Feature holding the (N, H, W, 3) uint8 frames.
   c.tfds_label_key = 'label'
+  c.train_shards = ''              # 'prepared': the folder `prepare --out` wrote; 'dmvr': a file pattern (glob) of
+  c.eval_shards = ''               # TFRecord files. Local or gs://. Frame rate: from the shards ('prepared'),
+                                   # frames_fps ('dmvr').
+  c.dmvr_image_key = 'image/encoded'     # 'dmvr' kind: feature list of JPEG-encoded frames.
+  c.dmvr_label_key = 'clip/label/index'  # 'dmvr' kind: context int64 feature with the class index (or indices).
 
   # --- Temporal sampling (decoder.py) -----------------------------------------------------------------------
   c.num_frames = 16                # T (DATA.NUM_FRAMES).
@@ -37,8 +44,12 @@ def default_data_config() -> ml_collections.ConfigDict:
   c.use_offset_sampling = True     # Test clips from first to last possible start (DATA.USE_OFFSET_SAMPLING).
 
   # --- Decoding -----------------------------------------------------------------------------------------------
-  c.train_short_side = 256         # Short side after decode for training, before augmentation; 0 keeps native.
-  c.test_short_side = 256          # Short side for evaluation (decode-time resize and eval_transform).
+  # Training frames are resized once, by the augmentation, from native frames (PySlowFast). A decode-time size
+  # only saves CPU on large videos and may not go below what the augmentation samples: 0 (native) with
+  # random-resized crops, 0 or >= max(train_jitter_scales) with short-side jitter (checked with the config).
+  c.train_short_side = 0
+  c.test_short_side = 256          # One-crop test views: short side (decode-time resize), then the centre crop;
+                                   # three-crop views are cut from a short side of crop_size.
   c.decode_threads = 1             # PyAV codec threads per decode (keep 1 when using several workers).
 
   # --- Augmentation (transforms.py) ------------------------------------------------------------------------

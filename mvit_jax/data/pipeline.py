@@ -157,8 +157,8 @@ class _EvalExample(grain.transforms.Map):
       frames = last[1]
     else:
       try:
-        frames = self.source.load(
-            index, lambda n, fps: sampling.test_clip_indices(n, fps, clip_idx, cfg), cfg.test_short_side).frames
+        frames = self.source.load(index, lambda n, fps: sampling.test_clip_indices(n, fps, clip_idx, cfg),
+                                  transforms.eval_short_side(cfg)).frames
       except decode.DecodeError as e:
         _log_decode_error(self.source.describe(index), e)
         return self._masked_row(index, view, failed=index)

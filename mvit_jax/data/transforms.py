@@ -136,9 +136,31 @@ def random_short_side_jitter_crop(frames: np.ndarray, rng: np.random.Generator, 
   height, width = short_side_shape(frames.shape[1], frames.shape[2], scale)
   top = int(rng.integers(0, height - size + 1))
   left = int(rng.integers(0, width - size + 1))
-  # Resizing only the source rows/columns the crop needs would save work, but cv2.resize cannot take a
-  # fractional source window, so the whole frame is resized.
-  return crop(resize(frames, height, width), (top, left, size, size))
+  return resized_window(frames, (height, width), (top, left, size, size))
+
+
+def resized_window(frames: np.ndarray, shape: tuple[int, int], box: Box) -> np.ndarray:
+  """`crop(resize(frames, *shape), box)` computed from the source pixels the window needs: (T, h, w, 3) uint8
+  (a view of `frames` when `shape` is their size).
+
+  One bilinear warp per frame maps each output pixel centre to the source position `cv2.resize` samples for it
+  (x_src = (x + 0.5) * W / width - 0.5), so the frames are resized once, at the window's size: 4x less CPU than
+  resizing whole 320-line frames, within one level of the two-step result (OpenCV's warp interpolates at 1/32
+  pixel, its resize at 1/2048).
+  """
+  top, left, height, width = box
+  if top < 0 or left < 0 or top + height > shape[0] or left + width > shape[1]:
+    raise ValueError(f'Crop box {box} does not fit in frames of size {shape}.')
+  if tuple(shape) == frames.shape[1:3]:
+    return crop(frames, box)
+  scale_y, scale_x = frames.shape[1] / shape[0], frames.shape[2] / shape[1]
+  to_source = np.array([[scale_x, 0.0, (left + 0.5) * scale_x - 0.5],
+                        [0.0, scale_y, (top + 0.5) * scale_y - 0.5]])
+  out = np.empty((frames.shape[0], height, width, 3), np.uint8)
+  for t in range(frames.shape[0]):
+    cv2.warpAffine(frames[t], to_source, (width, height), dst=out[t],
+                   flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
+  return out
 
 
 def horizontal_flip(frames: np.ndarray) -> np.ndarray:
@@ -404,12 +426,23 @@ def train_transform(frames: np.ndarray, rng: np.random.Generator, cfg) -> np.nda
   return frames
 
 
+def eval_short_side(cfg) -> int:
+  """The short side test views are cut from: cfg.test_short_side for one centre crop, cfg.crop_size for three
+  crops along the long side (PySlowFast's TEST_CROP_SIZE). Sources decode at this size, so a view is resized once."""
+  if cfg.test_num_crops == 1:
+    return cfg.test_short_side
+  if cfg.test_num_crops == 3:
+    return cfg.crop_size
+  raise ValueError(f'test_num_crops must be 1 or 3, got {cfg.test_num_crops}.')
+
+
 def eval_transform(frames: np.ndarray, spatial_idx: int, num_crops: int, cfg) -> np.ndarray:
   """Test view of one clip: (T, H, W, 3) uint8 -> (T, crop, crop, 3) uint8, C-contiguous.
 
   One crop: short side resized to cfg.test_short_side, centre crop (`spatial_idx` ignored). Three crops: short
   side resized to cfg.crop_size, crop `spatial_idx` (0/1/2 = left/centre/right along the long side), as
-  PySlowFast's test mode does. Normalisation is `device_preprocess.preprocess_on_device`'s.
+  PySlowFast's test mode does. Frames decoded at `eval_short_side(cfg)` are not resized again. Normalisation is
+  `device_preprocess.preprocess_on_device`'s.
   """
   _check_clip(frames)
   if num_crops == 1:

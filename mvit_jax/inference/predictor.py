@@ -78,8 +78,8 @@ def eval_views(source, index: int, cfg) -> np.ndarray:
   for view in range(cfg.test_num_clips * cfg.test_num_crops):
     clip_idx, crop_idx = sampling.test_view(view, cfg.test_num_crops)
     if clip_idx not in clips:  # Views of one clip differ only in the spatial crop: decode it once.
-      clips[clip_idx] = source.load(
-          index, lambda n, fps, c=clip_idx: sampling.test_clip_indices(n, fps, c, cfg), cfg.test_short_side).frames
+      clips[clip_idx] = source.load(index, lambda n, fps, c=clip_idx: sampling.test_clip_indices(n, fps, c, cfg),
+                                    transforms.eval_short_side(cfg)).frames
     views.append(transforms.eval_transform(clips[clip_idx], crop_idx, cfg.test_num_crops, cfg))
   return np.stack(views)
 

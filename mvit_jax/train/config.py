@@ -36,7 +36,7 @@ REMAT_POLICIES = ('', 'full', 'nothing_saveable', 'everything_saveable', 'dots_s
                   'dots_with_no_batch_dims_saveable')
 
 
-DATASET_KINDS = ('manifest', 'frames', 'tfds')
+DATASET_KINDS = ('manifest', 'frames', 'tfds', 'prepared', 'dmvr')
 
 
 class ConfigError(InputError):
@@ -216,6 +216,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.data.dataset_kind not in DATASET_KINDS:
     raise ConfigError(f'config.data.dataset_kind {config.data.dataset_kind!r} is not one of {DATASET_KINDS}'
                       f'{did_you_mean(config.data.dataset_kind, DATASET_KINDS)}')
+  _check_decode_size(config.data)
   # Deferred: experiment files import this module, and the model zoo pulls in flax and orbax.
   from mvit_jax.models import adapt, variants  # pylint: disable=g-import-not-at-top
   if config.init_from_inflate not in adapt.INFLATE_MODES:
@@ -224,6 +225,18 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.model.name not in variants.VARIANTS:
     raise ConfigError(f'config.model.name {config.model.name!r} is not a model'
                       f'{did_you_mean(config.model.name, variants.VARIANTS)}; known: {", ".join(variants.VARIANTS)}')
+
+
+def _check_decode_size(data: ml_collections.ConfigDict) -> None:
+  """A decode-time resize below what the training augmentation samples would make it upscale blurred frames."""
+  if not data.train_short_side:
+    return
+  if data.random_resized_crop:
+    raise ConfigError(f'config.data.train_short_side must be 0 with random_resized_crop (its boxes are fractions of '
+                      f'the native frame; decoding at {data.train_short_side} makes it upscale them)')
+  if data.train_short_side < max(data.train_jitter_scales):
+    raise ConfigError(f'config.data.train_short_side {data.train_short_side} is below the short-side jitter\'s '
+                      f'upper end {max(data.train_jitter_scales)}: use 0 (native) or >= {max(data.train_jitter_scales)}')
 
 
 def _check_readable_file(key: str, path: str) -> None:

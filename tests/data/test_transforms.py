@@ -135,29 +135,53 @@ def test_short_side_jitter_crop_covers_every_offset():
   assert offsets == {(t, l) for t in range(5) for l in range(9)}
 
 
-def _jitter_scale(clip, out, scales):
-  """The short side s in `scales` for which `out` is a window of `clip` resized to short side s."""
-  size = out.shape[1]
-  for scale in scales:
-    resized = transforms.resize_short_side(clip, scale)
-    for top, left in np.argwhere((resized[0] == out[0, 0, 0]).all(-1)):
-      if np.array_equal(resized[:, top:top + size, left:left + size], out):
-        return scale
-  raise AssertionError('output is no window of a resized clip')
+def _replay_jitter(seed, shape, size, scales, inverse_uniform=False):
+  """The scale and the window of the resized frame that random_short_side_jitter_crop draws with `seed`."""
+  rng = np.random.default_rng(seed)
+  lo, hi = scales
+  scale = int(round(1.0 / rng.uniform(1.0 / hi, 1.0 / lo))) if inverse_uniform else int(round(rng.uniform(lo, hi)))
+  height, width = transforms.short_side_shape(*shape, scale)
+  return scale, (height, width), (int(rng.integers(0, height - size + 1)), int(rng.integers(0, width - size + 1)))
+
+
+def test_short_side_jitter_crop_resizes_once_like_resize_then_crop():
+  clip = smooth_clip(num_frames=3, height=48, width=64)
+  for seed in range(20):
+    out = transforms.random_short_side_jitter_crop(clip, np.random.default_rng(seed), 36, (36, 90))
+    _, shape, (top, left) = _replay_jitter(seed, clip.shape[1:3], 36, (36, 90))
+    two_step = transforms.crop(transforms.resize(clip, *shape), (top, left, 36, 36))
+    diff = np.abs(out.astype(np.int16) - two_step)
+    assert diff.max() <= 1 and diff.mean() < 0.3, (seed, diff.max(), diff.mean())
 
 
 def test_short_side_jitter_scale_range():
   clip = smooth_clip(num_frames=1, height=16, width=24)
   medians = {}
   for inverse_uniform in (False, True):
-    scales = [_jitter_scale(clip, transforms.random_short_side_jitter_crop(
-        clip, np.random.default_rng(seed), 38, (40, 120), inverse_uniform), range(40, 121)) for seed in range(60)]
+    scales = []
+    for seed in range(60):
+      out = transforms.random_short_side_jitter_crop(clip, np.random.default_rng(seed), 38, (40, 120), inverse_uniform)
+      scale, shape, (top, left) = _replay_jitter(seed, clip.shape[1:3], 38, (40, 120), inverse_uniform)
+      two_step = transforms.crop(transforms.resize(clip, *shape), (top, left, 38, 38))
+      assert np.abs(out.astype(np.int16) - two_step).max() <= 1
+      scales.append(scale)
     assert min(scales) <= 45 and max(scales) >= 110
     medians[inverse_uniform] = np.median(scales)
   # Uniform scale: median 80. Uniform 1/scale: median 1 / mean(1/40, 1/120) = 60.
   assert 70 < medians[False] < 92 and 50 < medians[True] < 68
   with pytest.raises(ValueError, match='crop_size'):
     transforms.random_short_side_jitter_crop(clip, np.random.default_rng(0), 32, (20, 40))
+
+
+def test_test_views_decode_at_the_size_they_are_cut_from():
+  cfg = identity_cfg()
+  cfg.test_short_side, cfg.crop_size = 40, 32
+  cfg.test_num_crops = 1
+  assert transforms.eval_short_side(cfg) == 40
+  cfg.test_num_crops = 3  # PySlowFast: three crops along the long side of a crop_size short side.
+  assert transforms.eval_short_side(cfg) == 32
+  clip = smooth_clip(num_frames=2, height=32, width=48)  # Decoded at eval_short_side: cropped, not resized.
+  np.testing.assert_array_equal(transforms.eval_transform(clip, 2, 3, cfg), clip[:, :, 16:48])
 
 
 def test_horizontal_flip_mirrors_every_frame():

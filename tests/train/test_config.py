@@ -46,6 +46,10 @@ def _bad(mutate):
     (lambda d: d.update(remat_policy='everything'), r'config\.remat_policy'),
     (lambda d: d.update(batch_size=0), r'config\.batch_size must be >= 1'),
     (lambda d: d.update(compilation_cache_dir='/cache/{run}'), r"config\.compilation_cache_dir may hold '\{workdir\}'"),
+    # A decode-time resize below what the augmentation samples makes it upscale (resize once, from native frames).
+    (lambda d: d['data'].update(train_short_side=256), r'config\.data\.train_short_side must be 0 with random_resized'),
+    (lambda d: d['data'].update(train_short_side=256, random_resized_crop=False, train_jitter_scales=(256, 320)),
+     r"config\.data\.train_short_side 256 is below the short-side jitter's upper end 320"),
 ])
 def test_bad_keys_and_types_name_the_key(mutate, message):
   with pytest.raises(config_lib.ConfigError, match=message):
