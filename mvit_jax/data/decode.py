@@ -7,14 +7,19 @@ frames because the sampler clamps indices (sampling.py). Only the first video st
 video streams are ignored.
 
 Hand-written rather than a library call: PyAV has no "decode these indices" API, and the selective seek + forward
-decode + convert-only-the-sampled-frames loop is what makes decoding a 16x4 clip cheap.
+decode (leaving out the non-reference frames no index resolves to) + convert-only-the-sampled-frames loop is what
+makes decoding a 16x4 clip cheap. scripts/bench_decode.py compares it with FFmpeg threading, OpenCV, torchcodec and
+decord2.
 
 Paths may be bucket URLs (mvit_jax.system.storage): a file that cannot be fetched fails like a corrupt one.
 """
+import bisect
+import collections
 from collections.abc import Callable
 import contextlib
 import dataclasses
 import io
+import math
 import os
 
 import av
@@ -29,6 +34,8 @@ cv2.setNumThreads(1)  # Loaders and `scan` run one process per core; OpenCV's ow
 # EOF this many nominal frames (or this fraction of the video) before a requested frame means a truncated file.
 _MAX_MISSING_FRAMES = 2
 _MAX_MISSING_FRACTION = 0.05
+# Packets whose timestamps may prove a frame unused: more than an H.264 reorder depth (x264: up to 16 B frames).
+_LOOKBACK_PACKETS = 32
 
 
 class DecodeError(Exception):
@@ -61,11 +68,14 @@ def resized_shape(height: int, width: int, short_side: int) -> tuple[int, int]:
   return int(round(height * short_side / width)), short_side
 
 
-def decode_video(path: str, index_fn: IndexFn, *, short_side: int = 0, threads: int = 1) -> Clip:
+def decode_video(path: str, index_fn: IndexFn, *, short_side: int = 0, threads: int = 1,
+                 skip_unused: bool = True) -> Clip:
   """Decodes the frames `index_fn(num_video_frames, fps)` asks for from a video file.
 
-  Seeks to the keyframe before the first requested frame, decodes forward until the last one, RGB-converts (and
-  resizes to `short_side`) only the requested frames, and closes the file. Raises DecodeError naming the cause.
+  Seeks to the keyframe before the first requested frame, decodes forward until the last one (skipping the
+  non-reference frames that no requested index resolves to, unless `skip_unused` is False: the reference the
+  tests and scripts/bench_decode.py compare against), RGB-converts (and resizes to `short_side`) only the
+  requested frames, and closes the file. Raises DecodeError naming the cause.
   """
   with contextlib.ExitStack() as open_files:
     container = _open(path, open_files)
@@ -79,7 +89,7 @@ def decode_video(path: str, index_fn: IndexFn, *, short_side: int = 0, threads: 
       stream.codec_context.thread_count = threads
       if threads != 1:
         stream.thread_type = 'AUTO'
-      return _decode(container, stream, index_fn, short_side)
+      return _decode(container, stream, index_fn, short_side, skip_unused)
     except DecodeError:
       raise
     except Exception as e:  # Anything the demuxer/decoder (or a store's read) throws is a property of this file.
@@ -110,7 +120,7 @@ def _open(path: str, open_files: contextlib.ExitStack):
     raise DecodeError(f'cannot open: {e}') from None
 
 
-def _decode(container, stream, index_fn, short_side):
+def _decode(container, stream, index_fn, short_side, skip_unused):
   fps = float(stream.average_rate or stream.guessed_rate or 0)
   tb = float(stream.time_base)
   start_pts = stream.start_time or 0
@@ -125,9 +135,10 @@ def _decode(container, stream, index_fn, short_side):
   frame_pts = 1.0 / fps / float(stream.time_base)
   thresholds = start_pts + (wanted + 0.5) * frame_pts
   try:
-    result = _decode_forward(container, stream, thresholds, short_side, seek_pts=thresholds[0] - 2 * frame_pts)
+    result = _decode_forward(container, stream, thresholds, short_side, skip_unused,
+                             seek_pts=thresholds[0] - 2 * frame_pts)
     if result is None:  # The seek landed after the first wanted frame (imprecise index): decode from the start.
-      result = _decode_forward(container, stream, thresholds, short_side, seek_pts=start_pts)
+      result = _decode_forward(container, stream, thresholds, short_side, skip_unused, seek_pts=start_pts)
   except _UnusableTimestamps:
     result = None
   if result is None:  # Timestamps out of order or late (e.g. AVI with B-frames): count frames instead.
@@ -145,7 +156,7 @@ def _decode(container, stream, index_fn, short_side):
   return Clip(frames, indices, fps, num_video_frames, num_decoded)
 
 
-def _decode_forward(container, stream, thresholds, short_side, seek_pts):
+def _decode_forward(container, stream, thresholds, short_side, skip_unused, seek_pts):
   """Seeks to the keyframe at or before `seek_pts` and decodes forward until the last of `thresholds`.
 
   Returns (RGB arrays for the thresholds reached, pts of the last frame, its RGB array or None, frames decoded),
@@ -153,7 +164,8 @@ def _decode_forward(container, stream, thresholds, short_side, seek_pts):
   """
   container.seek(max(int(seek_pts), stream.start_time or 0), backward=True, any_frame=False, stream=stream)
   arrays, held, held_pts, held_array, num_decoded, j = [], None, None, None, 0, 0
-  for frame in container.decode(stream):
+  frames = _decode_needed(container, stream, thresholds) if skip_unused else container.decode(stream)
+  for frame in frames:
     pts = frame.pts if frame.pts is not None else frame.dts
     if pts is None or (held_pts is not None and pts <= held_pts):
       raise _UnusableTimestamps()
@@ -173,10 +185,40 @@ def _decode_forward(container, stream, thresholds, short_side, seek_pts):
   return arrays, held_pts, _to_rgb(held, short_side) if held_array is None else held_array, num_decoded
 
 
+def _decode_needed(container, stream, thresholds):
+  """Decodes the stream from the current position, skipping non-reference frames that no threshold can resolve to.
+
+  Index i resolves to the last frame with pts <= its threshold, so a frame with pts p is never used when another
+  frame has pts in (p, t], t the first threshold >= p. The packets demuxed so far tell that: in decode order a
+  frame's later-shown reference frames come before it (the P frame before the B frames that precede it on screen),
+  so most B frames between the sampled ones, and before the first, are known to be unused when they arrive.
+  Those packets go to the decoder with skip_frame NONREF: it drops them if they are non-reference frames (nothing
+  else depends on them) and decodes them normally if they are not, so the output frames that a threshold resolves
+  to are the same as when every frame is decoded. Hand-written because FFmpeg decides skips per frame type only,
+  and PyAV has no frame selection.
+  """
+  codec, thresholds = stream.codec_context, thresholds.tolist()
+  recent = collections.deque(maxlen=_LOOKBACK_PACKETS)
+  codec.skip_frame = current = 'DEFAULT'
+  for packet in container.demux(stream):
+    pts, skip = packet.pts, 'DEFAULT'
+    if pts is not None:
+      k = bisect.bisect_left(thresholds, pts)
+      limit = thresholds[k] if k < len(thresholds) else math.inf
+      if any(pts < q <= limit for q in recent):
+        skip = 'NONREF'
+      recent.append(pts)
+    if skip != current:
+      codec.skip_frame = current = skip
+    yield from packet.decode()
+  codec.skip_frame = 'DEFAULT'
+
+
 def _decode_all(container, stream, index_fn, short_side, fps):
   """Fallback when the header lacks frame rate or length, or timestamps are unusable: decode everything (kept
   as YUV frames, RGB-converting only the requested ones) and index frames in output order. `fps` is the header's
   rate, or 0 to estimate it from the timestamps (30 when they do not tell)."""
+  stream.codec_context.skip_frame = 'DEFAULT'  # A selective forward decode may have stopped while skipping.
   frames = list(container.decode(stream))
   if not frames:
     raise DecodeError('no decodable video frames')

@@ -23,13 +23,14 @@ from mvit_jax.system import storage
 
 
 def write_video(path: str, frames: Iterable[np.ndarray], fps: float = 30, *, pts: Sequence[int] | None = None,
-                time_base: fractions.Fraction | None = None, gop: int = 16, codec: str = 'libx264',
+                time_base: fractions.Fraction | None = None, gop: int | None = 16, codec: str = 'libx264',
                 crf: int = 18, preset: str = 'ultrafast', audio_seconds: float = 0.0,
                 faststart: bool = False) -> None:
   """Encodes uint8 RGB frames (H, W, 3) (H, W even) to `path`.
 
-  pts/time_base give explicit timestamps (variable frame rate); gop is the keyframe interval; preset is x264's
-  (ultrafast has no B-frames, slower presets have); audio_seconds > 0 adds
+  pts/time_base give explicit timestamps (variable frame rate); gop is the keyframe interval (None: x264's default,
+  up to 250 frames and at scene cuts); preset is x264's (ultrafast has no B-frames, slower presets have, 'medium'
+  is x264's default: 3 B-frames, b-pyramid); audio_seconds > 0 adds
   a silent AAC stream; faststart puts the index at the front (a truncated copy then still opens).
   """
   frames = iter(frames)
@@ -39,7 +40,8 @@ def write_video(path: str, frames: Iterable[np.ndarray], fps: float = 30, *, pts
     stream = container.add_stream(codec, rate=fractions.Fraction(fps).limit_denominator(1001))
     stream.height, stream.width = first.shape[:2]
     stream.pix_fmt = 'yuv420p'
-    stream.options = {'g': str(gop), 'preset': preset, 'crf': str(crf)} if codec == 'libx264' else {}
+    x264 = {'preset': preset, 'crf': str(crf)} | ({} if gop is None else {'g': str(gop)})
+    stream.options = x264 if codec == 'libx264' else {}
     if time_base is not None:
       stream.time_base = time_base
     audio = container.add_stream('aac', rate=16000) if audio_seconds > 0 else None

@@ -1,4 +1,5 @@
 """PyAV decoding: the right frames, only as many as needed, by timestamp on VFR files, and clear errors."""
+import fractions
 import os
 
 import av
@@ -7,6 +8,7 @@ import pytest
 from PIL import Image
 
 from mvit_jax.data import decode
+from mvit_jax.data import sampling
 from mvit_jax.data import synthetic
 from tests import testlib
 
@@ -183,3 +185,58 @@ def test_rgb_conversion_is_bt601_and_honours_other_colour_spaces(colorspace, fas
   else:  # BT.709-tagged: swscale, which reads the frame's colour space.
     np.testing.assert_array_equal(rgb, swscale)
   np.testing.assert_array_equal(decode._to_rgb(frame, 24), frame.to_ndarray(format='rgb24', width=32, height=24))
+
+
+@pytest.fixture(scope='module')
+def b_frame_videos(tmp_path_factory):
+  """x264's defaults (keyframes up to 250 apart, 3 B-frames with b-pyramid): moving squares + noise, constant
+  and variable frame rate, and frames coding their index."""
+  d = tmp_path_factory.mktemp('b_frames')
+  motion = synthetic.motion_frames(2, np.random.default_rng(0), num_frames=200, height=48, width=64, speed=2.0)
+  paths = {'motion': str(d / 'motion.mp4'), 'vfr': str(d / 'vfr.mp4'), 'codes': str(d / 'codes.mp4')}
+  synthetic.write_video(paths['motion'], motion, fps=30, gop=None, preset='medium')
+  vfr_pts = np.sort(np.random.default_rng(1).choice(400, size=200, replace=False)).tolist()  # Gaps of 1-n frames.
+  synthetic.write_video(paths['vfr'], motion, gop=None, preset='medium', pts=vfr_pts,
+                        time_base=fractions.Fraction(1, 30))
+  synthetic.write_video(paths['codes'], (testlib.code_frame(i) for i in range(200)), fps=30, gop=None,
+                        preset='medium')
+  return paths
+
+
+def _every_frame_reference(path, indices):
+  """Frames (N, H, W, 3) for `indices` by the documented rule, from a decode of every frame of the file."""
+  with av.open(path) as container:
+    stream = container.streams.video[0]
+    fps, start = float(stream.average_rate), stream.start_time or 0
+    frames = list(container.decode(stream))
+    tb = float(stream.time_base)
+  pts = np.array([f.pts for f in frames])
+  chosen = [np.searchsorted(pts, start + (i + 0.5) / fps / tb, side='right') - 1 for i in indices]
+  return np.stack([decode._to_rgb(frames[max(k, 0)], 0) for k in chosen])
+
+
+def test_b_frame_videos_have_b_frames_and_long_gops(b_frame_videos):
+  with av.open(b_frame_videos['motion']) as container:
+    frames = list(container.decode(video=0))
+  assert sum(f.key_frame for f in frames) <= 4  # Scene cuts add some to the one every 250 frames.
+  assert sum(f.pict_type == av.video.frame.PictureType.B for f in frames) > len(frames) // 3
+
+
+@pytest.mark.parametrize('name', ['motion', 'vfr', 'codes'])
+def test_skipping_unused_frames_gives_identical_clips(b_frame_videos, name):
+  path = b_frame_videos[name]
+  rng = np.random.default_rng(2)
+  clips = [sampling.clip_indices(s, s + 63, 16, 200) for s in rng.integers(0, 137, size=6)]
+  clips += [sampling.segment_indices(200, 8, rng), np.array([199, 5, 6, 6, 120, 0]), np.array([198, 199])]
+  total_decoded = {True: 0, False: 0}
+  for indices in clips:
+    reference = decode.decode_video(path, indices_fn(indices), skip_unused=False)
+    for threads in (1, 2):
+      clip = decode.decode_video(path, indices_fn(indices), threads=threads)
+      np.testing.assert_array_equal(clip.frames, reference.frames)
+    np.testing.assert_array_equal(clip.frames, _every_frame_reference(path, indices))
+    if name == 'codes':
+      np.testing.assert_array_equal(testlib.read_codes(clip.frames), indices)
+    total_decoded[True] += clip.num_decoded
+    total_decoded[False] += reference.num_decoded
+  assert total_decoded[True] < 0.75 * total_decoded[False]
