@@ -134,6 +134,9 @@ def num_classes_from_config(cfg) -> int:
     return len(read_class_names(cfg.classes_file))
   if cfg.dataset_kind == 'tfds':
     return _tfds_builder(cfg).info.features[cfg.tfds_label_key].num_classes
+  if cfg.dataset_kind == 'dmvr':
+    from mvit_jax.data import dmvr  # pylint: disable=g-import-not-at-top  (its protobuf classes: this kind only)
+    return dmvr.num_classes_from_config(cfg)
   manifest = cfg.train_manifest or cfg.eval_manifest
   if not manifest:
     raise ManifestError('data config needs num_classes, classes_file or a manifest to count classes from')
@@ -243,6 +246,9 @@ def make_source(cfg, split: str, num_classes: int):
     return TfdsSource(cfg.tfds_name, cfg.tfds_train_split if split == 'train' else cfg.tfds_eval_split,
                       data_dir=cfg.tfds_data_dir, fps=cfg.frames_fps, video_key=cfg.tfds_video_key,
                       label_key=cfg.tfds_label_key)
+  if cfg.dataset_kind == 'dmvr':
+    from mvit_jax.data import dmvr  # pylint: disable=g-import-not-at-top  (its protobuf classes: this kind only)
+    return dmvr.source_from_config(cfg, split, num_classes)
   manifest = cfg.train_manifest if split == 'train' else cfg.eval_manifest
   if not manifest:
     raise ManifestError(f'data config has no {split}_manifest')

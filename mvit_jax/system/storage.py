@@ -155,6 +155,22 @@ def read_bytes(path: PathLike) -> bytes:
   return epath.Path(path).read_bytes()
 
 
+def read_range(path: PathLike, start: int, length: int) -> bytes:
+  """Bytes [start, start + length) of a file (fewer where it ends first, none from its end on); a URL's with one
+  ranged request."""
+  if is_url(path):
+    path = os.fspath(path)
+    try:
+      return epath.backend.fsspec_backend.fs(path).cat_file(path, start=start, end=start + length)
+    except Exception as e:  # pylint: disable=broad-except
+      if getattr(e, 'code', None) != 416:  # A range from the end of the object on is "not satisfiable".
+        raise
+      return b''
+  with open(path, 'rb') as f:
+    f.seek(start)
+    return f.read(length)
+
+
 def write_text(path: PathLike, text: str) -> None:
   """Writes `text` so that a reader sees the old file or the new one, never half (local: temporary file, then
   rename; a bucket object is replaced whole)."""

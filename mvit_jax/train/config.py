@@ -278,8 +278,30 @@ def _check_writable_folder(workdir: str) -> None:
     raise InputError(f'--workdir {workdir!r}: cannot write there ({e.strerror}: {e.filename or workdir})') from None
 
 
+def _check_dmvr_shards(config: ml_collections.ConfigDict) -> None:
+  """dataset_kind 'dmvr': the train glob in mode 'train', the eval glob when the run evaluates, must match files."""
+  from mvit_jax.data import dmvr  # pylint: disable=g-import-not-at-top  (its protobuf classes: this kind only)
+  data = config.data
+  evaluates = config.mode == 'eval' or config.eval_every_steps >= 0
+  for key, needed in (('train_shards', config.mode == 'train'), ('eval_shards', evaluates)):
+    if data[key]:
+      try:
+        files = dmvr.list_files(data[key])
+      except Exception as e:  # pylint: disable=broad-except  (OSError, or a store's error after its retries)
+        raise InputError(f'config.data.{key}: cannot list {data[key]!r}: {storage.describe_error(e)}') from None
+      if not files:
+        raise InputError(f'config.data.{key}: no files match {data[key]!r}')
+    elif needed:
+      raise InputError(f"config.data.{key} is empty: dataset_kind 'dmvr' reads a glob of TFRecord files there")
+  if data.classes_file:
+    _check_readable_file('config.data.classes_file', data.classes_file)
+
+
 def _check_data_paths(config: ml_collections.ConfigDict) -> None:
   data = config.data
+  if data.dataset_kind == 'dmvr':
+    _check_dmvr_shards(config)
+    return
   if data.root and storage.is_url(data.root):
     if not _url_exists('config.data.root', data.root, folder=True):
       raise InputError(f'config.data.root: nothing under {data.root!r}')
