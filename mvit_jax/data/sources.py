@@ -137,6 +137,9 @@ def num_classes_from_config(cfg) -> int:
   if cfg.dataset_kind == 'dmvr':
     from mvit_jax.data import dmvr  # pylint: disable=g-import-not-at-top  (its protobuf classes: this kind only)
     return dmvr.num_classes_from_config(cfg)
+  if cfg.dataset_kind == 'prepared':
+    from mvit_jax.data import prepared  # pylint: disable=g-import-not-at-top  (array_record: this kind only)
+    return prepared.num_classes(cfg.train_shards or cfg.eval_shards)
   manifest = cfg.train_manifest or cfg.eval_manifest
   if not manifest:
     raise ManifestError('data config needs num_classes, classes_file or a manifest to count classes from')
@@ -249,6 +252,12 @@ def make_source(cfg, split: str, num_classes: int):
   if cfg.dataset_kind == 'dmvr':
     from mvit_jax.data import dmvr  # pylint: disable=g-import-not-at-top  (its protobuf classes: this kind only)
     return dmvr.source_from_config(cfg, split, num_classes)
+  if cfg.dataset_kind == 'prepared':
+    from mvit_jax.data import prepared  # pylint: disable=g-import-not-at-top  (array_record: this kind only)
+    folder = cfg.train_shards if split == 'train' else cfg.eval_shards
+    if not folder:
+      raise ManifestError(f'data config has no {split}_shards')
+    return prepared.PreparedSource(folder, num_classes=num_classes)
   manifest = cfg.train_manifest if split == 'train' else cfg.eval_manifest
   if not manifest:
     raise ManifestError(f'data config has no {split}_manifest')

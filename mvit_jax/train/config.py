@@ -297,10 +297,30 @@ def _check_dmvr_shards(config: ml_collections.ConfigDict) -> None:
     _check_readable_file('config.data.classes_file', data.classes_file)
 
 
+def _check_prepared_shards(config: ml_collections.ConfigDict) -> None:
+  """dataset_kind 'prepared': the train folder in mode 'train', the eval folder when the run evaluates, must hold
+  the index that `python -m mvit_jax.data.prepare` writes last."""
+  data = config.data
+  evaluates = config.mode == 'eval' or config.eval_every_steps >= 0
+  for key, needed in (('train_shards', config.mode == 'train'), ('eval_shards', evaluates)):
+    if data[key]:
+      if not _url_exists(f'config.data.{key}', storage.join(data[key], 'index.json')):
+        raise InputError(f'config.data.{key}: {data[key]!r} holds no index.json (not a prepared folder, or '
+                         'prepare has not finished)')
+    elif needed:
+      raise InputError(f"config.data.{key} is empty: dataset_kind 'prepared' reads a folder `prepare --out` "
+                       'wrote there')
+  if data.classes_file:
+    _check_readable_file('config.data.classes_file', data.classes_file)
+
+
 def _check_data_paths(config: ml_collections.ConfigDict) -> None:
   data = config.data
   if data.dataset_kind == 'dmvr':
     _check_dmvr_shards(config)
+    return
+  if data.dataset_kind == 'prepared':
+    _check_prepared_shards(config)
     return
   if data.root and storage.is_url(data.root):
     if not _url_exists('config.data.root', data.root, folder=True):
