@@ -197,8 +197,9 @@ def test_an_unreadable_record_is_a_decode_error(shards, tmp_path):
   assert source.load(0, lambda n, fps: np.array([0]), 0).frames.shape == (1, HEIGHT, WIDTH, 3)
 
 
-def test_training_on_prepared_shards_resumes_bitwise(videos, shards):
-  cfg = make_config(videos, shards, 'prepared', randaugment=True, random_erasing_prob=0.5)
+@pytest.mark.parametrize('num_workers', [0, pytest.param(2, marks=pytest.mark.slow)])
+def test_training_on_prepared_shards_resumes_bitwise(videos, shards, num_workers):
+  cfg = make_config(videos, shards, 'prepared', randaugment=True, random_erasing_prob=0.5, num_workers=num_workers)
   kwargs = dict(num_classes=NUM_CLASSES, global_batch_size=4, seed=1, process_index=0, process_count=1)
   it = pipeline.make_train_iterator(cfg, **kwargs)
   [next(it) for _ in range(2)]  # pylint: disable=expression-not-assigned
