@@ -14,6 +14,15 @@ emulator's and the proxy's, which a real store spends elsewhere.
 
   python scripts/bench_data.py [--num_videos 8] [--clips 64] [--workers 0,1,2] [--augment light|full] [--gcs]
 
+With --sources video,prepared,dmvr it instead compares the three sources on the same Kinetics-like videos (short
+side 256-320, x264 defaults): video files, prepared shards (python -m mvit_jax.data.prepare) and DMVR TFRecords,
+each with the Kinetics recipe (jitter 256-320, crop 224, flip) and the full MViT-B recipe (random-resized crop,
+RandAugment, 2 repeated samples; erasing and mixup on the device), at each worker count; "clips/s/core" is
+1000 / CPU ms per clip (all processes). Last, the host cores one chip needs at 35% MFU for MViT-B 16x4 and
+MViTv2-S 16x4 on TPU v5e, v5p and H100 with each source and recipe:
+
+  python scripts/bench_data.py --sources video,prepared,dmvr --num_videos 48 --workers 1,2 --clips 64
+
 --augment light: random-resized crop + flip; full: the MViT recipe (RandAugment m7 n4; erasing 0.25 on the
 device). The loaders ship uint8 clips; normalisation + erasing run on the accelerator, and their cost there is
 timed last, on this machine's JAX backend.
@@ -29,6 +38,7 @@ import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -44,6 +54,7 @@ from mvit_jax.data import config as config_lib
 from mvit_jax.data import decode
 from mvit_jax.data import pipeline
 from mvit_jax.data import sampling
+from mvit_jax.data import sources
 from mvit_jax.data import synthetic
 from mvit_jax.data import transforms
 from mvit_jax.system import storage
@@ -57,6 +68,9 @@ _REPEATS = flags.DEFINE_integer('repeats', 3, 'Each rate is the best of this man
 _VIDEO_DIR = flags.DEFINE_string('video_dir', '/tmp/mvit_bench_videos', 'Where the test videos live.')
 _GCS = flags.DEFINE_bool('gcs', False, 'Also time the pipeline with the videos in a bucket on fake-gcs-server.')
 _GCS_LATENCY_MS = flags.DEFINE_float('gcs_latency_ms', 30.0, 'Delay added to every request to the bucket.')
+_SOURCES = flags.DEFINE_list(
+    'sources', [], 'Instead of the above: compare these sources (video, prepared, dmvr) on Kinetics-like videos, '
+    'with the Kinetics and the full MViT-B recipe, and print the host cores an accelerator chip needs.')
 
 WIDTH, HEIGHT, FPS, SECONDS = (synthetic.BENCH_WIDTH, synthetic.BENCH_HEIGHT, synthetic.BENCH_FPS,
                                synthetic.BENCH_SECONDS)
@@ -167,8 +181,130 @@ def time_device_preprocess(cfg, batch_size: int, repeats: int) -> float:
   return 1000 * min(times) / batch_size
 
 
+# --- Sources compared (--sources) ----------------------------------------------------------------------------
+# Kinetics-like videos: short side 256-320 at 4:3, 10 s at 30 fps, x264's default settings (keyframes up to 250
+# frames apart, 3 B-frames with b-pyramid), as most YouTube-derived Kinetics files are.
+KINETICS_SIZES = ((256, 340), (288, 384), (320, 426))
+# Training FLOPs per clip (3 x 2 x forward multiply-adds, fvcore's count) and dense bf16 peaks per chip.
+MODEL_TRAIN_GFLOP = {'MViT-B 16x4': 6 * 70.5, 'MViTv2-S 16x4': 6 * 64.0}
+CHIP_PEAK_TFLOPS = {'TPU v5e': 197.0, 'TPU v5p': 459.0, 'H100': 989.4}
+TARGET_MFU = 0.35
+
+
+def _kinetics_video(args):
+  path, i = args
+  height, width = KINETICS_SIZES[i % len(KINETICS_SIZES)]
+  frames = synthetic.motion_frames(i % 6, np.random.default_rng(i), num_frames=FPS * SECONDS, height=height,
+                                   width=width, speed=3.0)
+  synthetic.write_video_file(path + '.part.mp4', frames, fps=FPS, gop=None, preset='medium', crf=23)
+  os.replace(path + '.part.mp4', path)
+
+
+def make_kinetics_videos(folder: str, num_videos: int) -> str:
+  """num_videos Kinetics-like videos in `folder` (written once, two processes) and their manifest; returns it."""
+  os.makedirs(folder, exist_ok=True)
+  paths = [os.path.join(folder, f'k{i}.mp4') for i in range(num_videos)]
+  todo = [(path, i) for i, path in enumerate(paths) if not os.path.exists(path)]
+  with multiprocessing.get_context('spawn').Pool(2) as pool:
+    pool.map(_kinetics_video, todo)
+  manifest = os.path.join(folder, 'train.csv')
+  storage.write_text(manifest, ''.join(f'k{i}.mp4 {i % 6}\n' for i in range(num_videos)))
+  return manifest
+
+
+def write_dmvr_shards(manifest: str, out: str, num_files: int = 4, quality: int = 90) -> str:
+  """The manifest's videos as DMVR TFRecords (SequenceExample: JPEG frames in 'image/encoded', label in
+  'clip/label/index'), every frame at native size; returns the files' glob. Written once."""
+  import cv2  # pylint: disable=g-import-not-at-top
+  from mvit_jax.data import tf_example, tfrecord  # pylint: disable=g-import-not-at-top
+  pattern = os.path.join(out, 'train.tfrecord-*')
+  if storage.glob(out, 'train.tfrecord-*'):
+    return pattern
+  os.makedirs(out, exist_ok=True)
+  records = sources.read_manifest(manifest, os.path.dirname(manifest))
+  for k in range(num_files):
+    with open(os.path.join(out, f'.part-{k}'), 'wb') as f:
+      for record in records[k::num_files]:
+        clip = decode.decode_video(record.path, lambda n, fps: np.arange(n))
+        example = tf_example.SequenceExample()
+        example.context.feature['clip/label/index'].int64_list.value.append(record.label)
+        frames = example.feature_lists.feature_list['image/encoded'].feature
+        for frame in clip.frames:
+          jpeg = cv2.imencode('.jpg', cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])[1]
+          frames.add().bytes_list.value.append(jpeg.tobytes())
+        data = example.SerializeToString()
+        header = struct.pack('<Q', len(data))
+        f.write(header + struct.pack('<I', tfrecord.masked_crc(header)) + data
+                + struct.pack('<I', tfrecord.masked_crc(data)))
+    os.replace(os.path.join(out, f'.part-{k}'), os.path.join(out, f'train.tfrecord-{k:05d}-of-{num_files:05d}'))
+  return pattern
+
+
+def recipe_config(recipe: str):
+  """'kinetics': short-side jitter 256-320, crop 224, flip (no RandAugment, erasing or mixup); 'full': the MViT-B
+  recipe as configured by default (random-resized crop, RandAugment m7 n4, flip, 2 repeated samples; erasing and
+  mixup run on the device)."""
+  cfg = config_lib.default_data_config()
+  cfg.num_classes, cfg.num_frames, cfg.sampling_rate, cfg.crop_size = 6, 16, 4, 224
+  if recipe == 'kinetics':
+    cfg.randaugment, cfg.random_resized_crop, cfg.num_repeated_samples = False, False, 1
+    cfg.train_jitter_scales = (256, 320)
+  return cfg
+
+
+def compare_sources(folder: str, names: list[str]) -> None:
+  """Clips/s and CPU per clip of each source x recipe x worker count, then host cores per chip at 35% MFU."""
+  manifest = make_kinetics_videos(folder, _NUM_VIDEOS.value)
+  configs = {}
+  for name in names:
+    cfg = recipe_config('kinetics')
+    if name == 'video':
+      cfg.root, cfg.train_manifest = folder, manifest
+    elif name == 'prepared':
+      from mvit_jax.data import prepare  # pylint: disable=g-import-not-at-top
+      cfg.dataset_kind, cfg.train_shards = 'prepared', os.path.join(folder, 'prepared')
+      if not os.path.exists(os.path.join(cfg.train_shards, 'index.json')):
+        prepare.prepare(manifest, folder, cfg.train_shards, short_side=320, videos_per_shard=16, workers=2)
+    elif name == 'dmvr':
+      cfg.dataset_kind, cfg.frames_fps = 'dmvr', float(FPS)
+      cfg.train_shards = write_dmvr_shards(manifest, os.path.join(folder, 'dmvr'))
+    else:
+      raise app.UsageError(f'--sources: unknown source {name!r}; use video, prepared, dmvr')
+    configs[name] = cfg
+  print(f'cpu cores: {os.cpu_count()}, {_NUM_VIDEOS.value} videos, short side 256-320, {FPS} fps, {SECONDS} s, '
+        f'x264 defaults; clips 16x4, crop 224, batch {_BATCH.value}, {_CLIPS.value} clips x best of '
+        f'{_REPEATS.value}')
+  print(f'{"source":10s} {"recipe":9s} {"workers":>7s} {"clips/s":>8s} {"CPU ms/clip":>12s} {"clips/s/core":>13s}')
+  per_core = {}
+  rows = [(name, recipe) for recipe in ('kinetics', 'full') for name in names]
+  if 'video' in names:  # What resizing at decode time to 256 cost (the previous default), Kinetics recipe.
+    rows.insert(1, ('video@256', 'kinetics'))
+  for name, recipe in rows:
+    cfg = configs[name.split('@')[0]].copy_and_resolve_references()
+    if recipe == 'full':
+      full = recipe_config('full')
+      for key in ('randaugment', 'random_resized_crop', 'num_repeated_samples'):
+        cfg[key] = full[key]
+    if name == 'video@256':
+      cfg.train_short_side, cfg.train_jitter_scales = 256, (256, 320)
+    for workers in map(int, _WORKERS.value):
+      rate, cpu = time_pipeline(cfg, workers, _CLIPS.value, _BATCH.value, _REPEATS.value)
+      per_core[name, recipe] = max(per_core.get((name, recipe), 0.0), 1000 / cpu)
+      print(f'{name:10s} {recipe:9s} {workers:7d} {rate:8.1f} {cpu:12.1f} {1000 / cpu:13.1f}', flush=True)
+  print(f'\nhost cores per chip at {TARGET_MFU:.0%} MFU (training clips/s per chip / clips/s per core):')
+  for model, gflop in MODEL_TRAIN_GFLOP.items():
+    for chip, peak in CHIP_PEAK_TFLOPS.items():
+      need = TARGET_MFU * peak * 1e3 / gflop
+      cores = '  '.join(f'{name}/{recipe} {need / rate:5.1f}' for (name, recipe), rate in per_core.items()
+                        if '@' not in name)
+      print(f'  {model:14s} {chip:8s} {need:6.0f} clips/s: {cores}')
+
+
 def main(argv):
   del argv
+  if _SOURCES.value:
+    compare_sources(os.path.join(_VIDEO_DIR.value, 'kinetics'), _SOURCES.value)
+    return
   print(f'load average before: {os.getloadavg()[0]:.2f}')
   manifest = make_videos(_VIDEO_DIR.value, _NUM_VIDEOS.value)
   cfg = bench_config(manifest, _AUGMENT.value)
