@@ -1,4 +1,5 @@
-"""Where videos come from: PySlowFast manifests of video files or frame folders, and prepared TFDS datasets.
+"""Where videos come from: PySlowFast manifests of video files or frame folders, prepared TFDS datasets, and (in
+their own modules) prepared JPEG-frame shards (prepared.py) and DMVR TFRecords (dmvr.py).
 
 Manifests, classes files, videos and frame folders may be local paths or bucket URLs (gs://...), and manifest
 rows may hold URLs or paths relative to a root that is one (mvit_jax.system.storage).
@@ -266,4 +267,5 @@ def make_source(cfg, split: str, num_classes: int):
     return FileSource(records, decode_threads=cfg.decode_threads)
   if cfg.dataset_kind == 'frames':
     return FrameFolderSource(records, fps=cfg.frames_fps, pattern=cfg.frame_glob)
-  raise ValueError(f"data config dataset_kind must be 'manifest', 'frames' or 'tfds', got {cfg.dataset_kind!r}")
+  raise ValueError(f"data config dataset_kind must be 'manifest', 'frames', 'tfds', 'prepared' or 'dmvr', got "
+                   f"{cfg.dataset_kind!r}")
