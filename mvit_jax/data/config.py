@@ -79,7 +79,13 @@ def default_data_config() -> ml_collections.ConfigDict:
   c.mixup_prob = 1.0               # MIXUP.PROB.
   c.label_smoothing = 0.1          # MIXUP.LABEL_SMOOTH_VALUE.
 
-  # --- Loader (grain) -----------------------------------------------------------------------------------------
+  # --- Loader -------------------------------------------------------------------------------------------------
+  c.loader = 'grain'               # 'grain' | 'dali': training clips of video files decoded by NVIDIA DALI
+                                   # (mvit_jax.data.dali_loader; dataset_kind 'manifest', no RandAugment; evaluation
+                                   # always uses grain).
+  c.dali_device = 'mixed'          # 'mixed' (GPU decode: H.264, HEVC, AV1, VP8/9, MPEG-4, MJPEG) | 'cpu' (VP8, VP9
+                                   # and MJPEG only).
+  # grain (with loader='dali', num_workers is DALI's CPU thread count and read_threads read the files ahead):
   c.num_workers = 2                # grain worker processes; 0 decodes in the main process.
   c.worker_buffer_size = 2         # Batches each worker prepares ahead.
   c.read_threads = 1               # Threads per worker that decode elements ahead of batching.

@@ -126,6 +126,14 @@ def random_short_side_jitter_crop(frames: np.ndarray, rng: np.random.Generator, 
   one (PySlowFast's `np.random.randint(0, H - size)` never picks the last).
   """
   _check_clip(frames)
+  shape, box = sample_short_side_jitter_box(rng, frames.shape[1], frames.shape[2], size, scales, inverse_uniform)
+  return resized_window(frames, shape, box)
+
+
+def sample_short_side_jitter_box(rng: np.random.Generator, height: int, width: int, size: int,
+                                 scales: Sequence[int], inverse_uniform: bool = False) -> tuple[tuple[int, int], Box]:
+  """The random draw of `random_short_side_jitter_crop` for (height, width) frames: ((h, w) the frames are resized
+  to, the `size` x `size` box cut from them)."""
   lo, hi = scales
   if lo < size:
     raise ValueError(f'train_jitter_scales {tuple(scales)} must not be smaller than crop_size {size}.')
@@ -133,10 +141,10 @@ def random_short_side_jitter_crop(frames: np.ndarray, rng: np.random.Generator, 
     scale = int(round(1.0 / rng.uniform(1.0 / hi, 1.0 / lo)))
   else:
     scale = int(round(rng.uniform(lo, hi)))
-  height, width = short_side_shape(frames.shape[1], frames.shape[2], scale)
+  height, width = short_side_shape(height, width, scale)
   top = int(rng.integers(0, height - size + 1))
   left = int(rng.integers(0, width - size + 1))
-  return resized_window(frames, (height, width), (top, left, size, size))
+  return (height, width), (top, left, size, size)
 
 
 def resized_window(frames: np.ndarray, shape: tuple[int, int], box: Box) -> np.ndarray:

@@ -6,6 +6,7 @@ dotted key (e.g. `config.optimizer.base_lr`) and the closest valid one. `check_p
 data files a run reads, before anything starts.
 """
 from collections.abc import Mapping
+import importlib.util
 import os
 import tempfile
 import uuid
@@ -217,6 +218,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(f'config.data.dataset_kind {config.data.dataset_kind!r} is not one of {DATASET_KINDS}'
                       f'{did_you_mean(config.data.dataset_kind, DATASET_KINDS)}')
   _check_decode_size(config.data)
+  _check_loader(config.data)
   # Deferred: experiment files import this module, and the model zoo pulls in flax and orbax.
   from mvit_jax.models import adapt, variants  # pylint: disable=g-import-not-at-top
   if config.init_from_inflate not in adapt.INFLATE_MODES:
@@ -237,6 +239,28 @@ def _check_decode_size(data: ml_collections.ConfigDict) -> None:
   if data.train_short_side < max(data.train_jitter_scales):
     raise ConfigError(f'config.data.train_short_side {data.train_short_side} is below the short-side jitter\'s '
                       f'upper end {max(data.train_jitter_scales)}: use 0 (native) or >= {max(data.train_jitter_scales)}')
+
+
+LOADERS = ('grain', 'dali')
+
+
+def _check_loader(data: ml_collections.ConfigDict) -> None:
+  """data.loader='dali' (mvit_jax.data.dali_loader, training clips only) needs DALI and a recipe it can do."""
+  if data.loader not in LOADERS:
+    raise ConfigError(f'config.data.loader {data.loader!r} is not one of {LOADERS}'
+                      f'{did_you_mean(data.loader, LOADERS)}')
+  if data.loader != 'dali':
+    return
+  if data.dali_device not in ('mixed', 'cpu'):
+    raise ConfigError(f"config.data.dali_device must be 'mixed' or 'cpu', got {data.dali_device!r}")
+  if importlib.util.find_spec('nvidia.dali') is None:
+    raise ConfigError("config.data.loader='dali': DALI is not installed: pip install 'mvit_jax[dali]'")
+  if data.dataset_kind != 'manifest':
+    raise ConfigError(f"config.data.loader='dali' decodes video files (dataset_kind 'manifest'), not "
+                      f'{data.dataset_kind!r}: use loader \'grain\'')
+  if data.randaugment:
+    raise ConfigError("config.data.loader='dali' cannot do RandAugment (DALI's is another implementation, not "
+                      "PySlowFast's): set config.data.randaugment=False or loader='grain'")
 
 
 def _check_readable_file(key: str, path: str) -> None:

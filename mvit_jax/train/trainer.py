@@ -37,6 +37,7 @@ from mvit_jax.models import model_card
 from mvit_jax import models
 from mvit_jax.train import optim
 from mvit_jax.train import sharding as sharding_lib
+from mvit_jax.data import dali_loader
 from mvit_jax.data import device_preprocess
 from mvit_jax.data import mixup
 from mvit_jax.data import pipeline
@@ -342,10 +343,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     return _evaluate(predict_fn, params, config, num_classes, mesh, step, workdir)
 
   # --- Data -------------------------------------------------------------------------------------------------------
-  def train_iterator(seed):
-    return pipeline.make_train_iterator(config.data, num_classes=num_classes, global_batch_size=config.batch_size,
-                                        seed=seed, process_index=jax.process_index(),
-                                        process_count=jax.process_count())
+  def train_iterator(seed):  # Evaluation reads through grain with either loader.
+    loader = dali_loader if config.data.loader == 'dali' else pipeline
+    return loader.make_train_iterator(config.data, num_classes=num_classes, global_batch_size=config.batch_size,
+                                      seed=seed, process_index=jax.process_index(), process_count=jax.process_count())
 
   data_iter = train_iterator(config.seed)
 
