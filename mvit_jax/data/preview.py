@@ -8,15 +8,10 @@ file (its `.data` is used) or a data config file; `--config.data.num_frames=8`-s
 uint8 batch goes through `preprocess_on_device(train=True)` (normalisation and random erasing) first, as in the
 train step. The manifest, root, classes file and --out may be bucket URLs (gs://...).
 """
-import io
-import os
-
 from absl import flags
 import jax
 from ml_collections import config_flags
 import numpy as np
-from PIL import Image
-from PIL import ImageDraw
 
 from mvit_jax.system import cli
 from mvit_jax.system import errors
@@ -24,34 +19,14 @@ from mvit_jax.system import storage
 from mvit_jax.data import config as config_lib
 from mvit_jax.data import device_preprocess
 from mvit_jax.data import pipeline
+from mvit_jax.data import render
 from mvit_jax.data import sources
 
-_TITLE_HEIGHT = 14
 
-
-def contact_sheet(video: np.ndarray, titles: list[str], mean, std, min_cell: int = 112) -> Image.Image:
-  """(B, T, H, W, 3) normalised clips -> RGB image: row b holds clip b's T frames under titles[b]."""
+def contact_sheet(video: np.ndarray, titles: list[str], mean, std, min_cell: int = 112) -> np.ndarray:
+  """(B, T, H, W, 3) normalised clips -> uint8 (H', W', 3): row b holds clip b's T frames under titles[b]."""
   pixels = np.clip((video * np.asarray(std) + np.asarray(mean)) * 255 + 0.5, 0, 255).astype(np.uint8)
-  b, t, h, w, _ = pixels.shape
-  scale = max(1, -(-min_cell // max(h, w)))
-  h, w = h * scale, w * scale
-  sheet = Image.new('RGB', (t * (w + 2), b * (h + _TITLE_HEIGHT + 2)), 'white')
-  draw = ImageDraw.Draw(sheet)
-  for i in range(b):
-    top = i * (h + _TITLE_HEIGHT + 2)
-    draw.text((2, top + 1), titles[i], fill='black')
-    for j in range(t):
-      frame = Image.fromarray(pixels[i, j]).resize((w, h), Image.NEAREST)
-      sheet.paste(frame, (j * (w + 2), top + _TITLE_HEIGHT))
-  return sheet
-
-
-def encode_image(image: Image.Image, path: str) -> bytes:
-  """The file bytes of `image` in the format `path`'s extension names (PNG when it names none)."""
-  buffer = io.BytesIO()
-  extension = os.path.splitext(storage.name(path))[1].lower()
-  image.save(buffer, format=Image.registered_extensions().get(extension, 'PNG'))
-  return buffer.getvalue()
+  return render.frames_grid(list(pixels), titles, min_cell)
 
 
 def main(argv):
@@ -81,8 +56,8 @@ def main(argv):
     ids = np.flatnonzero(label).tolist() if cfg.multi_label else [int(label)]
     text = ','.join(f'{k} ({names[k]})' if names else str(k) for k in ids)
     titles.append(f'clip {i}: label {text}')
-  storage.write_bytes(FLAGS.out, encode_image(contact_sheet(video, titles, cfg.mean, cfg.std, FLAGS.min_cell),
-                                              FLAGS.out))
+  sheet = contact_sheet(video, titles, cfg.mean, cfg.std, FLAGS.min_cell)
+  storage.write_bytes(FLAGS.out, render.encode_image(sheet, FLAGS.out))
   stats = pipeline.skip_stats()
   print(f'video {video.shape} {video.dtype}  range [{video.min():.3f}, {video.max():.3f}]  mean {video.mean():.3f}')
   print(f'label {labels.shape} {labels.dtype}: {labels.tolist()}')

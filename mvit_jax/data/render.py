@@ -1,0 +1,100 @@
+"""Pictures of clips for people: frame grids with titles, text blocks, heatmap overlays, PNG bytes and mp4 files.
+
+Plain arrays in and out: frames are uint8 (..., H, W, 3) RGB, every picture returned is uint8 (H, W, 3), so the
+same functions serve files, TensorBoard images and later drawings (boxes). Pillow draws the text, OpenCV maps
+heatmaps to colours, PyAV (`synthetic.write_video_file`) encodes the mp4.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+import io
+import os
+
+import cv2
+import numpy as np
+from PIL import Image
+from PIL import ImageDraw
+
+from mvit_jax.data import synthetic
+from mvit_jax.system import storage
+
+TITLE_HEIGHT = 14  # Pixels of a title or text line: Pillow's default bitmap font is 11 px high.
+GAP = 2  # Pixels of background between cells.
+
+
+def enlarge(frames: np.ndarray, min_size: int) -> np.ndarray:
+  """uint8 (..., H, W, 3) -> (..., k H, k W, 3), repeated pixels (nearest), with the smallest integer k >= 1 that
+  makes max(H, W) at least `min_size`: small clips stay sharp when viewed."""
+  k = max(1, -(-min_size // max(frames.shape[-3:-1])))
+  return frames.repeat(k, axis=-3).repeat(k, axis=-2) if k > 1 else frames
+
+
+def frames_grid(rows: Sequence[np.ndarray], titles: Sequence[str] | None = None, min_cell: int = 0) -> np.ndarray:
+  """Rows of frames (each (T_r, H, W, 3) uint8, one size) -> uint8 (R (TITLE_HEIGHT + h + GAP), max T_r (w + GAP),
+  3) on white: row r holds its frames left to right under titles[r] (no title line without titles); frames are
+  enlarged to (h, w) = enlarge(..., min_cell)'s."""
+  rows = [enlarge(np.asarray(r), min_cell) for r in rows]
+  h, w = rows[0].shape[1:3]
+  title = TITLE_HEIGHT if titles is not None else 0
+  sheet = Image.new('RGB', (max(len(r) for r in rows) * (w + GAP), len(rows) * (title + h + GAP)), 'white')
+  draw = ImageDraw.Draw(sheet)
+  for i, row in enumerate(rows):
+    top = i * (title + h + GAP)
+    if titles is not None:
+      draw.text((2, top + 1), titles[i], fill='black')
+    for j, frame in enumerate(row):
+      sheet.paste(Image.fromarray(frame), (j * (w + GAP), top + title))
+  return np.asarray(sheet)
+
+
+def text_block(lines: Sequence[str], width: int, height: int | None = None) -> np.ndarray:
+  """uint8 (height or TITLE_HEIGHT len(lines), width, 3): the lines in black on white, one per TITLE_HEIGHT px
+  (what does not fit is cut)."""
+  image = Image.new('RGB', (width, TITLE_HEIGHT * len(lines) if height is None else height), 'white')
+  draw = ImageDraw.Draw(image)
+  for i, line in enumerate(lines):
+    draw.text((2, i * TITLE_HEIGHT + 1), line, fill='black')
+  return np.asarray(image)
+
+
+def overlay_heatmap(frames: np.ndarray, heat: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+  """uint8 frames (..., H, W, 3) and heat (..., H, W) in [0, 1] -> uint8 (..., H, W, 3): (1 - alpha) frame +
+  alpha JET colour of the heat (blue 0, red 1)."""
+  heat = np.broadcast_to(heat, frames.shape[:-1])
+  levels = np.clip(np.rint(heat * 255), 0, 255).astype(np.uint8).reshape(-1, 1)
+  colours = cv2.applyColorMap(levels, cv2.COLORMAP_JET)[:, 0, ::-1].reshape(frames.shape)  # BGR -> RGB.
+  return np.rint((1 - alpha) * frames + alpha * colours).astype(np.uint8)
+
+
+def hstack(images: Sequence[np.ndarray]) -> np.ndarray:
+  """uint8 (H_i, W_i, 3) pictures side by side, top-aligned on white, GAP px apart -> (max H_i, sum W_i + gaps, 3)."""
+  height = max(image.shape[0] for image in images)
+  padded = []
+  for i, image in enumerate(images):
+    padded.append(np.pad(image, ((0, height - image.shape[0]), (0, GAP if i < len(images) - 1 else 0), (0, 0)),
+                         constant_values=255))
+  return np.concatenate(padded, axis=1)
+
+
+def vstack(images: Sequence[np.ndarray]) -> np.ndarray:
+  """uint8 (H_i, W_i, 3) pictures one under another, left-aligned on white, GAP px apart."""
+  return np.swapaxes(hstack([np.swapaxes(image, 0, 1) for image in images]), 0, 1)
+
+
+def encode_image(image: np.ndarray | Image.Image, path: str) -> bytes:
+  """The file bytes of `image` (uint8 (H, W, 3) or PIL) in the format `path`'s extension names (PNG when it names
+  none)."""
+  if isinstance(image, np.ndarray):
+    image = Image.fromarray(image)
+  buffer = io.BytesIO()
+  extension = os.path.splitext(storage.name(path))[1].lower()
+  image.save(buffer, format=Image.registered_extensions().get(extension, 'PNG'))
+  return buffer.getvalue()
+
+
+def write_mp4(path: str, frames: np.ndarray, fps: float) -> None:
+  """Writes uint8 frames (N, H, W, 3) to an H.264 mp4 at `path` (local or URL), one video frame each; odd sizes
+  get a white row / column (4:2:0 chroma needs even ones)."""
+  frames = np.asarray(frames)
+  pad = ((0, 0), (0, frames.shape[1] % 2), (0, frames.shape[2] % 2), (0, 0))
+  synthetic.write_video_file(path, np.pad(frames, pad, constant_values=255), fps=fps, crf=18, gop=None)
