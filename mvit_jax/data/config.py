@@ -12,13 +12,19 @@ def default_data_config() -> ml_collections.ConfigDict:
 
   # --- Source -----------------------------------------------------------------------------------------------
   c.dataset_kind = 'manifest'      # 'manifest' (video files) | 'frames' (folders of JPEG frames) | 'tfds'
+                                   # | 'folder' (root/<class>/<video>, mvit_jax.data.folder)
                                    # | 'prepared' (JPEG-frame ArrayRecord shards, mvit_jax.data.prepare)
                                    # | 'dmvr' (DMVR / Scenic TFRecords of tf.train.SequenceExample).
-  c.root = ''                      # Manifest paths are relative to this folder (DATA.PATH_PREFIX).
+  c.root = ''                      # Manifest paths are relative to this folder (DATA.PATH_PREFIX); 'folder' kind:
+                                   # the folder of class folders (or of train/ and val/ holding them).
+  c.folder_val_fraction = 0.1      # 'folder' kind without train/ and val/: fraction of each class's videos that
+                                   # goes to eval (rounded; at least 1 of a class with >= 2 videos).
+  c.folder_split_seed = 0          # 'folder' kind: seed of that split.
   c.train_manifest = ''            # `path label` per line, split on the last whitespace (train.csv).
   c.eval_manifest = ''             # Same format (val.csv / test.csv).
   c.classes_file = ''              # Optional: one class name per line; line i names label i.
-  c.num_classes = 0                # 0: from classes_file, else 1 + the largest label in the train manifest.
+  c.num_classes = 0                # 0: the class folders ('folder' kind), else from classes_file, else 1 + the
+                                   # largest label in the train manifest.
   c.multi_label = False            # Labels are comma-separated ints -> float32 multi-hot (B, C) (Charades).
   c.frame_glob = '*.jpg'           # 'frames' kind: frame files inside each video folder, sorted by name.
   c.frames_fps = 30.0              # 'frames' and 'tfds' kinds: frame rate the frames were extracted at.

@@ -50,7 +50,7 @@ def main(argv):
   labels = batch['label']
   video = np.asarray(device_preprocess.preprocess_on_device(batch['video'], jax.random.key(FLAGS.seed), cfg,
                                                             train=True))
-  names = sources.read_class_names(cfg.classes_file) if cfg.classes_file else None
+  names = sources.class_names_from_config(cfg)
   titles = []
   for i, label in enumerate(labels):
     ids = np.flatnonzero(label).tolist() if cfg.multi_label else [int(label)]

@@ -1,5 +1,6 @@
 """Where videos come from: PySlowFast manifests of video files or frame folders, prepared TFDS datasets, and (in
-their own modules) prepared JPEG-frame shards (prepared.py) and DMVR TFRecords (dmvr.py).
+their own modules) folders of class folders (folder.py), prepared JPEG-frame shards (prepared.py) and DMVR
+TFRecords (dmvr.py).
 
 Manifests, classes files, videos and frame folders may be local paths or bucket URLs (gs://...), and manifest
 rows may hold URLs or paths relative to a root that is one (mvit_jax.system.storage).
@@ -126,11 +127,23 @@ def read_manifest(path: str, root: str = '', *, num_classes: int = 0,
   return list(records)
 
 
+def class_names_from_config(cfg) -> list[str] | None:
+  """The class names of a data config (label i is name i): the class folders' names (dataset_kind 'folder'), else
+  the classes file's lines, else None."""
+  if cfg.dataset_kind == 'folder':
+    from mvit_jax.data import folder  # pylint: disable=g-import-not-at-top  (it imports this module)
+    return list(folder.from_config(cfg).classes)
+  return read_class_names(cfg.classes_file) if cfg.classes_file else None
+
+
 def num_classes_from_config(cfg) -> int:
-  """cfg.num_classes if set, else the classes file's length, else 1 + the largest label of the train manifest
-  (or of the eval manifest when there is no train manifest)."""
+  """cfg.num_classes if set, else the number of class folders (dataset_kind 'folder'), else the classes file's
+  length, else 1 + the largest label of the train manifest (or of the eval manifest when there is no train
+  manifest)."""
   if cfg.num_classes:
     return cfg.num_classes
+  if cfg.dataset_kind == 'folder':
+    return len(class_names_from_config(cfg))
   if cfg.classes_file:
     return len(read_class_names(cfg.classes_file))
   if cfg.dataset_kind == 'tfds':
@@ -250,6 +263,9 @@ def make_source(cfg, split: str, num_classes: int):
     return TfdsSource(cfg.tfds_name, cfg.tfds_train_split if split == 'train' else cfg.tfds_eval_split,
                       data_dir=cfg.tfds_data_dir, fps=cfg.frames_fps, video_key=cfg.tfds_video_key,
                       label_key=cfg.tfds_label_key)
+  if cfg.dataset_kind == 'folder':
+    from mvit_jax.data import folder  # pylint: disable=g-import-not-at-top  (it imports this module)
+    return folder.make_source(cfg, split, num_classes)
   if cfg.dataset_kind == 'dmvr':
     from mvit_jax.data import dmvr  # pylint: disable=g-import-not-at-top  (its protobuf classes: this kind only)
     return dmvr.source_from_config(cfg, split, num_classes)
@@ -267,5 +283,5 @@ def make_source(cfg, split: str, num_classes: int):
     return FileSource(records, decode_threads=cfg.decode_threads)
   if cfg.dataset_kind == 'frames':
     return FrameFolderSource(records, fps=cfg.frames_fps, pattern=cfg.frame_glob)
-  raise ValueError(f"data config dataset_kind must be 'manifest', 'frames', 'tfds', 'prepared' or 'dmvr', got "
-                   f"{cfg.dataset_kind!r}")
+  raise ValueError(f"data config dataset_kind must be 'manifest', 'frames', 'folder', 'tfds', 'prepared' or 'dmvr', "
+                   f"got {cfg.dataset_kind!r}")

@@ -6,6 +6,7 @@
 The predictor (`predictor`), the input recipes of converted checkpoints (`recipes`), the `predict` command and
 `export` (StableHLO / SavedModel).
 """
+from mvit_jax.data.folder import VIDEO_EXTENSIONS
 from mvit_jax.inference.predictor import average_views
 from mvit_jax.inference.predictor import data_config
 from mvit_jax.inference.predictor import eval_views
@@ -14,4 +15,3 @@ from mvit_jax.inference.predictor import ImageSource
 from mvit_jax.inference.predictor import load
 from mvit_jax.inference.predictor import parse_views
 from mvit_jax.inference.predictor import Predictor
-from mvit_jax.inference.predictor import VIDEO_EXTENSIONS

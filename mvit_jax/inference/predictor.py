@@ -31,7 +31,6 @@ from mvit_jax.system import storage
 from mvit_jax.system.errors import InputError
 from mvit_jax.models import pretrained
 
-VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mkv', '.mov', '.webm', '.m4v', '.mpg', '.mpeg', '.flv', '.wmv', '.3gp', '.ogv')
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.gif', '.tif', '.tiff')
 
 

@@ -88,6 +88,17 @@ def listdir(path: PathLike) -> list[str]:
   return [p.name for p in epath.Path(path).iterdir()]
 
 
+def subfolders(path: PathLike) -> list[str]:
+  """Sorted names of the folders directly in `path`: one listing (a URL's with one request, where asking is_dir of
+  each entry would cost a request per entry)."""
+  path = os.fspath(path)
+  if not is_url(path):
+    with os.scandir(path) as entries:
+      return sorted(entry.name for entry in entries if entry.is_dir())
+  fs = epath.backend.fsspec_backend.fs(path)
+  return sorted(name(entry['name']) for entry in fs.ls(path, detail=True) if entry['type'] == 'directory')
+
+
 def glob(folder: PathLike, pattern: str) -> list[str]:
   """Sorted paths of the entries directly in `folder` whose names match `pattern` ('*.jpg'; fnmatch syntax, as
   glob.glob's; a missing folder has none)."""

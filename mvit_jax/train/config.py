@@ -37,7 +37,7 @@ REMAT_POLICIES = ('', 'full', 'nothing_saveable', 'everything_saveable', 'dots_s
                   'dots_with_no_batch_dims_saveable')
 
 
-DATASET_KINDS = ('manifest', 'frames', 'tfds', 'prepared', 'dmvr')
+DATASET_KINDS = ('manifest', 'frames', 'folder', 'tfds', 'prepared', 'dmvr')
 
 
 class ConfigError(InputError):
@@ -219,6 +219,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
                       f'{did_you_mean(config.data.dataset_kind, DATASET_KINDS)}')
   _check_decode_size(config.data)
   _check_loader(config.data)
+  _check_folder_kind(config.data)
   # Deferred: experiment files import this module, and the model zoo pulls in flax and orbax.
   from mvit_jax.models import adapt, variants  # pylint: disable=g-import-not-at-top
   if config.init_from_inflate not in adapt.INFLATE_MODES:
@@ -239,6 +240,17 @@ def _check_decode_size(data: ml_collections.ConfigDict) -> None:
   if data.train_short_side < max(data.train_jitter_scales):
     raise ConfigError(f'config.data.train_short_side {data.train_short_side} is below the short-side jitter\'s '
                       f'upper end {max(data.train_jitter_scales)}: use 0 (native) or >= {max(data.train_jitter_scales)}')
+
+
+def _check_folder_kind(data: ml_collections.ConfigDict) -> None:
+  """dataset_kind 'folder' names classes by their folders and splits by a fraction of each class."""
+  if data.dataset_kind != 'folder':
+    return
+  if data.classes_file:
+    raise ConfigError("config.data.classes_file must be empty with dataset_kind 'folder' (the class folders' names "
+                      'are the classes)')
+  if not 0 < data.folder_val_fraction < 1:
+    raise ConfigError(f'config.data.folder_val_fraction must be in (0, 1), got {data.folder_val_fraction}')
 
 
 LOADERS = ('grain', 'dali')
@@ -345,6 +357,10 @@ def _check_data_paths(config: ml_collections.ConfigDict) -> None:
     return
   if data.dataset_kind == 'prepared':
     _check_prepared_shards(config)
+    return
+  if data.dataset_kind == 'folder':
+    from mvit_jax.data import folder  # pylint: disable=g-import-not-at-top  (the data sources: this kind only)
+    folder.from_config(data)  # Lists the class folders: every layout error, before anything starts.
     return
   if data.root and storage.is_url(data.root):
     if not _url_exists('config.data.root', data.root, folder=True):

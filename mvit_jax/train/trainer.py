@@ -324,7 +324,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   # --- Model and optimizer ------------------------------------------------------------------------------------------
   model, overrides = make_model(config, num_classes)
   if jax.process_index() == 0:
-    classes = sources.read_class_names(config.data.classes_file) if config.data.classes_file else None
+    classes = sources.class_names_from_config(config.data)
     model_card.write(workdir, model_card.ModelCard(  # What load_pretrained(workdir) and mvit_jax.predict read.
         config.model.name, overrides, classes, model_card.InputRecipe.from_data_config(config.data)))
   ts = TrainSetup.build(model, config, mesh, rules)
