@@ -2,6 +2,8 @@
 videos, bad layouts, scan's report, a bucket copy."""
 import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -9,6 +11,7 @@ import pytest
 from mvit_jax.data import config as config_lib
 from mvit_jax.data import folder
 from mvit_jax.data import pipeline
+from mvit_jax.data import scan
 from mvit_jax.data import sources
 from mvit_jax.system import storage
 from mvit_jax.train import config as train_config_lib
@@ -186,3 +189,36 @@ def test_a_bucket_copy_gives_the_same_records(pool, bucket):
   clip = source.load(0, lambda n, fps: [0, n - 1], 0)
   np.testing.assert_array_equal(testlib.read_codes(clip.frames), [
       video_id(source.label(0), int(source.describe(0)[-5])) << 8 | f for f in (0, VIDEO_FRAMES - 1)])
+
+
+def test_scan_table_counts_each_class_per_split_and_its_unreadable_videos(pool):
+  dataset = folder.read(str(pool), val_fraction=0.25)
+  bad = {dataset.train[0].path, dataset.eval[-1].path}
+  assert scan.folder_table(dataset, bad).splitlines() == [
+      'label  class    train      val  unreadable',
+      '0      cat          3        1           1',
+      '1      dog          3        1           0',
+      '2      eel          3        1           1',
+      '       total        9        3           2']
+
+
+@pytest.mark.slow
+def test_scan_cli_reports_a_folder_data_set(pool, tmp_path):
+  copy_class(pool, 'cat', tmp_path / 'cat')
+  copy_class(pool, 'dog', tmp_path / 'dog')
+  (tmp_path / 'dog' / 'broken.mp4').write_text('this is not a video\n')
+  run = subprocess.run([sys.executable, '-m', 'mvit_jax.data.scan', str(tmp_path), '--workers', '1',
+                        '--folder_val_fraction', '0.5', '--folder_split_seed', '2'], capture_output=True, text=True,
+                       cwd=testlib.REPO, check=False)
+  assert run.returncode == 1, run.stderr
+  lines = run.stdout.splitlines()
+  assert lines[0] == f'folder data set {tmp_path}: 2 classes, split: 0.5 of each class to val, seed 2'
+  assert lines[2:5] == ['0      cat          2        2           0',
+                        '1      dog          2        3           1',  # round(2.5) is 3: half up.
+                        '       total        4        5           1']
+  assert lines[5].startswith(f'BAD {tmp_path}/dog/broken.mp4: ') and lines[-1] == 'scanned 9 videos: 8 good, 1 bad'
+  run = subprocess.run([sys.executable, '-m', 'mvit_jax.data.scan', str(tmp_path / 'cat')], capture_output=True,
+                       text=True, cwd=testlib.REPO, check=False)
+  assert run.returncode == 2 and run.stderr.strip().endswith(f'{tmp_path}/cat: no class folders (expected '
+                                                             f'{tmp_path}/cat/<class>/<video>, or train/ and val/ '
+                                                             'holding class folders)'), run.stderr
