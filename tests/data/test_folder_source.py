@@ -1,5 +1,5 @@
 """Folder data sets (dataset_kind='folder'): layouts, the seeded stratified split, labels through the loaders, bad
-videos, bad layouts, scan's report, a bucket copy."""
+videos, bad layouts, scan's report, a bucket copy, class names in the trainer's model card."""
 import os
 import shutil
 import subprocess
@@ -222,3 +222,16 @@ def test_scan_cli_reports_a_folder_data_set(pool, tmp_path):
   assert run.returncode == 2 and run.stderr.strip().endswith(f'{tmp_path}/cat: no class folders (expected '
                                                              f'{tmp_path}/cat/<class>/<video>, or train/ and val/ '
                                                              'holding class folders)'), run.stderr
+
+
+@pytest.mark.slow
+def test_the_trainer_names_the_classes_by_their_folders(pool, tmp_path):
+  from mvit_jax.models import model_card  # pylint: disable=g-import-not-at-top  (the trainer's imports: this test)
+  from mvit_jax.train import trainer  # pylint: disable=g-import-not-at-top
+  config = testlib.tiny_train_config(str(pool), num_train_steps=1, eval_every_steps=0,
+                                     **{'data.dataset_kind': 'folder', 'data.train_manifest': '',
+                                        'data.eval_manifest': '', 'data.classes_file': '', 'data.target_fps': 30.0,
+                                        'data.folder_val_fraction': 0.25})
+  result = trainer.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert result['num_videos'] == len(CLASSES)
+  assert model_card.read(str(tmp_path / 'run')).classes == CLASSES
