@@ -141,6 +141,9 @@ def _list_videos(folder: str, classes: list[str]) -> list[list[str]]:
 
 
 def _records(folder: str, classes: list[str], videos) -> tuple[sources.VideoRecord, ...]:
-  # Paths by concatenation: epath's join costs ~10 us per URL, seconds for a Kinetics-sized data set.
-  return tuple(sources.VideoRecord(f'{storage.join(folder, name)}/{video}', label)
-               for label, (name, names) in enumerate(zip(classes, videos)) for video in names)
+  records = []
+  for label, (name, names) in enumerate(zip(classes, videos)):
+    # One join per class, then concatenation: a join per video costs ~10 us, seconds for a Kinetics-sized set.
+    prefix = storage.join(folder, name) + '/'
+    records.extend(sources.VideoRecord(prefix + video, label) for video in names)
+  return tuple(records)
