@@ -56,7 +56,8 @@ def scan(paths: list[str], workers: int = 0) -> list[tuple[str, bool, str]]:
 
 
 def folder_table(dataset: folder.FolderDataset, bad_paths: set[str]) -> str:
-  """Per class: its label, name, train and val videos and unreadable ones (in `bad_paths`), then the totals."""
+  """Per class: its label, name, train and val videos and unreadable ones (in `bad_paths`), then the totals, then
+  a line for each class none of whose videos is readable."""
   counts = np.zeros((len(dataset.classes), 3), np.int64)  # train, val, unreadable
   for column, records in enumerate((dataset.train, dataset.eval)):
     for record in records:
@@ -67,6 +68,8 @@ def folder_table(dataset: folder.FolderDataset, bad_paths: set[str]) -> str:
   rows = [(str(label), name, *row) for label, (name, row) in enumerate(zip(dataset.classes, counts))]
   for label, name, train, val, bad in rows + [('', 'total', *counts.sum(axis=0))]:
     lines.append(f'{label:<5}  {name:<{width}}  {train:>7}  {val:>7}  {bad:>10}')
+  lines += [f'NO READABLE VIDEO in class {name}: all {train + val} are unreadable'
+            for name, (train, val, bad) in zip(dataset.classes, counts) if bad == train + val]
   return '\n'.join(lines)
 
 

@@ -200,6 +200,8 @@ def test_scan_table_counts_each_class_per_split_and_its_unreadable_videos(pool):
       '1      dog          3        1           0',
       '2      eel          3        1           1',
       '       total        9        3           2']
+  bad = {r.path for r in dataset.train + dataset.eval if r.label == 1}
+  assert scan.folder_table(dataset, bad).splitlines()[-1] == 'NO READABLE VIDEO in class dog: all 4 are unreadable'
 
 
 @pytest.mark.slow
