@@ -164,7 +164,9 @@ def _decode_forward(container, stream, thresholds, short_side, skip_unused, seek
   """
   container.seek(max(int(seek_pts), stream.start_time or 0), backward=True, any_frame=False, stream=stream)
   arrays, held, held_pts, held_array, num_decoded, j = [], None, None, None, 0, 0
-  frames = _decode_needed(container, stream, thresholds) if skip_unused else container.decode(stream)
+  # Without frame reordering no packet comes before one shown earlier, so none could be skipped: plain decode.
+  skip = skip_unused and stream.codec_context.has_b_frames
+  frames = _decode_needed(container, stream, thresholds) if skip else container.decode(stream)
   for frame in frames:
     pts = frame.pts if frame.pts is not None else frame.dts
     if pts is None or (held_pts is not None and pts <= held_pts):
