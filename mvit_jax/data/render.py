@@ -98,3 +98,32 @@ def write_mp4(path: str, frames: np.ndarray, fps: float) -> None:
   frames = np.asarray(frames)
   pad = ((0, 0), (0, frames.shape[1] % 2), (0, frames.shape[2] % 2), (0, 0))
   synthetic.write_video_file(path, np.pad(frames, pad, constant_values=255), fps=fps, crf=18, gop=None)
+
+
+def count_matrix(counts: np.ndarray, row_labels: Sequence[str], col_labels: Sequence[str], cell: int = 24,
+                 title: str = '') -> np.ndarray:
+  """A count matrix (R, C) -> uint8 (H, W, 3) picture: cell (i, j) holds counts[i, j] and is shaded by its share of
+  row i's sum (white 0, dark blue 1), row_labels left of the rows, col_labels above the columns (short ones: a
+  cell is `cell` px wide), `title` on top."""
+  counts = np.asarray(counts)
+  shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+  measure = ImageDraw.Draw(Image.new('RGB', (1, 1)))
+  left = 6 + max(int(np.ceil(measure.textlength(label))) for label in row_labels)
+  top = (TITLE_HEIGHT if title else 0) + TITLE_HEIGHT
+  image = Image.new('RGB', (left + counts.shape[1] * cell, top + counts.shape[0] * cell), 'white')
+  draw = ImageDraw.Draw(image)
+  draw.text((2, 1), title, fill='black')
+  for j, label in enumerate(col_labels):
+    draw.text((left + j * cell + 2, top - TITLE_HEIGHT + 1), label, fill='black')
+  for i, label in enumerate(row_labels):
+    y = top + i * cell
+    draw.text((2, y + (cell - TITLE_HEIGHT) // 2 + 1), label, fill='black')
+    for j in range(counts.shape[1]):
+      share = float(shares[i, j])
+      colour = (int(255 * (1 - share)), int(255 * (1 - 0.7 * share)), int(255 - 115 * share))
+      box = (left + j * cell, y, left + (j + 1) * cell - 1, y + cell - 1)
+      draw.rectangle(box, fill=colour, outline=(220, 220, 220))
+      if counts[i, j]:
+        draw.text((box[0] + 2, y + (cell - TITLE_HEIGHT) // 2 + 1), str(int(counts[i, j])),
+                  fill='white' if share > 0.5 else 'black')
+  return np.asarray(image)

@@ -62,6 +62,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.checkpoint_every_steps = 1000
   c.keep_checkpoints = 3
   c.eval_every_steps = 0           # 0: evaluate only after the last step. -1: never.
+  c.eval_image_clips = 6           # Validation clips in TensorBoard's 'eval/clips' picture (0: none).
+  c.eval_confusion_classes = 20    # Classes (most videos first) in the 'eval/confusion_matrix' picture (0: none).
   c.profile_steps = 0              # > 0: clu Profile of this many steps (after the first 10).
   # JAX's persistent compilation cache: a restarted run (preemption, eval after train) loads its compiled steps
   # instead of compiling them again. '{workdir}' stands for the run's workdir; a path shared by several runs (local
@@ -207,6 +209,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
               'checkpoint_every_steps', 'keep_checkpoints'):
     if config[key] < 1:
       raise ConfigError(f'config.{key} must be >= 1, got {config[key]}')
+  for key in ('eval_image_clips', 'eval_confusion_classes'):
+    if config[key] < 0:
+      raise ConfigError(f'config.{key} must be >= 0 (0: no picture), got {config[key]}')
   if '{' in config.compilation_cache_dir.replace('{workdir}', ''):
     raise ConfigError(f"config.compilation_cache_dir may hold '{{workdir}}' and no other placeholder, got "
                       f'{config.compilation_cache_dir!r}')

@@ -2,7 +2,8 @@
 softmax probabilities are averaged per video (PySlowFast ENSEMBLE_METHOD sum / count), or for multi-label data the
 per-view sigmoid scores are max-pooled over views (Charades protocol). Reports top-1/top-5 accuracy in percent, or
 mAP in percent, writes per-video predictions to WORKDIR/eval/predictions_<step>.csv and the latest metrics to
-WORKDIR/metrics.json.
+WORKDIR/metrics.json (with the confusion matrix and per-class accuracy), and gives a metric writer the pictures and
+table of `eval_report`.
 """
 from collections.abc import Iterable, Mapping, Sequence
 import csv
@@ -17,6 +18,7 @@ import numpy as np
 
 from mvit_jax.data import device_preprocess
 from mvit_jax.system import storage
+from mvit_jax.train import eval_report
 from mvit_jax.train import sharding as sharding_lib
 
 
@@ -111,12 +113,19 @@ def mean_average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
 
 
 def run_eval(predict_fn, params, batches: Iterable[Mapping[str, np.ndarray]], mesh: jax.sharding.Mesh, *,
-             multi_label: bool, step: int, workdir: str | None) -> dict[str, float]:
-  """Scores every batch of the (finite) eval iterator, aggregates views, writes predictions and metrics.json."""
+             multi_label: bool, step: int, workdir: str | None, writer=None, class_names: Sequence[str] | None = None,
+             image_clips: int = 6, confusion_classes: int = 20) -> dict[str, float]:
+  """Scores every batch of the (finite) eval iterator, aggregates views, writes predictions and metrics.json and
+  returns the scalar metrics. With a clu metric `writer`: 'eval/clips' (first, middle and last frames of up to
+  `image_clips` videos, one per class, under their true and predicted classes), 'eval/confusion_matrix' (of the
+  `confusion_classes` classes with the most videos) and the text 'eval/per_class_accuracy'; 0 leaves a picture out.
+  """
   aggregator = ViewAggregator(multi_label)
+  sampler = eval_report.ClipSampler(image_clips)
   for batch in batches:
     out = predict_fn(params, sharding_lib.global_batch(batch, mesh))
     aggregator.add(out['scores'], out['label'], out['video_index'], out['mask'].astype(bool))
+    sampler.add(batch['video'], batch['label'], batch['video_index'], batch['mask'].astype(bool))  # This process's.
   ids, scores, labels, counts = aggregator.result()
   if multi_label:
     metrics = {'mAP': mean_average_precision(scores, labels)}
@@ -125,10 +134,45 @@ def run_eval(predict_fn, params, batches: Iterable[Mapping[str, np.ndarray]], me
   metrics['num_videos'] = len(ids)
   metrics['views_per_video'] = float(np.mean(counts))
   logging.info('Eval at step %d over %d videos: %s', step, len(ids), metrics)
+  record = {'step': step, **metrics}
+  confusion = None
+  if not multi_label:
+    confusion = eval_report.confusion_matrix(labels, np.argmax(scores, axis=1), scores.shape[1])
+    record['per_class_accuracy'] = [None if np.isnan(a) else a for a in eval_report.per_class_accuracy(confusion)]
+    record['confusion_matrix'] = confusion.tolist()  # Row = true class, column = predicted class.
   if workdir is not None and jax.process_index() == 0:
     write_predictions(storage.join(workdir, 'eval', f'predictions_{step}.csv'), ids, scores, labels, multi_label)
-    storage.write_text(storage.join(workdir, 'metrics.json'), json.dumps({'step': step, **metrics}, indent=2))
+    storage.write_text(storage.join(workdir, 'metrics.json'), _json_key_per_line(record))
+  if writer is not None:
+    _write_summaries(writer, step, sampler, ids, scores, labels, confusion, class_names, confusion_classes)
   return metrics
+
+
+def _write_summaries(writer, step: int, sampler: eval_report.ClipSampler, ids, scores, labels, confusion,
+                     class_names, confusion_classes: int) -> None:
+  """The eval pictures and table (run_eval's docstring) through the clu metric writer."""
+  images, texts = {}, {}
+  clip_ids, frames = sampler.result()
+  if len(clip_ids):
+    rows = np.searchsorted(ids, clip_ids)
+    if labels.ndim == 2:  # Multi-hot: every true class, and the highest-scoring one.
+      true = ['+'.join(eval_report.class_name(c, class_names) for c in np.flatnonzero(labels[r] > 0.5)) for r in rows]
+    else:
+      true = [eval_report.class_name(int(labels[r]), class_names) for r in rows]
+    predicted = [eval_report.class_name(int(np.argmax(scores[r])), class_names) for r in rows]
+    images['eval/clips'] = eval_report.clip_grid(frames, true, predicted)
+  if confusion is not None:
+    if confusion_classes > 0:
+      images['eval/confusion_matrix'] = eval_report.confusion_picture(confusion, class_names, confusion_classes)
+    texts['eval/per_class_accuracy'] = eval_report.accuracy_table(confusion, class_names)
+  writer.write_images(step, images)
+  writer.write_texts(step, texts)
+
+
+def _json_key_per_line(record: Mapping) -> str:
+  """JSON object text with one key per line and compact values: a 400-class confusion matrix is one line, not
+  160,000."""
+  return '{\n' + ',\n'.join(f' {json.dumps(k)}: {json.dumps(v)}' for k, v in record.items()) + '\n}\n'
 
 
 def write_predictions(path: str, ids, scores, labels, multi_label: bool) -> None:

@@ -268,12 +268,13 @@ class PreemptionWatch:
       signal.signal(signal.SIGTERM, self._previous)
 
 
-def _evaluate(predict_fn, params, config, num_classes: int, mesh, step: int, workdir: str) -> dict:
+def _evaluate(predict_fn, params, config, num_classes: int, mesh, step: int, workdir: str, writer=None) -> dict:
   batches = pipeline.make_eval_iterator(config.data, num_classes=num_classes, global_batch_size=config.eval_batch_size,
                                         process_index=jax.process_index(), process_count=jax.process_count())
   try:
     return evaluate.run_eval(predict_fn, params, batches, mesh, multi_label=config.data.multi_label, step=step,
-                             workdir=workdir)
+                             workdir=workdir, writer=writer, class_names=sources.class_names_from_config(config.data),
+                             image_clips=config.eval_image_clips, confusion_classes=config.eval_confusion_classes)
   finally:
     _close(batches)
 
@@ -394,7 +395,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       pending, pending_first = [], step + 1
 
   def run_eval(step):
-    metrics = _evaluate(predict_fn, state['params'], config, num_classes, mesh, step, workdir)
+    metrics = _evaluate(predict_fn, state['params'], config, num_classes, mesh, step, workdir, writer)
     writer.write_scalars(step, {f'eval/{k}': v for k, v in metrics.items()})
     return metrics
 

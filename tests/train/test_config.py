@@ -45,6 +45,7 @@ def _bad(mutate):
     (lambda d: d.update(mode='training'), r"config\.mode must be 'train' or 'eval'"),
     (lambda d: d.update(remat_policy='everything'), r'config\.remat_policy'),
     (lambda d: d.update(batch_size=0), r'config\.batch_size must be >= 1'),
+    (lambda d: d.update(eval_confusion_classes=-1), r'config\.eval_confusion_classes must be >= 0'),
     (lambda d: d.update(compilation_cache_dir='/cache/{run}'), r"config\.compilation_cache_dir may hold '\{workdir\}'"),
     # A decode-time resize below what the augmentation samples makes it upscale (resize once, from native frames).
     (lambda d: d['data'].update(train_short_side=256), r'config\.data\.train_short_side must be 0 with random_resized'),

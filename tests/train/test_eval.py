@@ -50,6 +50,11 @@ def test_average_precision_by_hand():
   assert evaluate.mean_average_precision(scores, labels) == pytest.approx(100.0)
 
 
+def _predict(params, batch):  # Stand-in for the jitted model: passes the scores through.
+  del params
+  return {k: np.asarray(v) for k, v in batch.items()}
+
+
 def test_run_eval_writes_predictions_and_metrics(tmp_path):
   mesh = sharding_lib.make_mesh({'data': 8, 'fsdp': 1, 'model': 1})
   rng = np.random.default_rng(0)
@@ -58,16 +63,21 @@ def test_run_eval_writes_predictions_and_metrics(tmp_path):
               'mask': np.ones(8, bool)},
              {'scores': scores[8:], 'label': np.arange(8) % 5, 'video_index': 4 + np.arange(8) // 2,
               'mask': np.arange(8) < 6}]
-
-  def predict(params, batch):  # Stand-in for the jitted model: passes the scores through.
-    return {k: np.asarray(v) for k, v in batch.items()}
-
-  batches = [{**b, 'label': np.asarray(b['label'], np.int32)} for b in batches]
-  metrics = evaluate.run_eval(predict, None, batches, mesh, multi_label=False, step=12, workdir=str(tmp_path))
+  batches = [{**b, 'label': np.asarray(b['label'], np.int32), 'video': np.zeros((8, 2, 4, 4, 3), np.uint8)}
+             for b in batches]
+  metrics = evaluate.run_eval(_predict, None, batches, mesh, multi_label=False, step=12, workdir=str(tmp_path))
   assert metrics['num_videos'] == 7  # Videos 0..6; the last 2 rows are padding.
   with open(tmp_path / 'metrics.json') as f:
     saved = json.load(f)
   assert saved['step'] == 12 and saved['top1'] == metrics['top1'] and 'top5' in saved
+  # Video v's label is that of its first row: (2 v) % 5 for v < 4, (2 v - 8) % 5 after.
+  labels = np.array([0, 2, 4, 1, 0, 2, 4])
+  video_scores = np.stack([scores[[2 * v, 2 * v + 1]].mean(0) for v in range(7)])
+  expected = np.zeros((5, 5), int)
+  np.add.at(expected, (labels, video_scores.argmax(1)), 1)
+  np.testing.assert_array_equal(saved['confusion_matrix'], expected)
+  assert saved['per_class_accuracy'][3] is None  # No video of class 3.
+  assert saved['per_class_accuracy'][0] == 100 * expected[0, 0] / 2
   with open(tmp_path / 'eval' / 'predictions_12.csv') as f:
     rows = list(csv.DictReader(f))
   assert [int(r['video_index']) for r in rows] == list(range(7))

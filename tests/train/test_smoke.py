@@ -31,10 +31,15 @@ def test_train_then_eval_mode(data_root, tmp_path):
   result = trainer.train_and_evaluate(config, workdir)
   assert set(result) >= {'top1', 'top5'} and result['num_videos'] == 4 and result['views_per_video'] == 2
   assert glob.glob(os.path.join(workdir, 'events.out.tfevents.*'))
+  from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=g-import-not-at-top
+  events = event_accumulator.EventAccumulator(workdir)
+  events.Reload()  # The eval's pictures and table (their contents: tests/train/test_eval_report.py).
+  assert {'eval/clips', 'eval/confusion_matrix', 'eval/per_class_accuracy', 'eval/top1'} <= set(events.Tags()['tensors'])
   assert checkpointing.latest_step(workdir) == 2
   with open(os.path.join(workdir, 'metrics.json')) as f:
     saved = json.load(f)
   assert saved['step'] == 2 and saved['top1'] == result['top1'] and saved['top5'] == result['top5']
+  assert np.sum(saved['confusion_matrix']) == 4 and len(saved['per_class_accuracy']) == 4
   with open(os.path.join(workdir, 'eval', 'predictions_2.csv')) as f:
     assert len(f.read().splitlines()) == 1 + 4
   card = model_card.read(workdir)  # The model card: what load_pretrained and mvit_jax.predict read.
