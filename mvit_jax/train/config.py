@@ -52,6 +52,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.init_from = ''                 # Fine-tune: converted-checkpoint folder or training workdir ('' = scratch).
   c.init_from_inflate = 'centre'   # Image init_from for a video model: its 2-D kernels in the centre frame
                                    # ('centre') or repeated / kt over time ('average').
+  # Parameters the optimizer updates: 'all' | 'head' | 'last_stage' (blocks from the last Q-pooling block on,
+  # final norm, head) | comma-separated fnmatch patterns on '/'-joined parameter paths ('blocks_15,head',
+  # 'blocks_1[45]/mlp/*'), which `python -m mvit_jax.train.optim MODEL` lists. The others get no optimizer
+  # state and no update (mvit_jax.train.optim.make_optimizer); checkpoints still hold every parameter.
+  c.train_only = 'all'
 
   # --- Steps (micro-steps: one loader batch each) -------------------------------------------------------------
   c.num_train_steps = 1000
@@ -95,6 +100,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.optimizer.momentum = 0.9       # SGD only.
   c.optimizer.nesterov = False     # SGD only.
   c.optimizer.grad_clip_norm = 1.0  # Global L2 norm; 0 disables.
+  # Layer-wise LR decay (BEiT-style fine-tuning): layer l's updates scaled by layer_decay ** (depth + 1 - l),
+  # l = 0 for the patch embedding and position tables, i + 1 for block i, depth + 1 for the head. 1.0 = off.
+  c.optimizer.layer_decay = 1.0
 
   # --- Parallelism --------------------------------------------------------------------------------------------
   c.mesh = ml_collections.ConfigDict({'data': -1, 'fsdp': 1, 'model': 1})  # -1: all remaining devices.
@@ -219,6 +227,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(f"config.optimizer.name must be 'adamw' or 'sgd', got {config.optimizer.name!r}")
   if config.optimizer.schedule not in ('cosine', 'constant'):
     raise ConfigError(f"config.optimizer.schedule must be 'cosine' or 'constant', got {config.optimizer.schedule!r}")
+  if not 0 < config.optimizer.layer_decay <= 1:
+    raise ConfigError(f'config.optimizer.layer_decay must be in (0, 1] (1 = off), got {config.optimizer.layer_decay}')
+  if not all(p.strip() for p in config.train_only.split(',')):
+    raise ConfigError(f"config.train_only {config.train_only!r} holds an empty pattern; use 'all', 'head', "
+                      "'last_stage' or comma-separated parameter-path patterns")
   if config.data.dataset_kind not in DATASET_KINDS:
     raise ConfigError(f'config.data.dataset_kind {config.data.dataset_kind!r} is not one of {DATASET_KINDS}'
                       f'{did_you_mean(config.data.dataset_kind, DATASET_KINDS)}')
@@ -388,7 +401,19 @@ def check_paths(config: ml_collections.ConfigDict, workdir: str) -> None:
   run cannot write `workdir` (created here when missing). Synthetic data and TFDS datasets have no data paths."""
   if not config.synthetic_data.enabled and config.data.dataset_kind != 'tfds':
     _check_data_paths(config)
+  _check_init_from(config)
   _check_writable_folder(workdir)
+
+
+def _check_init_from(config: ml_collections.ConfigDict) -> None:
+  """init_from must hold a model card; freezing and layer decay only make sense on a pretrained model."""
+  if config.init_from:
+    if not _url_exists('config.init_from', storage.join(config.init_from, 'model.json')):
+      raise InputError(f'config.init_from: {config.init_from!r} holds no model.json (not a converted checkpoint '
+                       'folder or an mvit_jax workdir)')
+  elif config.train_only != 'all' or config.optimizer.layer_decay != 1:
+    raise InputError('config.init_from is empty: train_only and layer_decay fine-tune a pretrained model; name a '
+                     'converted checkpoint folder or a workdir (--config experiments/finetune.py:PATH)')
 
 
 IN1K_TRAIN_IMAGES = 1_281_167

@@ -137,7 +137,6 @@ class TrainSetup:
 
   @classmethod
   def build(cls, model: nn.Module, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, rules):
-    tx, schedule = optim.make_optimizer(config)
     d = config.data
     clip = jax.ShapeDtypeStruct((1, d.num_frames, d.crop_size, d.crop_size, 3), jnp.float32)
     with nn.logical_axis_rules(rules):
@@ -145,6 +144,7 @@ class TrainSetup:
     param_shardings = sharding_lib.param_shardings(boxed, mesh, rules)
     abstract_params = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                                    nn.unbox(boxed), param_shardings)
+    tx, schedule = optim.make_optimizer(config, abstract_params, model.config)
     opt_abstract = jax.eval_shape(tx.init, abstract_params)
     opt_shardings = sharding_lib.opt_state_shardings(opt_abstract, abstract_params, param_shardings, mesh)
     abstract_opt_state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),

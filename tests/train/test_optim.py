@@ -69,8 +69,8 @@ def test_adamw_weight_decay_only_on_masked_params():
   # Zero gradient: the Adam step is 0, so the update is exactly -lr * wd * p on decayed params and 0 elsewhere.
   c = _config(base_lr=0.1, base_batch_size=256, weight_decay=0.5, schedule='constant', warmup_steps=0,
               grad_clip_norm=0.0)
-  tx, _ = optim.make_optimizer(c)
   params = {'kernel': jnp.full((2, 2), 2.0), 'bias': jnp.full((2,), 2.0)}
+  tx, _ = optim.make_optimizer(c, params)
   updates, _ = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
   np.testing.assert_allclose(updates['kernel'], -0.1 * 0.5 * 2.0)
   np.testing.assert_allclose(updates['bias'], 0.0)
@@ -86,7 +86,7 @@ def test_multisteps_equals_big_batch_sgd():
   accum = _config(name='sgd', base_lr=0.1, base_batch_size=8, momentum=0.0, weight_decay=0.0,
                   schedule='constant', warmup_steps=0, grad_clip_norm=0.0)
   accum.batch_size, accum.grad_accum_steps = 4, 2
-  tx, _ = optim.make_optimizer(accum)
+  tx, _ = optim.make_optimizer(accum, params)
   state = tx.init(params)
   p = params
   for half in (x[:4], x[4:]):
@@ -95,7 +95,7 @@ def test_multisteps_equals_big_batch_sgd():
   big = _config(name='sgd', base_lr=0.1, base_batch_size=8, momentum=0.0, weight_decay=0.0,
                 schedule='constant', warmup_steps=0, grad_clip_norm=0.0)
   big.batch_size = 8
-  tx_big, _ = optim.make_optimizer(big)
+  tx_big, _ = optim.make_optimizer(big, params)
   updates, _ = tx_big.update(jax.grad(loss)(params, x), tx_big.init(params), params)
   np.testing.assert_allclose(p['w'], params['w'] + updates['w'], rtol=1e-6)
   np.testing.assert_allclose(p['w'], params['w'] - 0.1 * jax.grad(loss)(params, x)['w'], rtol=1e-6)
@@ -104,8 +104,8 @@ def test_multisteps_equals_big_batch_sgd():
 def test_clipping_applies_to_global_norm():
   c = _config(name='sgd', base_lr=1.0, base_batch_size=256, momentum=0.0, weight_decay=0.0, schedule='constant',
               warmup_steps=0, grad_clip_norm=1.0)
-  tx, _ = optim.make_optimizer(c)
   params = {'a': jnp.zeros(2), 'b': jnp.zeros(1)}
+  tx, _ = optim.make_optimizer(c, params)
   grads = {'a': jnp.array([3.0, 0.0]), 'b': jnp.array([4.0])}  # Global norm 5 -> scaled by 1/5.
   updates, _ = tx.update(grads, tx.init(params), params)
   np.testing.assert_allclose(updates['a'], [-0.6, 0.0], rtol=1e-6)
