@@ -18,7 +18,7 @@ from PIL import ImageDraw
 from mvit_jax.data import synthetic
 from mvit_jax.system import storage
 
-TITLE_HEIGHT = 14  # Pixels of a title or text line: Pillow's default bitmap font is 11 px high.
+TITLE_HEIGHT = 14  # Pixels of a title or text line: Pillow's default font (10 px) reaches 12 px down.
 GAP = 2  # Pixels of background between cells.
 
 
@@ -47,9 +47,12 @@ def frames_grid(rows: Sequence[np.ndarray], titles: Sequence[str] | None = None,
   return np.asarray(sheet)
 
 
-def text_block(lines: Sequence[str], width: int, height: int | None = None) -> np.ndarray:
-  """uint8 (height or TITLE_HEIGHT len(lines), width, 3): the lines in black on white, one per TITLE_HEIGHT px
-  (what does not fit is cut)."""
+def text_block(lines: Sequence[str], width: int | None = None, height: int | None = None) -> np.ndarray:
+  """uint8 (height or TITLE_HEIGHT len(lines), width, 3): the lines in black on white, one per TITLE_HEIGHT px;
+  width None fits the longest line, and what does not fit is cut."""
+  if width is None:
+    measure = ImageDraw.Draw(Image.new('RGB', (1, 1)))
+    width = 4 + max((int(np.ceil(measure.textlength(line))) for line in lines), default=0)
   image = Image.new('RGB', (width, TITLE_HEIGHT * len(lines) if height is None else height), 'white')
   draw = ImageDraw.Draw(image)
   for i, line in enumerate(lines):

@@ -2,12 +2,13 @@ r"""What is in these videos: top-k classes (and optionally features) of a model 
 
     python -m mvit_jax.predict --model DIR INPUT... [--topk 5] [--views CLIPSxCROPS] [--batch_size N]
         [--output FILE.jsonl] [--workers N] [--features OUT_DIR [--stages] [--per_view]]
+        [--visualize OUT_DIR [--explain_class C]]
 
 DIR is a converted checkpoint or a training workdir (its model.json, the model card, gives the classes and the
 input recipe). INPUT is video files (image files for image models), folders (searched recursively for them) or
 manifests (`.csv` / `.txt`, `path label` lines as the data manifests, relative paths from the manifest's folder).
-Every path (DIR, INPUT, --output, --features) may be a local one or a bucket URL (`gs://bucket/...`); a file
-written to a bucket appears when the run ends.
+Every path (DIR, INPUT, --output, --features, --visualize) may be a local one or a bucket URL (`gs://bucket/...`);
+a file written to a bucket appears when the run ends.
 Each video is decoded and sampled into the card's evaluation views (mvit_jax.inference), views of several videos
 share a forward pass, and each video's per-view softmax probabilities are averaged as the evaluator does. Per
 video: one line on stdout (top-k class names, or indices when the card has none, with probabilities), and with
@@ -18,6 +19,11 @@ the exit status is 1 only when no video could be predicted.
 --features OUT_DIR writes per video the pre-logit embedding averaged over the views (`N.npy`, (D,) float32), with
 --per_view each view's (`N_views.npy`, (V, D)), with --stages each stage's last token grid per view
 (`N_stages.npz`: stage{i} (V, T', H', W', C_i)), and OUT_DIR/index.jsonl mapping each video to its files.
+
+--visualize OUT_DIR writes per video `N_NAME.mp4`, the first view's sampled frames under a Grad-CAM heatmap
+(mvit_jax.inference.explain) of the top class, or of --explain_class (a class name or index), beside the top-k
+classes and probabilities, and `N_NAME.png`, a contact sheet of those frames with and without the heatmap; the
+JSON line names them ("visualization": {"mp4", "sheet"}).
 """
 from __future__ import annotations
 
@@ -36,6 +42,8 @@ import numpy as np
 from mvit_jax import inference
 from mvit_jax.data import decode
 from mvit_jax.data import sources
+from mvit_jax.inference import explain
+from mvit_jax.inference import visualize
 from mvit_jax.system import storage
 from mvit_jax.system.errors import InputError
 
@@ -51,6 +59,7 @@ class Result:
   scores: np.ndarray | None = None
   views: int = 0
   features: dict[str, np.ndarray] | None = None  # 'pre_logits' (V, D), 'stage{i}' (V, ...).
+  first_view: np.ndarray | None = None  # uint8 (T, H, W, 3), with predict(keep_first_view=True).
   error: str | None = None
 
 
@@ -98,7 +107,7 @@ def load_views(predictor: inference.Predictor, paths: Sequence[str], workers: in
 
 
 def predict(predictor: inference.Predictor, records: Sequence[sources.VideoRecord], *, workers: int = 0,
-            features: tuple[str, ...] = ()) -> Iterator[Result]:
+            features: tuple[str, ...] = (), keep_first_view: bool = False) -> Iterator[Result]:
   """Results in input order; views of consecutive videos are batched together (predictor.batch_size rows)."""
   pending: dict[int, Result] = {}  # Position -> result waiting for its views' scores.
   rows, owners = [], []  # Views not yet run, and the position of the video each belongs to.
@@ -131,6 +140,8 @@ def predict(predictor: inference.Predictor, records: Sequence[sources.VideoRecor
       result = pending[position] = Result(record.path, record.label, views=len(element['video']))
       if element['error']:
         result.error = str(element['error'])
+      elif keep_first_view:
+        result.first_view = element['video'][0]
       rows.extend(element['video'])
       owners.extend([position] * len(element['video']))
       while len(rows) >= predictor.batch_size:
@@ -195,6 +206,16 @@ class Progress:
       sys.stderr.flush()
 
 
+def write_visualization(out_dir: str, number: int, result: Result, predictor: inference.Predictor,
+                        grad_cam: explain.GradCam, top: list[dict], explained: int | None) -> dict[str, str]:
+  """visualize.write for one result: the Grad-CAM of class `explained` (None: the top class) on its first view."""
+  explained = top[0]['index'] if explained is None else explained
+  heat = grad_cam(result.first_view[None], [explained])[0]
+  name = predictor.class_name(explained)
+  return visualize.write(out_dir, number, result.path, result.first_view, heat, top,
+                         str(explained) if name is None else name, visualize.playback_fps(predictor.data_config))
+
+
 def describe(result: Result, top: list[dict]) -> str:
   shown = ', '.join(f'{t["class"] if t["class"] is not None else t["index"]} ({t["probability"]:.3f})' for t in top)
   return f'{result.path}: {shown}'
@@ -206,6 +227,8 @@ def main(argv):
     raise InputError('usage: python -m mvit_jax.predict --model DIR INPUT... (video files, folders or manifests)')
   if (FLAGS.stages or FLAGS.per_view) and not FLAGS.features:
     raise InputError('--stages and --per_view need --features OUT_DIR')
+  if FLAGS.explain_class is not None and not FLAGS.visualize:
+    raise InputError('--explain_class needs --visualize OUT_DIR')
   views = inference.parse_views(FLAGS.views) if FLAGS.views else None
   logging.set_verbosity(logging.ERROR)  # Checkpoint loading logs its every step; the results are this tool's output.
   predictor = inference.load(FLAGS.model, views=views, batch_size=FLAGS.batch_size)
@@ -217,10 +240,18 @@ def main(argv):
     features = ('pre_logits',) + (predictor.stage_names if FLAGS.stages else ())
   output = storage.open_file(FLAGS.output, 'w') if FLAGS.output else None
   index = storage.open_file(storage.join(FLAGS.features, 'index.jsonl'), 'w') if features else None
+  grad_cam, explained = None, None
+  if FLAGS.visualize:
+    if FLAGS.explain_class is not None:
+      explained = visualize.explain_class(FLAGS.explain_class, predictor.card.classes,
+                                          predictor.module.config.num_classes)
+    grad_cam = explain.GradCam(predictor)
+    storage.makedirs(FLAGS.visualize)
   progress = Progress(len(records))
   predicted = 0
   try:
-    for number, result in enumerate(predict(predictor, records, workers=FLAGS.workers, features=features)):
+    for number, result in enumerate(predict(predictor, records, workers=FLAGS.workers, features=features,
+                                            keep_first_view=grad_cam is not None)):
       progress.clear()
       line = {'video': result.path}
       if result.label is not None:
@@ -237,6 +268,9 @@ def main(argv):
           entry = write_features(FLAGS.features, number, result, FLAGS.per_view)
           index.write(json.dumps(entry) + '\n')
           line['features'] = entry['embedding']
+        if grad_cam is not None:
+          line['visualization'] = write_visualization(FLAGS.visualize, number, result, predictor, grad_cam,
+                                                      top, explained)
       if output is not None:
         output.write(json.dumps(line) + '\n')
         output.flush()
@@ -262,4 +296,7 @@ def define_flags():
   flags.DEFINE_string('features', None, 'Folder for per-video embeddings (.npy) and index.jsonl.')
   flags.DEFINE_bool('stages', False, 'With --features: also the per-stage token grids (.npz).')
   flags.DEFINE_bool('per_view', False, 'With --features: also the per-view embeddings.')
+  flags.DEFINE_string('visualize', None, 'Folder for per-video mp4s and PNGs of the frames under a Grad-CAM heatmap.')
+  flags.DEFINE_string('explain_class', None, 'With --visualize: the class (name or index) the heatmap explains '
+                      '(default: the top class).')
 
