@@ -34,6 +34,9 @@ The CPU figures are inflated by the load (about 1 ms per decoded frame on an idl
 interleaved runs. slice threads do nothing on x264's one-slice streams (skip_slice2 = skip within noise); frame
 threads cost CPU for wall time. These noisy videos get few B-frames from x264's adaptive decision, so most of the
 ~150 frames from the keyframe (up to 250 apart) to the clip's end are P-frames, which every option must decode.
+With `--blur 1` (0.40 Mbit/s, more B-frames; load 3-7): skip 1.15x (131.5 frames decoded, was 160.2), skip +
+frame threads 0.99x, skip + slice threads 1.07x, frame threads 0.86x, OpenCV 1.00x, decord2 0.94x, torchcodec
+0.51x (64.9 ms CPU per clip for the reference).
 """
 import os
 import time
