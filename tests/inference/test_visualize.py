@@ -19,6 +19,7 @@ from mvit_jax.data import sources
 from mvit_jax.inference import explain
 from mvit_jax.inference import predict
 from mvit_jax.inference import visualize
+from mvit_jax.models import layout
 from mvit_jax.models import model_card
 from mvit_jax.models import pretrained
 from mvit_jax.models.variants import create_model
@@ -111,11 +112,12 @@ def test_a_model_without_a_spatial_grid_is_one_line(data_root, tmp_path):
                                               ('mvitv2_tiny', 1, 64), ('mvitv2_small_cls', 1, 64)])
 def test_every_variant_scanned_or_not(name, frames, size):
   """v1 and v2, video and image, class token or token mean: the heatmap is the same from scanned parameters."""
-  maps = []
+  maps, params = [], None
   for scan in (False, True):
     module = create_model(name, num_frames=frames, input_size=size, scan_blocks=scan, num_classes=5)
-    x = np.zeros((1, frames, size, size, 3), np.float32)
-    params = nn.unbox(jax.jit(module.init)(jax.random.key(0), x)['params'])
+    if params is None:
+      params = nn.unbox(jax.jit(module.init)(jax.random.key(0), np.zeros((1, frames, size, size, 3)))['params'])
+    params = layout.to_block_layout(params, module.config)
     card = model_card.ModelCard(name, {}, None, model_card.InputRecipe(
         num_frames=frames, sampling_rate=1, target_fps=30.0, short_side=size, crop_size=size, mean=(0.45,) * 3,
         std=(0.225,) * 3))
