@@ -7,10 +7,13 @@ Then make_train_iterator with 0, 1 and 2 workers. Ratios printed: pipeline / dec
 for wall-clock clips/s and for CPU time per clip (this process plus its worker processes). On a shared machine the
 CPU time per clip is the number that does not depend on what else runs; each rate is the best of --repeats. Last,
 the machine's own scaling: two plain processes of decode + augment against one, the ceiling for 2 vs 1 workers.
-With --gcs, the pipeline is timed again on the same videos and manifest served from a bucket (gs://) on a local
-fake-gcs-server, through a loopback proxy that delays every request by --gcs_latency_ms (a GCS read from a VM in
-the bucket's region takes tens of ms), and the ratio gs:// / local is printed; CPU time there includes the
-emulator's and the proxy's, which a real store spends elsewhere.
+With --gcs, the pipeline is timed again, with its default settings, on the same videos and manifest served from a
+bucket (gs://) on a local fake-gcs-server, through a loopback relay process that holds every request back by
+--gcs_latency_ms (a GCS read from a VM in the bucket's region takes tens of ms). Printed: the requests one clip
+costs, then per worker count clips/s, the loader's CPU ms per clip and two ratios gs:// / local: clips/s, and clips
+per loader CPU second (the throughput ratio on equally free cores). The store's CPU (relay + emulator, printed per
+request) is not the loader's: a real store spends it on its own machines, but here it takes the same cores, so
+with every core busy the clips/s ratio is lower than the loader alone would make it.
 
   python scripts/bench_data.py [--num_videos 8] [--clips 64] [--workers 0,1,2] [--augment light|full] [--gcs]
 
@@ -30,9 +33,8 @@ timed last, on this machine's JAX backend.
 Videos (10 s, 30 fps, keyframe every 16 frames, as scripts/prepare_videos.py writes them) are generated into
 --video_dir once and reused.
 """
+import asyncio
 import contextlib
-import http.client
-import http.server
 import multiprocessing
 import os
 import shutil
@@ -40,9 +42,7 @@ import signal
 import socket
 import struct
 import subprocess
-import sys
 import tempfile
-import threading
 import time
 import urllib.request
 
@@ -97,17 +97,32 @@ def bench_config(manifest: str, augment: str):
   return cfg
 
 
+# The processes that stand in for a bucket (--gcs): a real store runs on its own machines, so cpu_seconds leaves
+# them out and the gs:// rows print their CPU apart.
+_STORE_PIDS = set()
+
+
+def _stat_fields(pid) -> list[str]:
+  """/proc/<pid>/stat after the command name: state, parent pid, ..., utime and stime at 11 and 12."""
+  with open(f'/proc/{pid}/stat') as f:
+    return f.read().rsplit(')', 1)[1].split()
+
+
+def _process_cpu_seconds(pid: int) -> float:
+  fields = _stat_fields(pid)
+  return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+
+
 def cpu_seconds() -> float:
   """CPU time of this process (all threads) and its live child processes (grain workers), in seconds."""
   ticks, me = os.sysconf('SC_CLK_TCK'), str(os.getpid())
   total = time.process_time()
   for pid in filter(str.isdigit, os.listdir('/proc')):
     try:
-      with open(f'/proc/{pid}/stat') as f:
-        fields = f.read().rsplit(')', 1)[1].split()
+      fields = _stat_fields(pid)
     except OSError:
       continue
-    if fields[1] == me:  # Parent pid; utime and stime follow at 11 and 12.
+    if fields[1] == me and int(pid) not in _STORE_PIDS:
       total += (int(fields[11]) + int(fields[12])) / ticks
   return total
 
@@ -319,18 +334,27 @@ def main(argv):
       f'{name:40s} {rate:7.2f}  {rate / bound:6.2f}   | {cpu:8.1f}  {bound_cpu / cpu:6.2f}{extra}')
   row('decode bound (PyAV, needed frames only)', bound, bound_cpu)
   row('decode + augment, serial', serial, serial_cpu)
-  rates = {}
+  rates, cpus = {}, {}
   for workers in map(int, _WORKERS.value):
-    rates[workers], cpu = time_pipeline(cfg, workers, _CLIPS.value, _BATCH.value, _REPEATS.value)
+    rates[workers], cpus[workers] = time_pipeline(cfg, workers, _CLIPS.value, _BATCH.value, _REPEATS.value)
     extra = f'   ({rates[workers] / rates[1]:.2f}x 1 worker)' if workers > 1 and 1 in rates else ''
-    row(f'pipeline, {workers} workers', rates[workers], cpu, extra)
+    row(f'pipeline, {workers} workers', rates[workers], cpus[workers], extra)
   if _GCS.value:
-    with served_from_bucket(os.path.dirname(manifest), _GCS_LATENCY_MS.value) as bucket:
-      gcs_cfg = bench_config(storage.join(bucket, 'train.csv'), _AUGMENT.value)
+    with served_from_bucket(os.path.dirname(manifest), _GCS_LATENCY_MS.value) as store:
+      gcs_cfg = bench_config(storage.join(store.url, 'train.csv'), _AUGMENT.value)
+      gcs_paths = [storage.join(store.url, os.path.basename(path)) for path in paths]
+      time_serial(gcs_cfg, gcs_paths, 2, augment=False)  # Client start-up.
+      requests = store.requests()
+      time_serial(gcs_cfg, gcs_paths, _CLIPS.value, augment=False)
+      print(f'gs:// +{_GCS_LATENCY_MS.value:g} ms: {(store.requests() - requests) / _CLIPS.value:.2f} requests per '
+            'clip; CPU ms/clip below is the loader\'s, the store\'s (relay + emulator) is printed apart')
       for workers in map(int, _WORKERS.value):
+        store_cpu, requests = store.cpu_seconds(), store.requests()
         rate, cpu = time_pipeline(gcs_cfg, workers, _CLIPS.value, _BATCH.value, _REPEATS.value)
+        store_ms = 1000 * (store.cpu_seconds() - store_cpu) / max(1, store.requests() - requests)
         row(f'pipeline, {workers} workers, gs:// +{_GCS_LATENCY_MS.value:g} ms', rate, cpu,
-            f'   (gs/local {rate / rates[workers]:.2f})')
+            f'   (gs/local {rate / rates[workers]:.2f}, per loader CPU {cpus[workers] / cpu:.2f}; store '
+            f'{store_ms:.2f} ms CPU/request)')
   scaling = machine_scaling(manifest, _AUGMENT.value, _CLIPS.value)
   print(f'machine scaling now: two processes of serial decode + augment = {scaling:.2f}x one process')
   clip_bytes = cfg.num_frames * cfg.crop_size ** 2 * 3
@@ -340,41 +364,71 @@ def main(argv):
   print(f'load average after: {os.getloadavg()[0]:.2f}')
 
 
-class _DelayingProxy(http.server.BaseHTTPRequestHandler):
-  """Forwards every request to `upstream` (host, port) after sleeping `delay_s`, as a distant store would answer."""
-  protocol_version = 'HTTP/1.1'  # Keep-alive: clients reuse connections, as they do with GCS.
-  upstream: tuple[str, int]
-  delay_s: float
-
-  def _forward(self):
-    time.sleep(self.delay_s)
-    body = self.rfile.read(int(self.headers.get('Content-Length', 0)))
-    connection = http.client.HTTPConnection(*self.upstream)
-    headers = {k: v for k, v in self.headers.items() if k.lower() not in ('host', 'connection')}
-    connection.request(self.command, self.path, body=body, headers=headers)
-    response = connection.getresponse()
-    data = response.read()
-    connection.close()
-    self.send_response(response.status, response.reason)
-    for key, value in response.getheaders():
-      if key.lower() not in ('connection', 'content-length', 'transfer-encoding'):
-        self.send_header(key, value)
-    self.send_header('Content-Length', str(len(data)))
-    self.end_headers()
-    self.wfile.write(data)
-
-  do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _forward
-
-  def log_message(self, *args):  # One line per request would drown the table.
-    del args
+# Bytes per read in the relay: a whole socket buffer at a time, so a 0.5 MiB answer costs a handful of copies.
+_RELAY_CHUNK = 1 << 20
 
 
-class _ProxyServer(http.server.ThreadingHTTPServer):
-  daemon_threads = True
+async def _relay_connection(client_reader, client_writer, upstream_port: int, delay_s: float, requests) -> None:
+  """Relays one client connection to the emulator byte for byte, holding each request back by delay_s.
 
-  def handle_error(self, request, client_address):
-    if not isinstance(sys.exc_info()[1], ConnectionError):  # A closed loader's workers hang up mid-request.
-      super().handle_error(request, client_address)
+  A byte relay rather than an HTTP proxy: parsing and re-sending each request and answer in Python costs about as
+  much CPU as the loader's own fetch on this host, CPU a real store spends on its own machines. HTTP/1.1 clients
+  (gcsfs's aiohttp) send a request only after the previous answer, so the first bytes from the client after the
+  upstream has answered (or on a new connection) begin a request; those wait delay_s."""
+  upstream_reader, upstream_writer = await asyncio.open_connection('127.0.0.1', upstream_port)
+  new_request = True
+
+  async def forward_requests():
+    nonlocal new_request
+    while data := await client_reader.read(_RELAY_CHUNK):
+      if new_request:
+        new_request = False
+        requests.value += 1
+        await asyncio.sleep(delay_s)
+      upstream_writer.write(data)
+      await upstream_writer.drain()
+
+  async def forward_answers():
+    nonlocal new_request
+    while data := await upstream_reader.read(_RELAY_CHUNK):
+      new_request = True
+      client_writer.write(data)
+      await client_writer.drain()
+
+  # When either side hangs up (a closed loader's workers, the emulator's idle timeout), both connections close.
+  tasks = [asyncio.ensure_future(forward_requests()), asyncio.ensure_future(forward_answers())]
+  await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+  for task in tasks:
+    task.cancel()
+  for writer in (client_writer, upstream_writer):
+    writer.close()
+
+
+def _serve_relay(upstream_port: int, delay_s: float, port_pipe, requests) -> None:
+  """Process body: a delaying relay on a free loopback port (sent through port_pipe) to upstream_port, counting
+  requests in `requests` (a shared integer)."""
+
+  async def serve():
+    server = await asyncio.start_server(
+        lambda reader, writer: _relay_connection(reader, writer, upstream_port, delay_s, requests), '127.0.0.1', 0)
+    port_pipe.send(server.sockets[0].getsockname()[1])
+    await server.serve_forever()
+
+  asyncio.run(serve())
+
+
+class _BucketStore:
+  """A bucket at `url` and the processes that stand in for GCS (the relay and fake-gcs-server): their CPU and the
+  requests served."""
+
+  def __init__(self, url: str, pids: list[int], requests):
+    self.url, self.pids, self._requests = url, pids, requests
+
+  def cpu_seconds(self) -> float:
+    return sum(_process_cpu_seconds(pid) for pid in self.pids)
+
+  def requests(self) -> int:
+    return self._requests.value
 
 
 def _free_port() -> int:
@@ -408,25 +462,34 @@ def _start_emulator(data_dir: str) -> tuple[subprocess.Popen, int]:
 
 @contextlib.contextmanager
 def served_from_bucket(folder: str, delay_ms: float):
-  """Yields 'gs://bench', a bucket holding the files of `folder` (not its subfolders), on fake-gcs-server behind a
-  proxy that delays every request by delay_ms; this process and the loader workers it starts are pointed at the
-  proxy (gcsfs reads the variables when it is imported, which happens on first use of a bucket)."""
+  """Yields a _BucketStore whose `url` 'gs://bench' holds the files of `folder` (not its subfolders), on
+  fake-gcs-server behind a relay process that delays every request by delay_ms; this process and the loader workers
+  it starts are pointed at the relay (gcsfs reads the variables when it is imported, on first use of a bucket).
+  While it is open, cpu_seconds leaves the two store processes out."""
   with tempfile.TemporaryDirectory() as data_dir:
     os.makedirs(os.path.join(data_dir, 'bench'))
     for entry in os.listdir(folder):
       if os.path.isfile(os.path.join(folder, entry)):
         shutil.copy(os.path.join(folder, entry), os.path.join(data_dir, 'bench', entry))
     emulator, port = _start_emulator(data_dir)
-    handler = type('Proxy', (_DelayingProxy,), {'upstream': ('127.0.0.1', port), 'delay_s': delay_ms / 1000})
-    proxy = _ProxyServer(('127.0.0.1', 0), handler)
-    threading.Thread(target=proxy.serve_forever, daemon=True).start()
-    # The emulator serves no bucket type (zonal or hierarchical) probe.
-    os.environ.update(STORAGE_EMULATOR_HOST=f'http://127.0.0.1:{proxy.server_address[1]}',
-                      GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT='false')
+    context = multiprocessing.get_context('spawn')
+    receive_port, send_port = context.Pipe(duplex=False)
+    requests = context.Value('q', 0, lock=False)  # Written by the relay only.
+    relay = context.Process(target=_serve_relay, args=(port, delay_ms / 1000, send_port, requests), daemon=True)
+    relay.start()
     try:
-      yield 'gs://bench'
+      if not receive_port.poll(60):
+        raise RuntimeError('the delaying relay did not start')
+      # The emulator serves no bucket type (zonal or hierarchical) probe.
+      os.environ.update(STORAGE_EMULATOR_HOST=f'http://127.0.0.1:{receive_port.recv()}',
+                        GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT='false')
+      store = _BucketStore('gs://bench', [relay.pid, emulator.pid], requests)
+      _STORE_PIDS.update(store.pids)
+      yield store
     finally:
-      proxy.shutdown()
+      _STORE_PIDS.difference_update((relay.pid, emulator.pid))
+      relay.kill()
+      relay.join()
       os.kill(emulator.pid, signal.SIGKILL)
       emulator.wait()
 
