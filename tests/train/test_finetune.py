@@ -1,17 +1,20 @@
 """docs/finetune.md at tiny scale: a class-folder data set of synthetic videos, a converted torchvision-format
 checkpoint, `experiments/finetune.py` with train_only=head (every other parameter bit-identical afterwards) and
-with all, then predict; and the one-line errors of a fine-tune without a pretrained model."""
+with all, then predict with --visualize; and the one-line errors of a fine-tune without a pretrained model."""
 import importlib.util
 import json
 import os
 import subprocess
 import sys
 
+import av
 import flax
 import numpy as np
+from PIL import Image
 import pytest
 
 from mvit_jax import models
+from mvit_jax.data import render
 from mvit_jax.data import synthetic
 from mvit_jax.system.errors import InputError
 from mvit_jax.train import config as config_lib
@@ -89,10 +92,28 @@ def test_head_only_changes_only_the_head_then_all_then_predict(tutorial, tmp_pat
   assert {'patch_embed', 'pos_embed', 'blocks_0', 'blocks_3', 'norm', 'head'} <= changed
 
   video = os.path.join(root, CLASSES[0], '0.mp4')
-  result = _run(['mvit_jax.predict', f'--model={tmp_path / "all"}', f'--output={tmp_path / "p.jsonl"}', video], cache)
+  result = _run(['mvit_jax.predict', f'--model={tmp_path / "all"}', f'--output={tmp_path / "p.jsonl"}',
+                 f'--visualize={tmp_path / "vis"}', video], cache)
   assert result.returncode == 0, result.stderr[-3000:]
   (line,) = (json.loads(x) for x in (tmp_path / 'p.jsonl').read_text().splitlines())
   assert {t['class'] for t in line['top_k']} == set(CLASSES)  # The class folders' names, from the model card.
+  num_frames = json.loads((tmp_path / 'all' / 'model.json').read_text())['input']['num_frames']
+  with av.open(str(tmp_path / 'vis' / line['visualization']['mp4'])) as container:
+    assert sum(1 for _ in container.decode(video=0)) == num_frames
+  heat_colours = _sheet_heat_colours(tmp_path / 'vis' / line['visualization']['sheet'])
+  assert np.ptp(heat_colours, axis=(0, 1)).max() > 60  # Not one colour: the heatmap varies over the frame.
+
+
+def _sheet_heat_colours(path) -> np.ndarray:
+  """The JET colours of the first frame's heatmap, recovered from the contact sheet's two rows (sampled frame above,
+  render.overlay_heatmap's 50/50 blend below) of 32 px frames shown at 128 px (int (128, 128, 3), +-2 levels)."""
+  with Image.open(path) as image:
+    sheet = np.asarray(image.convert('RGB')).astype(int)
+  cell, top = 128, render.TITLE_HEIGHT
+  frame = sheet[top:top + cell, :cell]
+  row = top + cell + render.GAP + render.TITLE_HEIGHT
+  overlay = sheet[row:row + cell, :cell]
+  return 2 * overlay - frame
 
 
 def test_fine_tune_needs_a_model_card_in_init_from(tmp_path):
