@@ -14,7 +14,8 @@ def default_data_config() -> ml_collections.ConfigDict:
   c.dataset_kind = 'manifest'      # 'manifest' (video files) | 'frames' (folders of JPEG frames) | 'tfds'
                                    # | 'folder' (root/<class>/<video>, mvit_jax.data.folder)
                                    # | 'prepared' (JPEG-frame ArrayRecord shards, mvit_jax.data.prepare)
-                                   # | 'dmvr' (DMVR / Scenic TFRecords of tf.train.SequenceExample).
+                                   # | 'dmvr' (DMVR / Scenic TFRecords of tf.train.SequenceExample)
+                                   # | 'ava' (AVA action detection: boxes, frames or videos; mvit_jax.data.ava).
   c.root = ''                      # Manifest paths are relative to this folder (DATA.PATH_PREFIX); 'folder' kind:
                                    # the folder of class folders (or of train/ and val/ holding them).
   c.folder_val_fraction = 0.1      # 'folder' kind without train/ and val/: fraction of each class's videos that
@@ -39,6 +40,31 @@ def default_data_config() -> ml_collections.ConfigDict:
                                    # frames_fps ('dmvr').
   c.dmvr_image_key = 'image/encoded'     # 'dmvr' kind: feature list of JPEG-encoded frames.
   c.dmvr_label_key = 'clip/label/index'  # 'dmvr' kind: context int64 feature with the class index (or indices).
+  # 'ava' kind (action detection, mvit_jax.data.ava; PySlowFast AVA.* names in comments). Clips are read from frame
+  # folders (ava_frame_dir + frame lists) or from video files (ava_video_dir), exactly one of the two.
+  c.ava_frame_dir = ''             # AVA.FRAME_DIR: frame list paths are relative to it.
+  c.ava_frame_list_dir = ''        # AVA.FRAME_LIST_DIR: the frame lists below are relative to it.
+  c.ava_frame_list_train = 'train.csv'  # AVA.TRAIN_LISTS: `original_vido_id video_id frame_id path labels` rows.
+  c.ava_frame_list_val = 'val.csv'      # AVA.TEST_LISTS.
+  c.ava_video_dir = ''             # {ava_video_dir}/{video}.mp4|.mkv|.webm, instead of frames.
+  c.ava_annotation_dir = ''        # AVA.ANNOTATION_DIR: the files below are relative to it (URLs and absolute
+                                   # paths are kept; '' turns an optional file off).
+  c.ava_train_gt_boxes = 'ava_train_v2.2.csv'  # AVA.TRAIN_GT_BOX_LISTS: `video,sec,x1,y1,x2,y2,action,person`.
+  c.ava_train_proposals = ('person_box_67091280_iou90/'  # AVA.TRAIN_PREDICT_BOX_LISTS: detector boxes labelled
+                           'ava_detection_train_boxes_and_labels_include_negative_v2.2.csv')  # by IoU > 0.9.
+  c.ava_val_detections = 'person_box_67091280_iou90/ava_detection_val_boxes_and_labels.csv'  # TEST_PREDICT_BOX_LISTS.
+  c.ava_val_gt = 'ava_val_v2.2.csv'  # AVA.GROUNDTRUTH_FILE (the evaluation's ground truth).
+  c.ava_label_map = 'ava_action_list_v2.2_for_activitynet_2019.pbtxt'  # AVA.LABEL_MAP_FILE: classes scored.
+  c.ava_exclusions = 'ava_val_excluded_timestamps_v2.2.csv'  # AVA.EXCLUSION_FILE: keyframes the scorer skips.
+  c.ava_detection_score_thresh = 0.8  # AVA.DETECTION_SCORE_THRESH (AVA configs): proposals and test boxes kept.
+  c.ava_max_boxes = 32             # N boxes per clip (padded and masked; more: the first N kept, counted).
+  c.ava_test_view = 'center'       # 'center': short side to crop_size, centre crop (PySlowFast 'val'); 'full':
+                                   # short side to crop_size, whole frame (PySlowFast 'test'; batches of one video).
+  c.ava_fps = 30.0                 # Frame rate of the frame folders (ava_helper.FPS).
+  c.ava_frame_start_sec = 900      # AVA second of a frame folder's first frame (frames cut from 900 s).
+  c.ava_video_start_sec = 900      # AVA second at time 0 of a video file: 900 for the 15-minute cuts, 0 for the
+                                   # original full-length AVA videos.
+  c.ava_valid_secs = (902, 1798)   # First and last keyframe second used (ava_helper.AVA_VALID_FRAMES).
 
   # --- Temporal sampling (decoder.py) -----------------------------------------------------------------------
   c.num_frames = 16                # T (DATA.NUM_FRAMES).

@@ -1,4 +1,4 @@
-"""Decode only the frames a clip needs, with PyAV (video files) or Pillow (folders of JPEG frames).
+"""Decode only the frames a clip needs, with PyAV (video files) or OpenCV (folders of JPEG frames).
 
 Frames are addressed by index on the video's nominal frame grid (index i is time i / fps from the stream start);
 frame i is the frame shown at that time (the last frame whose timestamp is at most half a nominal frame later),
@@ -274,28 +274,65 @@ def list_frame_files(folder: str, pattern: str = '*.jpg') -> list[str]:
   return files
 
 
+# OpenCV decodes a JPEG at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling) when asked with these flags.
+_REDUCED = ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4), (2, cv2.IMREAD_REDUCED_COLOR_2))
+
+
+def decode_image(data: bytes, short_side: int = 0, shape: tuple[int, int] | None = None) -> np.ndarray:
+  """(H, W, 3) uint8 RGB of an encoded image (JPEG, PNG, ...), its short side scaled to `short_side` (0: as
+  stored). `shape`: its stored (height, width) when known, else read from the header. A smaller size is decoded
+  at the largest reduced JPEG scale that stays at least as large, then resized (bilinear).
+
+  OpenCV rather than Pillow: the same libjpeg-turbo decode in half the CPU time (Pillow copies the pixels twice).
+  Raises ValueError when the bytes do not decode.
+  """
+  if shape is None:
+    with Image.open(io.BytesIO(data)) as image:  # Reads the header only.
+      shape = image.height, image.width
+  height, width = shape
+  out_height, out_width = resized_shape(height, width, short_side)
+  flag = cv2.IMREAD_COLOR
+  if (out_height, out_width) != (height, width):
+    flag = next((f for r, f in _REDUCED if height // r >= out_height and width // r >= out_width), flag)
+  bgr = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
+  if bgr is None:
+    raise ValueError('not a decodable image')
+  if bgr.shape[:2] != (out_height, out_width):
+    bgr = cv2.resize(bgr, (out_width, out_height), interpolation=cv2.INTER_LINEAR)
+  return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
 def _read_image(path: str, short_side: int) -> np.ndarray:
   """(H, W, 3) uint8 RGB of an image file (local or URL), its short side scaled to `short_side` (0: native)."""
-  with Image.open(io.BytesIO(storage.read_bytes(path)) if storage.is_url(path) else path) as image:
-    if not short_side:
-      return np.asarray(image.convert('RGB'))
-    height, width = resized_shape(image.height, image.width, short_side)
-    image.draft('RGB', (width, height))
-    return np.asarray(image.convert('RGB').resize((width, height), Image.BILINEAR))
+  return decode_image(storage.read_bytes(path), short_side)
+
+
+def image_size(path: str) -> tuple[int, int]:
+  """(H, W) of an image file (local or URL) from its header; raises DecodeError when it cannot be read."""
+  try:
+    with Image.open(io.BytesIO(storage.read_bytes(path)) if storage.is_url(path) else path) as image:
+      return image.height, image.width
+  except Exception as e:  # pylint: disable=broad-except  (Pillow's errors, or a store's after its retries)
+    raise DecodeError(f'cannot read frame {path}: {e}') from None
 
 
 def decode_frame_folder(folder: str, index_fn: IndexFn, *, fps: float, pattern: str = '*.jpg',
                         short_side: int = 0) -> Clip:
   """Loads the frames `index_fn(num_frames, fps)` asks for from a folder of image files (sorted by name).
 
-  JPEGs are decoded at reduced size when `short_side` allows it (Pillow draft mode), then resized exactly.
+  JPEGs are decoded at reduced size when `short_side` allows it (`decode_image`), then resized exactly.
   """
-  files = list_frame_files(folder, pattern)
+  return decode_frame_files(list_frame_files(folder, pattern), index_fn, fps=fps, short_side=short_side)
+
+
+def decode_frame_files(files, index_fn: IndexFn, *, fps: float, short_side: int = 0) -> Clip:
+  """Loads the frames `index_fn(len(files), fps)` asks for from a sequence of image files (local or URLs), frame i
+  being files[i]; each distinct frame is read once. Raises DecodeError naming the file that cannot be read."""
   indices = np.asarray(index_fn(len(files), fps), np.int64)
   cache = {}
   for i in np.unique(indices).tolist():
     try:
       cache[i] = _read_image(files[i], short_side)
-    except Exception as e:  # pylint: disable=broad-except  (Pillow's errors, or a store's after its retries)
+    except Exception as e:  # pylint: disable=broad-except  (OpenCV's and Pillow's errors, or a store's after its retries)
       raise DecodeError(f'cannot read frame {files[i]}: {e}') from None
   return Clip(np.stack([cache[i] for i in indices.tolist()]), indices, fps, len(files), len(cache))

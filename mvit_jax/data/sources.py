@@ -128,22 +128,28 @@ def read_manifest(path: str, root: str = '', *, num_classes: int = 0,
 
 
 def class_names_from_config(cfg) -> list[str] | None:
-  """The class names of a data config (label i is name i): the class folders' names (dataset_kind 'folder'), else
-  the classes file's lines, else None."""
+  """The class names of a data config (label i is name i): the class folders' names (dataset_kind 'folder'), the
+  label map's names (dataset_kind 'ava': column i is action id i + 1), else the classes file's lines, else None."""
   if cfg.dataset_kind == 'folder':
     from mvit_jax.data import folder  # pylint: disable=g-import-not-at-top  (it imports this module)
     return list(folder.from_config(cfg).classes)
+  if cfg.dataset_kind == 'ava' and cfg.ava_label_map:
+    from mvit_jax.data import ava  # pylint: disable=g-import-not-at-top  (this kind only)
+    return ava.class_names_from_config(cfg)
   return read_class_names(cfg.classes_file) if cfg.classes_file else None
 
 
 def num_classes_from_config(cfg) -> int:
-  """cfg.num_classes if set, else the number of class folders (dataset_kind 'folder'), else the classes file's
-  length, else 1 + the largest label of the train manifest (or of the eval manifest when there is no train
+  """cfg.num_classes if set, else the number of class folders (dataset_kind 'folder'), the label map's largest id
+  (dataset_kind 'ava'), else the classes file's length, else 1 + the largest label of the train manifest (or of the eval manifest when there is no train
   manifest)."""
   if cfg.num_classes:
     return cfg.num_classes
   if cfg.dataset_kind == 'folder':
     return len(class_names_from_config(cfg))
+  if cfg.dataset_kind == 'ava':
+    from mvit_jax.data import ava  # pylint: disable=g-import-not-at-top  (this kind only)
+    return ava.num_classes_from_config(cfg)
   if cfg.classes_file:
     return len(read_class_names(cfg.classes_file))
   if cfg.dataset_kind == 'tfds':

@@ -1,0 +1,431 @@
+"""AVA action detection data in PySlowFast's layout (dataset_kind='ava'): keyframes with person boxes and their
+multi-hot actions, and their clips from frame folders or from the video files.
+
+  {ava_frame_dir}/{video}/{video}_{%06d}.jpg      frames at ava_fps, frame 0 at second ava_frame_start_sec (900)
+  {ava_frame_list_dir}/train.csv, val.csv          `original_vido_id video_id frame_id path labels` (header line)
+  {ava_video_dir}/{video}.mp4|.mkv|.webm           or the videos: time 0 at second ava_video_start_sec
+  {ava_annotation_dir}/*.csv                       `video_id,sec,x1,y1,x2,y2,action_id,person_id_or_score`
+                    /*.pbtxt                       label map (`item { name: "..." id: 3 }`)
+
+As PySlowFast's ava_helper.py / ava_dataset.py do it: rows of the box files are merged per (video, second) by their
+coordinate text, first seen first, each box collecting its action ids (an empty action is a box without a label);
+training keyframes take the ground truth plus the detector proposals whose score is >= ava_detection_score_thresh,
+test keyframes the detections with such a score. The IoU > 0.9 rule of the proposals is not applied by PySlowFast's
+code: its proposal file (`person_box_67091280_iou90/..._include_negative_...csv`) already gives each detector box
+the actions of a ground-truth box it overlaps with IoU > 0.9 and no action otherwise (`label_proposals` here writes
+such files, e.g. for the synthetic data). Keyframes are the seconds in ava_valid_secs (902-1798) with at least one
+box, video by video (frame list order, or sorted ids for videos), second by second. The clip of second `sec` is
+`range(c - T*tau/2, c + T*tau/2, tau)` around frame c = (sec - ava_frame_start_sec) * ava_fps, clamped to the frames;
+from a video file the same frames are the ones shown at those times (time 0 = ava_video_start_sec).
+"""
+from collections.abc import Sequence
+import dataclasses
+import functools
+import math
+import re
+
+import numpy as np
+
+from mvit_jax.data import decode
+from mvit_jax.system import storage
+from mvit_jax.system.errors import InputError
+
+VIDEO_EXTENSIONS = ('.mp4', '.mkv', '.webm')  # What AVA's videos come as (PySlowFast DATASET.md).
+NO_ACTION = -1  # Action id of a box row with an empty action column.
+
+
+class AvaError(InputError):
+  """An AVA annotation or frame list file that cannot be used; the message names the file and line."""
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Keyframe:
+  video: str                           # AVA video id.
+  sec: int                             # AVA timestamp (seconds).
+  boxes: np.ndarray                    # float32 (n, 4) x1, y1, x2, y2 normalised to the original frame.
+  actions: tuple[tuple[int, ...], ...]  # Per box, its 1-based action ids (empty: a box with no action).
+
+
+def _resolve(folder: str, path: str) -> str:
+  """`path` as it is when empty, a URL or absolute, else joined to `folder`."""
+  if not path or not folder or storage.is_url(path) or path.startswith('/'):
+    return path
+  return storage.join(folder, path)
+
+
+def _read_lines(path: str, what: str) -> list[str]:
+  try:
+    return storage.read_text(path).splitlines()
+  except Exception as e:  # pylint: disable=broad-except  (OSError, or a store's error after its retries)
+    raise AvaError(f'cannot read {what} {path!r}: {storage.describe_error(e)}') from None
+
+
+# --- Label map ---------------------------------------------------------------------------------------------------
+
+_LABEL_BLOCK = re.compile(r'(?:item|label)\s*\{([^}]*)\}')
+_FIELD = re.compile(r'(\w+)\s*:\s*("(?:[^"\\]|\\.)*"|[^\s}]+)')
+
+
+def read_label_map(path: str) -> dict[int, str]:
+  """Action id -> name of a label map pbtxt: `item { name: "..." id: N }` blocks (the ActivityNet lists) or
+  `label { name: "..." label_id: N label_type: ... }` (ava_action_list_v2.2.pbtxt). A hand-written reader of
+  these two flat text-protobuf messages: the protobuf schema is not published as a package."""
+  text = '\n'.join(_read_lines(path, 'label map'))
+  names = {}
+  for block in _LABEL_BLOCK.finditer(text):
+    fields = dict(_FIELD.findall(block.group(1)))
+    ident = fields.get('id', fields.get('label_id'))
+    if ident is None or 'name' not in fields or not ident.isdigit() or int(ident) < 1:
+      raise AvaError(f'label map {path}: entry {block.group(0)!r} needs a name and an id >= 1')
+    names[int(ident)] = fields['name'].strip('"')
+  if not names:
+    raise AvaError(f'label map {path} has no `item {{ name: ... id: ... }}` entries')
+  return names
+
+
+def num_classes(label_map_path: str) -> int:
+  """K = the largest action id of the label map: id i is column i - 1 of the multi-hot labels (AVA: 80)."""
+  return max(read_label_map(label_map_path))
+
+
+# --- Frame lists -------------------------------------------------------------------------------------------------
+
+_NUMBERED = re.compile(r'^(.*?)(\d+)(\.\w+)$')
+
+
+class FramePaths(Sequence):
+  """The frame paths of one video in frame list order, kept as runs of numbered names (`{prefix}{n:06d}.jpg`,
+  n consecutive): AVA's 6.3 M training frame paths would take gigabytes as Python strings in every worker."""
+
+  def __init__(self):
+    self._runs = []  # [prefix, first number, digits, suffix, count] or [path, None, 0, '', 1].
+    self._starts = [0]
+
+  def append(self, path: str) -> None:
+    match = _NUMBERED.match(path)
+    if match:
+      prefix, digits, suffix = match.groups()
+      number = int(digits)
+      if self._runs:
+        run = self._runs[-1]
+        if (run[1] is not None and run[0] == prefix and run[3] == suffix and run[2] == len(digits)
+            and run[1] + run[4] == number):
+          run[4] += 1
+          self._starts[-1] += 1
+          return
+      self._runs.append([prefix, number, len(digits), suffix, 1])
+    else:
+      self._runs.append([path, None, 0, '', 1])
+    self._starts.append(self._starts[-1] + 1)
+
+  def __len__(self) -> int:
+    return self._starts[-1]
+
+  def __getitem__(self, i: int) -> str:
+    if not -len(self) <= i < len(self):
+      raise IndexError(i)
+    i %= len(self)
+    r = int(np.searchsorted(self._starts, i, side='right')) - 1
+    prefix, first, digits, suffix, _ = self._runs[r]
+    return prefix if first is None else f'{prefix}{first + i - self._starts[r]:0{digits}d}{suffix}'
+
+
+def read_frame_lists(paths: Sequence[str], frame_dir: str) -> dict[str, FramePaths]:
+  """Video id -> its frame paths (joined to `frame_dir`), videos in the order first seen (PySlowFast
+  `load_image_lists`: a header line, then `original_vido_id video_id frame_id path labels` rows; frame j of a video
+  is its j-th row)."""
+  videos = {}
+  for path in paths:
+    lines = _read_lines(path, 'frame list')
+    for lineno, line in enumerate(lines[1:], 2):
+      row = line.split()
+      if not row:
+        continue
+      if len(row) != 5:
+        raise AvaError(f'{path}:{lineno}: expected `original_vido_id video_id frame_id path labels`, got {line!r}')
+      videos.setdefault(row[0], FramePaths()).append(_resolve(frame_dir, row[3]))
+  return videos
+
+
+# --- Box files ---------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class BoxRow:
+  video: str
+  sec: int
+  key: str                             # The coordinates' text: boxes are merged by it (PySlowFast).
+  box: tuple[float, float, float, float]
+  action: int                          # 1-based, or NO_ACTION.
+  score: float                         # 8th column: detector score, or person id in ground truth (nan if absent).
+
+
+def read_box_rows(path: str) -> list[BoxRow]:
+  """The rows of an AVA box CSV (`video_id,sec,x1,y1,x2,y2,action_id[,person_id_or_score]`); raises AvaError naming
+  file and line for a row that is not one."""
+  rows = []
+  for lineno, line in enumerate(_read_lines(path, 'box file'), 1):
+    line = line.strip()
+    if not line:
+      continue
+    row = line.split(',')
+    where = f'{path}:{lineno}'
+    if len(row) not in (7, 8):
+      raise AvaError(f'{where}: expected `video_id,sec,x1,y1,x2,y2,action_id,person_id_or_score`, got {line!r}')
+    try:
+      sec = int(row[1])
+      box = tuple(float(x) for x in row[2:6])
+      action = NO_ACTION if row[6].strip() == '' else int(row[6])
+      score = float(row[7]) if len(row) == 8 and row[7].strip() else math.nan
+    except ValueError:
+      raise AvaError(f'{where}: second, coordinates, action id or score is not a number: {line!r}') from None
+    if not all(map(math.isfinite, box)) or box[0] > box[2] or box[1] > box[3]:
+      raise AvaError(f'{where}: box {box} is not x1 <= x2, y1 <= y2')
+    if action != NO_ACTION and action < 1:
+      raise AvaError(f'{where}: action id {action} must be >= 1 (empty: no action)')
+    rows.append(BoxRow(row[0], sec, ','.join(row[2:6]), box, action, score))
+  return rows
+
+
+def merge_boxes(files: Sequence[tuple[str, bool]], *, score_thresh: float,
+                valid_secs: tuple[int, int]) -> dict[str, dict[int, list[tuple[tuple[float, ...], list[int]]]]]:
+  """video -> sec -> [(box, action ids)] of box files given as (path, is_ground_truth) (PySlowFast
+  `parse_bboxes_file`): rows of a non-ground-truth file with score < score_thresh are left out, so are seconds
+  outside valid_secs (inclusive); rows with the same coordinate text at the same
+  (video, sec) are one box whose action ids collect, in file order."""
+  merged = {}
+  for path, is_gt in files:
+    for row in read_box_rows(path):
+      if not is_gt and not row.score >= score_thresh:
+        continue
+      if not valid_secs[0] <= row.sec <= valid_secs[1]:
+        continue
+      boxes = merged.setdefault(row.video, {}).setdefault(row.sec, {})
+      boxes.setdefault(row.key, (row.box, []))[1].append(row.action)
+  return {video: {sec: list(boxes.values()) for sec, boxes in secs.items()} for video, secs in merged.items()}
+
+
+def keyframes_of(merged, video_order: Sequence[str]) -> list[Keyframe]:
+  """Keyframes with at least one box, video by video in `video_order`, seconds ascending (PySlowFast
+  `get_keyframe_data`)."""
+  out = []
+  for video in video_order:
+    for sec in sorted(merged.get(video, {})):
+      entries = merged[video][sec]
+      if entries:
+        boxes = np.array([box for box, _ in entries], np.float32).reshape(-1, 4)
+        actions = tuple(tuple(dict.fromkeys(a for a in ids if a != NO_ACTION)) for _, ids in entries)
+        out.append(Keyframe(video, sec, boxes, actions))
+  return out
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+  """IoU (n, m) of boxes a (n, 4) and b (m, 4), x1, y1, x2, y2 (continuous coordinates; zero-area boxes: 0)."""
+  a, b = np.asarray(a, np.float64)[:, None], np.asarray(b, np.float64)[None]
+  w = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
+  h = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
+  inter = w * h
+  union = ((a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1]) + (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
+           - inter)
+  return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+
+
+def label_proposals(proposals: np.ndarray, gt_boxes: np.ndarray, gt_actions: Sequence[Sequence[int]],
+                    iou_thresh: float = 0.9) -> list[tuple[int, ...]]:
+  """Actions of each detector box as AVA's `..._iou90/..._include_negative_...csv` files give them: those of the
+  ground-truth box with the highest IoU when that IoU is > iou_thresh, none (a negative) otherwise."""
+  if not len(gt_boxes):
+    return [() for _ in proposals]
+  iou = box_iou(proposals, gt_boxes)
+  best = iou.argmax(1)
+  return [tuple(gt_actions[j]) if iou[i, j] > iou_thresh else () for i, j in enumerate(best)]
+
+
+# --- Clip frame indices ------------------------------------------------------------------------------------------
+
+
+def clip_frame_indices(center: int, num_frames: int, sampling_rate: int, video_frames: int | None) -> np.ndarray:
+  """PySlowFast `utils.get_sequence`: range(center - T*tau//2, center + T*tau//2, tau) clamped to [0, video_frames
+  - 1] (no upper clamp when video_frames is None). int64 (T,)."""
+  half = num_frames * sampling_rate // 2
+  seq = np.arange(center - half, center + half, sampling_rate, dtype=np.int64)[:num_frames]
+  return np.clip(seq, 0, None if video_frames is None else video_frames - 1)
+
+
+def keyframe_center(sec: int, cfg) -> int:
+  """Frame index of second `sec` in a frame folder: (sec - ava_frame_start_sec) * ava_fps (ava_helper)."""
+  return int(round((sec - cfg.ava_frame_start_sec) * cfg.ava_fps))
+
+
+# --- Source ------------------------------------------------------------------------------------------------------
+
+
+def _split_files(cfg, split: str) -> list[tuple[str, bool]]:
+  """(box file, is ground truth) of a split, in PySlowFast's order (ground truth first)."""
+  ann = cfg.ava_annotation_dir
+  if split == 'train':
+    files = [(_resolve(ann, cfg.ava_train_gt_boxes), True), (_resolve(ann, cfg.ava_train_proposals), False)]
+  else:
+    files = [(_resolve(ann, cfg.ava_val_detections), False)]
+  files = [(path, is_gt) for path, is_gt in files if path]
+  if not files:
+    raise AvaError(f'data config has no box file for {split} (ava_train_gt_boxes / ava_train_proposals or '
+                   'ava_val_detections)')
+  return files
+
+
+@functools.lru_cache(maxsize=8)
+def _read_split(files: tuple, frame_lists: tuple, frame_dir: str, score_thresh: float, valid_secs: tuple,
+                stamps: tuple):
+  """(keyframes, frame paths per video or None) of a split, once per file version in this process."""
+  del stamps
+  frames = read_frame_lists(frame_lists, frame_dir) if frame_lists else None
+  merged = merge_boxes(files, score_thresh=score_thresh, valid_secs=valid_secs)
+  if frames is not None:
+    unknown = sorted(set(merged) - set(frames))
+    if unknown:
+      raise AvaError(f'{files[-1][0]}: video {unknown[0]} (and {len(unknown) - 1} more) not in the frame lists '
+                     f'{", ".join(frame_lists)}')
+    order = list(frames)
+  else:
+    order = sorted(merged)
+  return keyframes_of(merged, order), frames
+
+
+def _version(path: str):
+  try:
+    return storage.version(path)
+  except Exception as e:  # pylint: disable=broad-except  (OSError, or a store's error after its retries)
+    raise AvaError(f'cannot read {path!r}: {storage.describe_error(e)}') from None
+
+
+class AvaSource:
+  """The keyframes of a split and their clips (frame folders or video files); random access by keyframe index.
+
+  `load(i, short_side)` -> uint8 (T, H, W, 3) clip of keyframe i (short side scaled at decode when > 0);
+  `describe(i)` names the frames or video and the second (for skip messages); `frame_size(i)` (H, W) of the
+  keyframe's video from its first frame's header; raises decode.DecodeError for unreadable frames or videos.
+  """
+
+  def __init__(self, cfg, split: str, num_classes: int):
+    if split not in ('train', 'eval'):
+      raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
+    if bool(cfg.ava_frame_dir) == bool(cfg.ava_video_dir):
+      raise AvaError('data config needs exactly one of ava_frame_dir (frames) and ava_video_dir (videos)')
+    self.cfg, self.num_classes = cfg, num_classes
+    files = tuple(_split_files(cfg, split))
+    frame_lists = ()
+    if cfg.ava_frame_dir:
+      frame_lists = (_resolve(cfg.ava_frame_list_dir, cfg.ava_frame_list_train if split == 'train'
+                              else cfg.ava_frame_list_val),)
+    stamps = tuple(_version(path) for path, _ in files) + tuple(_version(path) for path in frame_lists)
+    self.keyframes, self._frames = _read_split(files, frame_lists, cfg.ava_frame_dir,
+                                               float(cfg.ava_detection_score_thresh), tuple(cfg.ava_valid_secs),
+                                               stamps)
+    for keyframe in self.keyframes:
+      for actions in keyframe.actions:
+        if actions and max(actions) > num_classes:
+          raise AvaError(f'{", ".join(path for path, _ in files)}: {keyframe.video} at second {keyframe.sec}: '
+                         f'action id {max(actions)} outside [1, {num_classes}] (the label map\'s largest id)')
+    self.remote = storage.is_url(cfg.ava_frame_dir or cfg.ava_video_dir)
+    self._video_files = None
+    self._sizes = {}
+    counts = np.array([len(k.boxes) for k in self.keyframes])
+    self.dropped_boxes = int(np.maximum(counts - cfg.ava_max_boxes, 0).sum()) if len(counts) else 0
+    self.crowded_keyframes = int((counts > cfg.ava_max_boxes).sum()) if len(counts) else 0
+
+  def __getstate__(self):
+    return {**self.__dict__, '_sizes': {}}
+
+  def __len__(self) -> int:
+    return len(self.keyframes)
+
+  def describe(self, i: int) -> str:
+    keyframe = self.keyframes[i]
+    return f'{self._location(keyframe.video)} at second {keyframe.sec}'
+
+  def _location(self, video: str) -> str:
+    if self._frames is not None:
+      return storage.parent(self._frames[video][0]) if len(self._frames[video]) else video
+    return self._video_path(video)
+
+  def _video_path(self, video: str) -> str:
+    """{ava_video_dir}/{video}{ext}: the directory is listed once (per process) to find the extension."""
+    if self._video_files is None:
+      try:
+        names = storage.listdir(self.cfg.ava_video_dir)
+      except Exception as e:  # pylint: disable=broad-except  (OSError, or a store's error after its retries)
+        raise decode.DecodeError(f'cannot list {self.cfg.ava_video_dir}: {storage.describe_error(e)}') from None
+      self._video_files = {}
+      for name in sorted(names):
+        stem, dot, ext = name.rpartition('.')
+        if dot and '.' + ext.lower() in VIDEO_EXTENSIONS:
+          self._video_files.setdefault(stem, name)
+    name = self._video_files.get(video, video + VIDEO_EXTENSIONS[0])
+    return storage.join(self.cfg.ava_video_dir, name)
+
+  def clip_indices(self, sec: int, video_frames: int | None) -> np.ndarray:
+    """Frame-folder indices (T,) of the clip centred on `sec`."""
+    cfg = self.cfg
+    return clip_frame_indices(keyframe_center(sec, cfg), cfg.num_frames, cfg.sampling_rate, video_frames)
+
+  def load(self, i: int, short_side: int = 0) -> np.ndarray:
+    keyframe, cfg = self.keyframes[i], self.cfg
+    if self._frames is not None:
+      files = self._frames[keyframe.video]
+      clip = decode.decode_frame_files(files, lambda n, fps: self.clip_indices(keyframe.sec, n), fps=cfg.ava_fps,
+                                       short_side=short_side)
+      return clip.frames
+    offset = cfg.ava_frame_start_sec - cfg.ava_video_start_sec  # Video time of frame-folder frame 0.
+
+    def video_indices(n, fps):
+      times = offset + self.clip_indices(keyframe.sec, None) / cfg.ava_fps
+      return np.clip(np.floor(times * fps + 0.5), 0, n - 1).astype(np.int64)
+
+    return decode.decode_video(self._video_path(keyframe.video), video_indices, short_side=short_side,
+                               threads=cfg.decode_threads).frames
+
+  def frame_size(self, i: int) -> tuple[int, int]:
+    """(H, W) of keyframe i's video, from the first frame's header (cached per video)."""
+    video = self.keyframes[i].video
+    if video not in self._sizes:
+      if self._frames is not None:
+        self._sizes[video] = decode.image_size(self._frames[video][0])
+      else:
+        clip = decode.decode_video(self._video_path(video), lambda n, fps: np.array([0]))
+        self._sizes[video] = clip.frames.shape[1:3]
+    return self._sizes[video]
+
+  def multi_hot(self, i: int) -> np.ndarray:
+    """float32 (n, K) labels of keyframe i's boxes: action id a -> column a - 1."""
+    actions = self.keyframes[i].actions
+    hot = np.zeros((len(actions), self.num_classes), np.float32)
+    for row, ids in enumerate(actions):
+      hot[row, [a - 1 for a in ids]] = 1.0
+    return hot
+
+
+def num_classes_from_config(cfg) -> int:
+  """cfg.num_classes if set, else the label map's largest id."""
+  if cfg.num_classes:
+    return cfg.num_classes
+  if not cfg.ava_label_map:
+    raise AvaError('data config needs num_classes or ava_label_map (dataset_kind ava)')
+  return num_classes(_resolve(cfg.ava_annotation_dir, cfg.ava_label_map))
+
+
+def class_names_from_config(cfg) -> list[str]:
+  """Column i's name: the label map's name of action id i + 1 ('action N' for an id the map leaves out)."""
+  names = read_label_map(annotation_path(cfg, 'ava_label_map'))
+  return [names.get(i + 1, f'action {i + 1}') for i in range(num_classes_from_config(cfg))]
+
+
+def annotation_path(cfg, key: str) -> str:
+  """The path of annotation key `key` (e.g. 'ava_val_gt', 'ava_label_map', 'ava_exclusions') as the loaders read
+  it: relative names joined to ava_annotation_dir; '' when the key is empty."""
+  return _resolve(cfg.ava_annotation_dir, cfg[key])
+
+
+def keyframe_list(cfg, split: str = 'eval') -> list[tuple[str, int]]:
+  """(video id, second) of every keyframe of `split`, in source order: eval batches' `keyframe_index` indexes it."""
+  return [(k.video, k.sec) for k in AvaSource(cfg, split, num_classes_from_config(cfg)).keyframes]

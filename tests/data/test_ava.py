@@ -1,0 +1,179 @@
+"""AVA data: parsing against hand-written files, keyframe clips, box merging and proposals, the synthetic data set,
+frames vs video files, box transforms, loaders (resume, eval coverage, bad input)."""
+import numpy as np
+import pytest
+
+from mvit_jax.data import ava
+from mvit_jax.data import config as config_lib
+from mvit_jax.data import sources
+from mvit_jax.data import synthetic_ava
+
+LABEL_MAP = '''item {
+  name: "bend/bow (at the waist)"
+  id: 1
+}
+item {
+  name: "talk to (e.g., self, a person, a group)"
+  id: 79
+}
+'''
+
+# Two videos; at (vid_a, 902) box A has actions 3 and 5 (two rows), box B none; the proposal repeating A's text
+# merges into it, a low-score proposal is left out, second 901 is outside the valid seconds.
+GT = '''vid_a,902,0.1,0.2,0.3,0.4,3,0
+vid_a,902,0.1,0.2,0.3,0.4,5,0
+vid_a,902,0.5,0.5,0.9,0.9,,1
+vid_a,901,0.1,0.2,0.3,0.4,3,0
+vid_b,905,0.0,0.0,1.0,1.0,80,0
+'''
+PROPOSALS = '''vid_a,902,0.1,0.2,0.3,0.4,7,0.95
+vid_a,902,0.11,0.2,0.3,0.4,,0.85
+vid_a,902,0.6,0.6,0.7,0.7,2,0.5
+vid_a,903,0.2,0.2,0.4,0.4,,0.8
+'''
+
+
+def write(path, text):
+  path.write_text(text)
+  return str(path)
+
+
+def test_label_map_both_formats(tmp_path):
+  assert ava.read_label_map(write(tmp_path / 'a.pbtxt', LABEL_MAP)) == {
+      1: 'bend/bow (at the waist)', 79: 'talk to (e.g., self, a person, a group)'}
+  v22 = 'label {\n  name: "bend/bow (at the waist)"\n  label_id: 1\n  label_type: PERSON_MOVEMENT\n}\n'
+  assert ava.read_label_map(write(tmp_path / 'b.pbtxt', v22)) == {1: 'bend/bow (at the waist)'}
+  assert ava.num_classes(str(tmp_path / 'a.pbtxt')) == 79
+  with pytest.raises(ava.AvaError, match='no `item'):
+    ava.read_label_map(write(tmp_path / 'c.pbtxt', 'nothing\n'))
+
+
+def test_frame_lists_keep_order_and_compact_numbered_paths(tmp_path):
+  rows = ['original_vido_id video_id frame_id path labels']
+  rows += [f'v1 0 {i} v1/v1_{i + 1:06d}.jpg ""' for i in range(5)]
+  rows += ['v0 1 0 v0/odd.jpg ""', 'v0 1 1 v0/v0_000009.jpg ""', 'v0 1 2 v0/v0_000010.jpg ""']
+  videos = ava.read_frame_lists([write(tmp_path / 'l.csv', '\n'.join(rows) + '\n')], '/frames')
+  assert list(videos) == ['v1', 'v0']
+  assert list(videos['v1']) == [f'/frames/v1/v1_{i:06d}.jpg' for i in range(1, 6)]
+  assert list(videos['v0']) == ['/frames/v0/odd.jpg', '/frames/v0/v0_000009.jpg', '/frames/v0/v0_000010.jpg']
+  assert len(videos['v1']._runs) == 1 and videos['v1'][-1] == '/frames/v1/v1_000005.jpg'
+  with pytest.raises(ava.AvaError, match=r'l2.csv:2: expected'):
+    ava.read_frame_lists([write(tmp_path / 'l2.csv', 'header\nv0 1 v0/x.jpg\n')], '')
+
+
+def test_boxes_merge_by_coordinates_with_thresholds_and_valid_seconds(tmp_path):
+  files = [(write(tmp_path / 'gt.csv', GT), True), (write(tmp_path / 'p.csv', PROPOSALS), False)]
+  merged = ava.merge_boxes(files, score_thresh=0.8, valid_secs=(902, 1798))
+  assert sorted(merged['vid_a']) == [902, 903]
+  assert merged['vid_a'][902] == [((0.1, 0.2, 0.3, 0.4), [3, 5, 7]), ((0.5, 0.5, 0.9, 0.9), [-1]),
+                                  ((0.11, 0.2, 0.3, 0.4), [-1])]
+  assert merged['vid_a'][903] == [((0.2, 0.2, 0.4, 0.4), [-1])]  # Score 0.8 >= 0.8 is kept.
+  keyframes = ava.keyframes_of(merged, ['vid_b', 'vid_a', 'vid_c'])
+  assert [(k.video, k.sec) for k in keyframes] == [('vid_b', 905), ('vid_a', 902), ('vid_a', 903)]
+  assert keyframes[1].actions == ((3, 5, 7), (), ())
+  np.testing.assert_allclose(keyframes[1].boxes, [[0.1, 0.2, 0.3, 0.4], [0.5, 0.5, 0.9, 0.9],
+                                                  [0.11, 0.2, 0.3, 0.4]])
+  # Shorter videos: other valid seconds.
+  assert sorted(ava.merge_boxes(files, score_thresh=0.8, valid_secs=(901, 902))['vid_a']) == [901, 902]
+
+
+@pytest.mark.parametrize('line,match', [('v,902,0.1,0.2,0.3\n', 'expected'), ('v,x,0.1,0.2,0.3,0.4,1,1\n', 'number'),
+                                        ('v,902,0.3,0.2,0.1,0.4,1,1\n', 'x1 <= x2'),
+                                        ('v,902,0.1,0.2,0.3,0.4,0,1\n', '>= 1')])
+def test_bad_box_rows_name_file_and_line(tmp_path, line, match):
+  path = write(tmp_path / 'b.csv', 'v,902,0.1,0.2,0.3,0.4,1,1\n' + line)
+  with pytest.raises(ava.AvaError, match=rf'b.csv:2: .*{match}'):
+    ava.read_box_rows(path)
+
+
+def test_proposals_take_the_actions_of_a_box_they_overlap_with_iou_above_0_9():
+  gt = np.array([[0.0, 0.0, 0.5, 1.0], [0.5, 0.0, 1.0, 1.0]])
+  proposals = np.array([[0.0, 0.0, 0.5, 0.96],    # IoU 0.96 with gt 0.
+                        [0.0, 0.0, 0.5, 0.88],    # IoU 0.88.
+                        [0.52, 0.0, 1.0, 1.0],    # IoU 0.96 with gt 1.
+                        [0.25, 0.0, 0.75, 1.0]])  # IoU 1/3 with both.
+  np.testing.assert_allclose(ava.box_iou(proposals, gt)[:, 0], [0.96, 0.88, 0.0, 1 / 3])
+  assert ava.label_proposals(proposals, gt, [(1, 4), (2,)]) == [(1, 4), (), (2,), ()]
+  assert ava.label_proposals(proposals, np.zeros((0, 4)), []) == [(), (), (), ()]
+
+
+def test_clip_indices_are_centred_on_the_keyframe_and_clamped():
+  # T=4, tau=2 around frame 60: range(56, 64, 2).
+  np.testing.assert_array_equal(ava.clip_frame_indices(60, 4, 2, 100), [56, 58, 60, 62])
+  np.testing.assert_array_equal(ava.clip_frame_indices(2, 4, 2, 100), [0, 0, 2, 4])        # Start clamped.
+  np.testing.assert_array_equal(ava.clip_frame_indices(98, 4, 3, 100), [92, 95, 98, 99])   # range(92, 104, 3).
+  np.testing.assert_array_equal(ava.clip_frame_indices(98, 4, 3, None), [92, 95, 98, 101])
+  cfg = config_lib.default_data_config()
+  assert ava.keyframe_center(902, cfg) == 60 and ava.keyframe_center(1798, cfg) == 898 * 30
+
+
+# --- The synthetic data set and the two clip sources ---------------------------------------------------------------
+
+SECONDS, FPS = 6, 10
+
+
+@pytest.fixture(scope='module')
+def synthetic_root(tmp_path_factory):
+  root = str(tmp_path_factory.mktemp('ava'))
+  synthetic_ava.write_dataset(root, num_videos=4, num_val_videos=1, seconds=SECONDS, fps=FPS, height=48, width=64,
+                              seed=1)
+  return root
+
+
+def synthetic_config(root, videos=False, **overrides):
+  cfg = config_lib.default_data_config()
+  synthetic_ava.configure(cfg, root, fps=FPS, videos=videos)
+  cfg.num_frames, cfg.sampling_rate, cfg.crop_size = 4, 2, 32
+  cfg.train_jitter_scales, cfg.random_resized_crop, cfg.randaugment = (32, 40), False, False
+  cfg.num_repeated_samples, cfg.num_workers, cfg.ava_max_boxes = 1, 0, 8
+  cfg.update(overrides)
+  return cfg
+
+
+def test_synthetic_data_set_reads_as_ava(synthetic_root):
+  cfg = synthetic_config(synthetic_root)
+  assert ava.num_classes_from_config(cfg) == 4
+  assert sources.class_names_from_config(cfg) == ['walk', 'run', 'jump', 'wave']
+  assert sources.num_classes_from_config(cfg) == 4
+  train = ava.AvaSource(cfg, 'train', 4)
+  keyframe_secs = list(range(902, 900 + SECONDS - 1))  # 902 .. 904
+  assert [(k.video, k.sec) for k in train.keyframes] == [(f'video00{v}', s) for v in range(3) for s in keyframe_secs]
+  gt = ava.merge_boxes([(ava.annotation_path(cfg, 'ava_train_gt_boxes'), True)], score_thresh=0.8,
+                       valid_secs=(902, 1798))
+  for i, keyframe in enumerate(train.keyframes):
+    people = gt[keyframe.video][keyframe.sec]
+    assert 2 <= len(people) <= 3 and all(actions for _, actions in people)
+    np.testing.assert_allclose(keyframe.boxes[:len(people)], [box for box, _ in people])  # Ground truth first,
+    assert len(keyframe.boxes) > len(people)                                              # then proposals.
+    hot = train.multi_hot(i)
+    assert hot.shape == (len(keyframe.boxes), 4) and hot[:len(people)].sum(1).min() >= 1
+    assert not hot[len(people):].any(1).all()  # Some proposals are negatives (idle person, background).
+  val = ava.AvaSource(cfg, 'eval', 4)
+  assert ava.keyframe_list(cfg) == [('video003', s) for s in keyframe_secs] == [(k.video, k.sec) for k in
+                                                                                 val.keyframes]
+  other = str(synthetic_root) + '_again'
+  synthetic_ava.write_dataset(other, num_videos=4, num_val_videos=1, seconds=SECONDS, fps=FPS, height=48, width=64,
+                              seed=1)
+  for name in (synthetic_ava.TRAIN_GT, synthetic_ava.TRAIN_PROPOSALS, synthetic_ava.VAL_DETECTIONS):  # Seeded.
+    assert open(f'{other}/annotations/{name}').read() == open(f'{synthetic_root}/annotations/{name}').read()
+
+
+def psnr(a, b):
+  mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+  return 10 * np.log10(255.0 ** 2 / mse)
+
+
+@pytest.mark.parametrize('sampling_rate', [2, 20])  # 20: T x tau = 80 frames, clamped at both ends.
+def test_frames_and_video_files_give_the_same_clip(synthetic_root, sampling_rate):
+  frames = ava.AvaSource(synthetic_config(synthetic_root, sampling_rate=sampling_rate), 'train', 4)
+  videos = ava.AvaSource(synthetic_config(synthetic_root, videos=True, sampling_rate=sampling_rate), 'train', 4)
+  for i in (0, 2, 4):
+    a, b = frames.load(i), videos.load(i)
+    assert a.shape == b.shape == (4, 48, 64, 3)
+    assert psnr(a, b) >= 35
+  if sampling_rate == 20:  # Keyframe 902: range(-20, 60, 20) -> 0, 0, 20, 40; 904: range(0, 80, 20) -> ..., 59.
+    np.testing.assert_array_equal(frames.clip_indices(902, 60), [0, 0, 20, 40])
+    np.testing.assert_array_equal(frames.clip_indices(904, 60), [0, 20, 40, 59])
+    first = frames.load(0)
+    assert np.array_equal(first[0], first[1]) and not np.array_equal(first[1], first[2])
+  assert frames.frame_size(0) == videos.frame_size(0) == (48, 64)
