@@ -1,8 +1,9 @@
 """Pictures of clips for people: frame grids with titles, text blocks, heatmap overlays, PNG bytes and mp4 files.
 
-Plain arrays in and out: frames are uint8 (..., H, W, 3) RGB, every picture returned is uint8 (H, W, 3), so the
-same functions serve files, TensorBoard images and later drawings (boxes). Pillow draws the text, OpenCV maps
-heatmaps to colours, PyAV (`synthetic.write_video_file`) encodes the mp4.
+Plain arrays in and out: frames are uint8 (..., H, W, 3) RGB, every picture returned is uint8 (H, W, 3) (or the
+frames' shape), so the same functions serve files, TensorBoard images and detection pictures (boxes with labels).
+Pillow draws the text and the boxes, OpenCV maps heatmaps to colours, PyAV (`synthetic.write_video_file`) encodes
+the mp4.
 """
 from __future__ import annotations
 
@@ -20,6 +21,9 @@ from mvit_jax.system import storage
 
 TITLE_HEIGHT = 14  # Pixels of a title or text line: Pillow's default font (10 px) reaches 12 px down.
 GAP = 2  # Pixels of background between cells.
+# Box colours, one per box in turn (the Tableau 10 palette: distinct, and white text reads on each).
+BOX_COLOURS = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
+               (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207))
 
 
 def enlarge(frames: np.ndarray, min_size: int) -> np.ndarray:
@@ -67,6 +71,41 @@ def overlay_heatmap(frames: np.ndarray, heat: np.ndarray, alpha: float = 0.5) ->
   levels = np.clip(np.rint(heat * 255), 0, 255).astype(np.uint8).reshape(-1, 1)
   colours = cv2.applyColorMap(levels, cv2.COLORMAP_JET)[:, 0, ::-1].reshape(frames.shape)  # BGR -> RGB.
   return np.rint((1 - alpha) * frames + alpha * colours).astype(np.uint8)
+
+
+def box_colour(i: int) -> tuple[int, int, int]:
+  """RGB colour of box i (BOX_COLOURS in turn)."""
+  return BOX_COLOURS[i % len(BOX_COLOURS)]
+
+
+def draw_boxes(frames: np.ndarray, boxes: np.ndarray, labels: Sequence[str] | None = None,
+               width: int = 2) -> np.ndarray:
+  """uint8 frames (..., H, W, 3) and boxes (n, 4) (x1, y1, x2, y2) normalised to the frame -> a copy with box i
+  outlined `width` px wide in box_colour(i), inside the box, and labels[i] written in white on that colour above
+  its top-left corner (below it when the box touches the top edge). Parts outside the frame are not drawn."""
+  frames = np.asarray(frames)
+  height, frame_width = frames.shape[-3:-1]
+  boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+  # Pixel edges: x1 * W is the box's left edge; its last column is ceil(x2 * W) - 1.
+  left = np.floor(np.clip(boxes[:, 0], 0, 1) * frame_width).astype(int)
+  top = np.floor(np.clip(boxes[:, 1], 0, 1) * height).astype(int)
+  right = np.maximum(np.ceil(np.clip(boxes[:, 2], 0, 1) * frame_width).astype(int) - 1, left)
+  bottom = np.maximum(np.ceil(np.clip(boxes[:, 3], 0, 1) * height).astype(int) - 1, top)
+  measure = ImageDraw.Draw(Image.new('RGB', (1, 1)))
+  out = np.empty_like(frames)
+  for index in np.ndindex(frames.shape[:-3]):
+    image = Image.fromarray(frames[index])
+    draw = ImageDraw.Draw(image)
+    for i in range(len(boxes)):
+      colour = box_colour(i)
+      draw.rectangle((left[i], top[i], right[i], bottom[i]), outline=colour, width=width)
+      if labels is not None and labels[i]:
+        text_width = 4 + int(np.ceil(measure.textlength(labels[i])))
+        y = top[i] - TITLE_HEIGHT if top[i] >= TITLE_HEIGHT else top[i] + width
+        draw.rectangle((left[i], y, left[i] + text_width - 1, y + TITLE_HEIGHT - 1), fill=colour)
+        draw.text((left[i] + 2, y + 1), labels[i], fill='white')
+    out[index] = np.asarray(image)
+  return out
 
 
 def hstack(images: Sequence[np.ndarray]) -> np.ndarray:

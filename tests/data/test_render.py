@@ -60,3 +60,20 @@ def test_encode_image_and_write_mp4(tmp_path):
     decoded = np.stack([f.to_ndarray(format='rgb24') for f in container.decode(video=0)])
   assert decoded.shape == (6, 16, 22, 3)
   np.testing.assert_allclose(decoded[:, :15, :21].mean(axis=(1, 2, 3)), 20 * np.arange(6), atol=3)
+
+
+def test_draw_boxes_outlines_inside_the_box_and_labels_above():
+  frames = np.full((2, 40, 50, 3), 200, np.uint8)
+  boxes = np.array([[0.2, 0.5, 0.6, 0.9], [0.0, 0.0, 1.0, 1.0]])  # Pixels x 10-29, y 20-35; the whole frame.
+  out = render.draw_boxes(frames, boxes, ['walk 0.9', ''], width=2)
+  assert out.shape == frames.shape and out.dtype == np.uint8
+  np.testing.assert_array_equal(frames, 200)  # The input is left as it was.
+  first, second = render.box_colour(0), render.box_colour(1)
+  for t in range(2):
+    np.testing.assert_array_equal(out[t, 20:36, 10:12], np.broadcast_to(first, (16, 2, 3)))  # Left edge.
+    np.testing.assert_array_equal(out[t, 34:36, 12:30], np.broadcast_to(first, (2, 18, 3)))  # Bottom edge.
+    np.testing.assert_array_equal(out[t, 22:34, 12:28], 200)  # Inside stays the frame.
+    np.testing.assert_array_equal(out[t, 0:2, 2:48], np.broadcast_to(second, (2, 46, 3)))  # The frame's top row.
+    label = out[t, 20 - render.TITLE_HEIGHT:20, 10:30]  # The label: white text on the box's colour above it.
+    assert (label == first).all(axis=-1).mean() > 0.5 and (label.min(axis=-1) > 200).any()
+  np.testing.assert_array_equal(render.draw_boxes(frames[0], np.zeros((0, 4))), frames[0])
