@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from mvit_jax.data import ava
+from mvit_jax.data import ava_transforms
 from mvit_jax.data import config as config_lib
 from mvit_jax.data import sources
 from mvit_jax.data import synthetic_ava
@@ -177,3 +178,65 @@ def test_frames_and_video_files_give_the_same_clip(synthetic_root, sampling_rate
     first = frames.load(0)
     assert np.array_equal(first[0], first[1]) and not np.array_equal(first[1], first[2])
   assert frames.frame_size(0) == videos.frame_size(0) == (48, 64)
+
+
+# --- Transforms with boxes ---------------------------------------------------------------------------------------
+
+
+def test_window_and_flip_boxes_by_hand():
+  # A (100, 200) frame resized to (50, 100), window top 10, left 20, 32 x 32: x * 100 - 20, y * 50 - 10, clipped.
+  out = ava_transforms.window_boxes(np.array([[0.1, 0.2, 0.5, 0.6], [0.9, 0.9, 1.0, 1.0]]), (50, 100),
+                                    (10, 20, 32, 32))
+  np.testing.assert_allclose(out, [[0, 0, 30 / 32, 20 / 32], [1, 1, 1, 1]])  # The second left the crop: clipped.
+  np.testing.assert_allclose(ava_transforms.flip_boxes(np.array([[0.1, 0.2, 0.5, 0.6]])), [[0.5, 0.2, 0.9, 0.6]])
+
+
+def box_clip(height, width, box, num_frames=2):
+  """Black frames with the pixels inside normalised `box` white: (T, H, W, 3) uint8."""
+  frames = np.zeros((num_frames, height, width, 3), np.uint8)
+  x1, y1, x2, y2 = np.round(np.array(box) * [width, height, width, height]).astype(int)
+  frames[:, y1:y2, x1:x2] = 255
+  return frames
+
+
+def assert_box_on_white(frames, box, tol=1.5):
+  """The white region of frames[0] is `box` (normalised to it) within `tol` pixels."""
+  h, w = frames.shape[1:3]
+  ys, xs = np.nonzero(frames[0, ..., 0] > 127)
+  x1, y1, x2, y2 = np.array(box) * [w, h, w, h]
+  if not len(xs):
+    assert min(x2 - x1, y2 - y1) < tol
+    return
+  np.testing.assert_allclose([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], [x1, y1, x2, y2], atol=tol)
+
+
+@pytest.mark.parametrize('seed', range(6))
+def test_train_boxes_follow_the_random_crop_and_flip(seed):
+  cfg = config_lib.default_data_config()
+  cfg.crop_size, cfg.train_jitter_scales = 48, (56, 80)
+  box = [0.3, 0.25, 0.55, 0.8]
+  frames, boxes = ava_transforms.train_clip(box_clip(60, 90, box), np.array([box, [0, 0, 1, 1]]),
+                                            np.random.default_rng(seed), cfg)
+  assert frames.shape == (2, 48, 48, 3) and boxes.dtype == np.float32
+  assert_box_on_white(frames, boxes[0])
+  np.testing.assert_allclose(boxes[1], [0, 0, 1, 1])  # The whole frame: clipped to the whole crop.
+
+
+def test_eval_views_by_hand():
+  cfg = config_lib.default_data_config()
+  cfg.crop_size = 30
+  box = [0.25, 0.0, 0.5, 1.0]
+  frames = box_clip(60, 80, box)
+  # 'center': short side 30 -> (30, 40), centre crop left ceil(10 / 2) = 5: x 10 - 5, 20 - 5 of 30.
+  out, boxes = ava_transforms.eval_clip(frames, np.array([box]), cfg)
+  assert out.shape == (2, 30, 30, 3)
+  np.testing.assert_allclose(boxes, [[5 / 30, 0, 15 / 30, 1]], rtol=1e-6)
+  assert_box_on_white(out, boxes[0])
+  cfg.ava_test_view = 'full'
+  out, boxes = ava_transforms.eval_clip(frames, np.array([box]), cfg)
+  assert out.shape == (2, 30, 40, 3) and ava_transforms.eval_shape(60, 80, cfg) == (30, 40)
+  np.testing.assert_allclose(boxes, [box])
+  assert_box_on_white(out, boxes[0])
+  cfg.ava_test_view = 'left'
+  with pytest.raises(ValueError, match='ava_test_view'):
+    ava_transforms.eval_clip(frames, np.array([box]), cfg)
