@@ -333,6 +333,6 @@ def decode_frame_files(files, index_fn: IndexFn, *, fps: float, short_side: int 
   for i in np.unique(indices).tolist():
     try:
       cache[i] = _read_image(files[i], short_side)
-    except Exception as e:  # pylint: disable=broad-except  (OpenCV's and Pillow's errors, or a store's after its retries)
+    except Exception as e:  # pylint: disable=broad-except  (decoders' errors, or a store's after its retries)
       raise DecodeError(f'cannot read frame {files[i]}: {e}') from None
   return Clip(np.stack([cache[i] for i in indices.tolist()]), indices, fps, len(files), len(cache))

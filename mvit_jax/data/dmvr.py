@@ -22,11 +22,9 @@ keeps the records before the break, with a warning.
 import concurrent.futures
 import contextlib
 import functools
-import io
 
 from absl import logging
 import numpy as np
-from PIL import Image
 
 from mvit_jax.data import decode
 from mvit_jax.data import tf_example
@@ -98,17 +96,6 @@ def _build_index(files: tuple[str, ...], image_key: str, label_key: str):
   return tuple(np.asarray(column, dtype) for column, dtype in zip(columns, dtypes))
 
 
-def _decode_jpeg(data: bytes, short_side: int) -> np.ndarray:
-  """(H, W, 3) uint8 RGB of a JPEG, its short side scaled to `short_side` (0: native) when it differs; decoded at
-  reduced size where that allows (Pillow draft mode), then resized exactly."""
-  with Image.open(io.BytesIO(data)) as image:
-    height, width = decode.resized_shape(image.height, image.width, short_side)
-    if (height, width) == (image.height, image.width):
-      return np.asarray(image.convert('RGB'))
-    image.draft('RGB', (width, height))
-    return np.asarray(image.convert('RGB').resize((width, height), Image.BILINEAR))
-
-
 class DmvrSource:
   """The records of the TFRecord files matching `pattern` (local or gs://), in sorted file order, as videos.
 
@@ -175,8 +162,8 @@ class DmvrSource:
     cache = {}
     for j in np.unique(indices).tolist():
       try:
-        cache[j] = _decode_jpeg(frames[j].bytes_list.value[0], short_side)
-      except Exception as e:  # pylint: disable=broad-except  (Pillow's errors, a feature without bytes)
+        cache[j] = decode.decode_image(frames[j].bytes_list.value[0], short_side)
+      except Exception as e:  # pylint: disable=broad-except  (OpenCV's and Pillow's errors, a feature without bytes)
         raise decode.DecodeError(f'cannot decode frame {j}: {type(e).__name__}: {e}') from None
     return decode.Clip(np.stack([cache[j] for j in indices.tolist()]), indices, self.fps, len(frames), len(cache))
 

@@ -15,7 +15,6 @@ STORAGE_EMULATOR_HOST).
 import json
 
 from array_record.python import array_record_module
-import cv2
 import msgpack
 import numpy as np
 
@@ -50,28 +49,6 @@ def encode_record(*, path: str, label, fps: float, height: int, width: int, fram
   frame, frame-index order)."""
   return msgpack.packb({'path': path, 'label': label, 'fps': fps, 'num_frames': len(frames), 'height': height,
                         'width': width, 'frames': frames})
-
-
-# OpenCV decodes a JPEG at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling) when asked with these flags.
-_REDUCED = ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4), (2, cv2.IMREAD_REDUCED_COLOR_2))
-
-
-def decode_jpeg(data: bytes, height: int, width: int, short_side: int) -> np.ndarray:
-  """(H, W, 3) uint8 RGB of a stored (height, width) JPEG frame, its short side scaled to `short_side` (0: as
-  stored); a smaller size is decoded at the largest reduced scale that stays at least as large, then resized.
-
-  OpenCV rather than Pillow: the same libjpeg-turbo decode in half the CPU time (Pillow copies the pixels twice).
-  """
-  out_height, out_width = decode.resized_shape(height, width, short_side)
-  flag = cv2.IMREAD_COLOR
-  if (out_height, out_width) != (height, width):
-    flag = next((f for r, f in _REDUCED if height // r >= out_height and width // r >= out_width), flag)
-  bgr = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
-  if bgr is None:
-    raise ValueError('not a decodable JPEG')
-  if bgr.shape[:2] != (out_height, out_width):
-    bgr = cv2.resize(bgr, (out_width, out_height), interpolation=cv2.INTER_LINEAR)
-  return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 def read_index(folder: str) -> dict:
@@ -151,7 +128,7 @@ class PreparedSource:
     cache = {}
     for j in np.unique(indices).tolist():
       try:
-        cache[j] = decode_jpeg(jpegs[j], height, width, short_side)
+        cache[j] = decode.decode_image(jpegs[j], short_side, (height, width))
       except Exception as e:  # pylint: disable=broad-except  (OpenCV's errors)
         raise decode.DecodeError(f'cannot decode frame {j} of record {position} of {self.shards[shard]}: '
                                  f'{storage.describe_error(e)}') from None
