@@ -63,9 +63,7 @@ def read_header(data: bytes, codecs: frozenset[str]) -> Header:
       codec = stream.codec_context.codec.canonical_name
       if codec not in codecs:
         raise decode.DecodeError(f'codec {codec!r} is not one DALI decodes here ({", ".join(sorted(codecs))})')
-      fps = float(stream.average_rate or stream.guessed_rate or 0)
-      duration = stream.duration * float(stream.time_base) if stream.duration else (container.duration or 0) / 1e6
-      num_frames = stream.frames or int(round(duration * fps))
+      fps, num_frames = decode.stream_timing(container, stream)
       height, width = stream.codec_context.height, stream.codec_context.width
       num_packets = sum(1 for packet in container.demux(stream) if packet.size)
   except decode.DecodeError:

@@ -120,12 +120,18 @@ def _open(path: str, open_files: contextlib.ExitStack):
     raise DecodeError(f'cannot open: {e}') from None
 
 
-def _decode(container, stream, index_fn, short_side, skip_unused):
+def stream_timing(container, stream) -> tuple[float, int]:
+  """(fps, frames) of a video stream from its header: the frame count the header states, else duration x fps;
+  zeros where the header says nothing."""
   fps = float(stream.average_rate or stream.guessed_rate or 0)
-  tb = float(stream.time_base)
+  duration = (stream.duration * float(stream.time_base) if stream.duration
+              else (container.duration or 0) / av.time_base)
+  return fps, stream.frames or int(round(duration * fps))
+
+
+def _decode(container, stream, index_fn, short_side, skip_unused):
+  fps, num_video_frames = stream_timing(container, stream)
   start_pts = stream.start_time or 0
-  duration = stream.duration * tb if stream.duration else (container.duration or 0) / av.time_base
-  num_video_frames = stream.frames or int(round(duration * fps))
   if fps <= 0 or num_video_frames <= 0:
     return _decode_all(container, stream, index_fn, short_side, fps)
 
