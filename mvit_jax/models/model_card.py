@@ -14,6 +14,12 @@ A converted-checkpoint folder or a training workdir holds one small JSON file, `
      "verification": {"framework": "torchvision 0.29.1", "logit_rel_l2": 3e-7, "input_shape": [2, 16, 224, 224, 3]}
     }
 
+An action detector (a training workdir of an AVA run) has `"detection": true` in `overrides` (the model takes
+person boxes and gives each box K sigmoid scores), `classes` in the label map's id space (entry i names action id
+i + 1) and `input.test_view` ("center" or "full": how a frame and its boxes become the model's input,
+`data.ava_test_view`); its recipe is the AVA test one: frames `sampling_rate` apart at the frame folders' rate
+(`data.ava_fps`) around a keyframe, short side resized to `crop_size`, one view.
+
 Only `name` and `overrides` are needed to rebuild the network (`mvit_jax.models.load_pretrained`); the other keys
 may be absent (folders written before them, or a source that says nothing), and then read as None.
 """
@@ -67,10 +73,16 @@ class InputRecipe:
   segment_sampling: bool = False
   use_offset_sampling: bool = True  # Test clips from the first to the last possible start.
   multi_label: bool = False  # Per-view sigmoid scores max-pooled over views (Charades), not softmax averaged.
+  test_view: str | None = None  # Detectors: 'center' or 'full' (data.ava_test_view); None for classifiers.
 
   @classmethod
   def from_data_config(cls, data) -> InputRecipe:
-    """The evaluation recipe of a trainer `config.data`."""
+    """The evaluation recipe of a trainer `config.data` (an AVA one's: the clip around a keyframe at data.ava_fps,
+    short side to crop_size, one view of data.ava_test_view, as mvit_jax.data.ava_transforms.eval_clip makes it)."""
+    if data.get('dataset_kind') == 'ava':
+      return cls(num_frames=data.num_frames, sampling_rate=data.sampling_rate, target_fps=float(data.ava_fps),
+                 short_side=data.crop_size, crop_size=data.crop_size, mean=tuple(data.mean), std=tuple(data.std),
+                 test_view=data.ava_test_view)
     return cls(num_frames=data.num_frames, sampling_rate=data.sampling_rate, target_fps=float(data.target_fps),
                short_side=data.test_short_side, crop_size=data.crop_size, mean=tuple(data.mean),
                std=tuple(data.std), num_clips=data.test_num_clips, num_crops=data.test_num_crops,
@@ -91,6 +103,8 @@ class InputRecipe:
     data.segment_sampling = self.segment_sampling
     data.use_offset_sampling = self.use_offset_sampling
     data.multi_label = self.multi_label
+    if self.test_view is not None:
+      data.ava_test_view = self.test_view
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,10 +122,18 @@ class ModelCard:
         "name": self.name,
         "overrides": overrides_to_json(self.overrides),
         "classes": None if self.classes is None else list(self.classes),
-        "input": None if self.input is None else dataclasses.asdict(self.input),
+        "input": None if self.input is None else _recipe_json(self.input),
         "source": self.source,
         "verification": self.verification,
     }
+
+
+def _recipe_json(recipe: InputRecipe) -> dict[str, Any]:
+  """The recipe's fields; a classifier's (test_view None) as before detectors had one."""
+  fields = dataclasses.asdict(recipe)
+  if fields["test_view"] is None:
+    del fields["test_view"]
+  return fields
 
 
 def write(directory: str, card: ModelCard) -> None:

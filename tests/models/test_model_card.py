@@ -37,6 +37,26 @@ def test_recipe_round_trips_through_data_config():
   assert model_card.InputRecipe.from_data_config(data) == recipe
 
 
+def test_detector_recipe_is_the_ava_test_view(tmp_path):
+  """An AVA data config's recipe: the clip at ava_fps, short side to the crop, one view, its test view; the
+  classifier's JSON has no test_view key."""
+  data = data_config_lib.default_data_config()
+  data.dataset_kind, data.crop_size, data.test_short_side, data.ava_fps = 'ava', 64, 72, 10.0
+  data.ava_test_view = 'full'
+  data.num_frames, data.sampling_rate, data.test_num_clips = 8, 2, 5
+  recipe = model_card.InputRecipe.from_data_config(data)
+  assert (recipe.short_side, recipe.target_fps, recipe.num_clips, recipe.num_crops, recipe.test_view) == (
+      64, 10.0, 1, 1, 'full')
+  card = model_card.ModelCard('mvit_tiny', {'num_classes': 4}, ('walk', 'run', 'jump', 'wave'), recipe)
+  model_card.write(str(tmp_path), card)
+  assert json.loads((tmp_path / model_card.MODEL_JSON).read_text())['input']['test_view'] == 'full'
+  assert model_card.read(str(tmp_path)) == card
+  target = data_config_lib.default_data_config()
+  recipe.apply_to(target)
+  assert (target.ava_test_view, target.crop_size) == ('full', 64)
+  assert 'test_view' not in _card().to_json()['input']
+
+
 def test_folder_with_name_and_overrides_only(tmp_path):
   # model.json as written before the card's other keys existed.
   (tmp_path / model_card.MODEL_JSON).write_text(json.dumps({"name": "mvit_tiny", "overrides": {"num_classes": 5}}))
