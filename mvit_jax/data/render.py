@@ -2,21 +2,23 @@
 
 Plain arrays in and out: frames are uint8 (..., H, W, 3) RGB, every picture returned is uint8 (H, W, 3) (or the
 frames' shape), so the same functions serve files, TensorBoard images and detection pictures (boxes with labels).
-Pillow draws the text and the boxes, OpenCV maps heatmaps to colours, PyAV (`synthetic.write_video_file`) encodes
-the mp4.
+Pillow draws the text and the boxes, OpenCV maps heatmaps to colours, PyAV encodes the mp4 (frame by frame:
+`Mp4Writer`).
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
+import fractions
 import io
 import os
+import tempfile
 
+import av
 import cv2
 import numpy as np
 from PIL import Image
 from PIL import ImageDraw
 
-from mvit_jax.data import synthetic
 from mvit_jax.system import storage
 
 TITLE_HEIGHT = 14  # Pixels of a title or text line: Pillow's default font (10 px) reaches 12 px down.
@@ -137,9 +139,55 @@ def encode_image(image: np.ndarray | Image.Image, path: str) -> bytes:
 def write_mp4(path: str, frames: np.ndarray, fps: float) -> None:
   """Writes uint8 frames (N, H, W, 3) to an H.264 mp4 at `path` (local or URL), one video frame each; odd sizes
   get a white row / column (4:2:0 chroma needs even ones)."""
-  frames = np.asarray(frames)
-  pad = ((0, 0), (0, frames.shape[1] % 2), (0, frames.shape[2] % 2), (0, 0))
-  synthetic.write_video_file(path, np.pad(frames, pad, constant_values=255), fps=fps, crf=18, gop=None)
+  with Mp4Writer(path, fps) as writer:
+    writer.write(frames)
+
+
+class Mp4Writer:
+  """An H.264 mp4 (x264 crf 18) at `path` (local or URL) written frame by frame, so a long video need not be held
+  in memory: `write` takes uint8 frames (H, W, 3) or (N, H, W, 3), all of one size (odd sizes get a white row /
+  column: 4:2:0 chroma needs even ones). The file appears when the writer closes (a URL's is encoded into a local
+  temporary file, then uploaded), and only if a frame was written."""
+
+  def __init__(self, path: str, fps: float):
+    self.path, self.fps, self.num_frames = path, fps, 0
+    self._tmp = tempfile.TemporaryDirectory() if storage.is_url(path) else None
+    self._local = os.path.join(self._tmp.name, storage.name(path)) if self._tmp is not None else path
+    self._container = self._stream = None
+
+  def write(self, frames: np.ndarray) -> None:
+    frames = np.asarray(frames)
+    frames = frames[None] if frames.ndim == 3 else frames
+    frames = np.pad(frames, ((0, 0), (0, frames.shape[1] % 2), (0, frames.shape[2] % 2), (0, 0)),
+                    constant_values=255)
+    if self._container is None:
+      self._container = av.open(self._local, 'w')
+      self._stream = self._container.add_stream('libx264', rate=fractions.Fraction(self.fps).limit_denominator(1001))
+      self._stream.height, self._stream.width = frames.shape[1:3]
+      self._stream.pix_fmt = 'yuv420p'
+      self._stream.options = {'preset': 'ultrafast', 'crf': '18'}
+    for frame in frames:
+      self._container.mux(self._stream.encode(av.VideoFrame.from_ndarray(frame, format='rgb24')))
+    self.num_frames += len(frames)
+
+  def close(self) -> None:
+    try:
+      if self._container is not None:
+        self._container.mux(self._stream.encode())
+        self._container.close()
+        self._container = None
+        if self._tmp is not None:
+          storage.copy_file(self._local, self.path)
+    finally:
+      if self._tmp is not None:
+        self._tmp.cleanup()
+        self._tmp = None
+
+  def __enter__(self) -> Mp4Writer:
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()
 
 
 def count_matrix(counts: np.ndarray, row_labels: Sequence[str], col_labels: Sequence[str], cell: int = 24,

@@ -105,6 +105,7 @@ class InputRecipe:
     data.multi_label = self.multi_label
     if self.test_view is not None:
       data.ava_test_view = self.test_view
+      data.ava_fps = self.target_fps
 
 
 @dataclasses.dataclass(frozen=True)

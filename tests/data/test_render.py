@@ -77,3 +77,17 @@ def test_draw_boxes_outlines_inside_the_box_and_labels_above():
     label = out[t, 20 - render.TITLE_HEIGHT:20, 10:30]  # The label: white text on the box's colour above it.
     assert (label == first).all(axis=-1).mean() > 0.5 and (label.min(axis=-1) > 200).any()
   np.testing.assert_array_equal(render.draw_boxes(frames[0], np.zeros((0, 4))), frames[0])
+
+
+def test_mp4_writer_takes_frames_in_pieces(tmp_path):
+  path = str(tmp_path / 'pieces.mp4')
+  with render.Mp4Writer(path, fps=10) as writer:
+    writer.write(np.full((3, 16, 24, 3), 40, np.uint8))
+    writer.write(np.full((16, 24, 3), 200, np.uint8))
+  assert writer.num_frames == 4
+  with av.open(path) as container:
+    decoded = np.stack([f.to_ndarray(format='rgb24') for f in container.decode(video=0)])
+  np.testing.assert_allclose(decoded.mean(axis=(1, 2, 3)), [40, 40, 40, 200], atol=3)
+  with render.Mp4Writer(str(tmp_path / 'none.mp4'), fps=10):
+    pass
+  assert not (tmp_path / 'none.mp4').exists()

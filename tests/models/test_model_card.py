@@ -53,7 +53,7 @@ def test_detector_recipe_is_the_ava_test_view(tmp_path):
   assert model_card.read(str(tmp_path)) == card
   target = data_config_lib.default_data_config()
   recipe.apply_to(target)
-  assert (target.ava_test_view, target.crop_size) == ('full', 64)
+  assert (target.ava_test_view, target.ava_fps, target.crop_size) == ('full', 10.0, 64)
   assert 'test_view' not in _card().to_json()['input']
 
 
