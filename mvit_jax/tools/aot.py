@@ -7,7 +7,8 @@ Needs libtpu (`pip install -e '.[tpu]'`): its compile-only client turns a topolo
 v5p:2x2x1, v4:2x2x1, v6e:2x2, ...) into TPU devices this host can compile for. The compiled step is exactly the
 one `mvit_jax.main` runs: `trainer.make_train_step` with the config's optimizer, the shapes and shardings of
 `trainer.TrainSetup` (mesh from config.mesh over the topology's chips, FSDP included) and `TrainSetup.jit_step`'s
-in/out shardings and donation; the batch is what the loader yields (uint8 clips).
+in/out shardings and donation; the batch is what the loader yields (uint8 clips; for an AVA config, the detector's
+step on clips, data.ava_max_boxes boxes per clip and their multi-hot labels).
 The global batch is per_chip_batch x chips (default: config.batch_size / chips).
 
 Prints the lowering and compile seconds, the StableHLO size, per-chip HBM from XLA's memory analysis (arguments,

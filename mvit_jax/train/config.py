@@ -37,7 +37,7 @@ REMAT_POLICIES = ('', 'full', 'nothing_saveable', 'everything_saveable', 'dots_s
                   'dots_with_no_batch_dims_saveable')
 
 
-DATASET_KINDS = ('manifest', 'frames', 'folder', 'tfds', 'prepared', 'dmvr')
+DATASET_KINDS = ('manifest', 'frames', 'folder', 'tfds', 'prepared', 'dmvr', 'ava')
 
 
 class ConfigError(InputError):
@@ -120,6 +120,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.synthetic_data.height = 48
   c.synthetic_data.width = 64
   c.synthetic_data.seed = 0
+  # With data.dataset_kind 'ava': mvit_jax.data.synthetic_ava's people (height x width frames, seed above).
+  c.synthetic_data.ava_num_videos = 12
+  c.synthetic_data.ava_num_val_videos = 4
+  c.synthetic_data.ava_seconds = 8
+  c.synthetic_data.ava_fps = 10.0
 
   # --- Data (mvit_jax.data) -----------------------------------------------------------------------------------
   c.data = data_config_lib.default_data_config()
@@ -238,6 +243,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _check_decode_size(config.data)
   _check_loader(config.data)
   _check_folder_kind(config.data)
+  _check_detection(config.data)
   # Deferred: experiment files import this module, and the model zoo pulls in flax and orbax.
   from mvit_jax.models import adapt, variants  # pylint: disable=g-import-not-at-top
   if config.init_from_inflate not in adapt.INFLATE_MODES:
@@ -269,6 +275,20 @@ def _check_folder_kind(data: ml_collections.ConfigDict) -> None:
                       'are the classes)')
   if not 0 < data.folder_val_fraction < 1:
     raise ConfigError(f'config.data.folder_val_fraction must be in (0, 1), got {data.folder_val_fraction}')
+
+
+def _check_detection(data: ml_collections.ConfigDict) -> None:
+  """AVA detection trains on boxes with multi-hot labels: clip-level augmentations that mix or erase pixels would
+  move content away from its boxes or blend two clips' people under one label set (PySlowFast's AVA configs use
+  none of them), so they are refused rather than ignored."""
+  if data.dataset_kind != 'ava':
+    return
+  refused = {'mixup_prob': data.mixup_prob > 0, 'random_erasing_prob': data.random_erasing_prob > 0,
+             'randaugment': data.randaugment, 'label_smoothing': data.label_smoothing > 0}
+  for key, on in refused.items():
+    if on:
+      raise ConfigError(f"config.data.{key} must be off (0 / False) with dataset_kind 'ava': detection trains "
+                        'without mixup/cutmix, random erasing, RandAugment and label smoothing (PySlowFast AVA)')
 
 
 LOADERS = ('grain', 'dali')
@@ -368,6 +388,27 @@ def _check_prepared_shards(config: ml_collections.ConfigDict) -> None:
     _check_readable_file('config.data.classes_file', data.classes_file)
 
 
+def _check_ava_paths(config: ml_collections.ConfigDict) -> None:
+  """dataset_kind 'ava': the frame or video folder, and the annotation files the run reads (train boxes in mode
+  'train'; val detections, ground truth, exclusions when it evaluates; the label map)."""
+  from mvit_jax.data import ava  # pylint: disable=g-import-not-at-top  (this kind only)
+  data = config.data
+  folder_key = 'ava_frame_dir' if data.ava_frame_dir else 'ava_video_dir'
+  if storage.is_url(data[folder_key]):
+    if not _url_exists(f'config.data.{folder_key}', data[folder_key], folder=True):
+      raise InputError(f'config.data.{folder_key}: nothing under {data[folder_key]!r}')
+  else:
+    check_folder(data[folder_key], f'config.data.{folder_key}')
+  keys = ['ava_label_map']
+  if config.mode == 'train':
+    keys += ['ava_train_gt_boxes', 'ava_train_proposals']
+  if config.mode == 'eval' or config.eval_every_steps >= 0:
+    keys += ['ava_val_detections', 'ava_val_gt', 'ava_exclusions']
+  for key in keys:
+    if data[key]:
+      _check_readable_file(f'config.data.{key}', ava.annotation_path(data, key))
+
+
 def _check_data_paths(config: ml_collections.ConfigDict) -> None:
   data = config.data
   if data.dataset_kind == 'dmvr':
@@ -379,6 +420,9 @@ def _check_data_paths(config: ml_collections.ConfigDict) -> None:
   if data.dataset_kind == 'folder':
     from mvit_jax.data import folder  # pylint: disable=g-import-not-at-top  (the data sources: this kind only)
     folder.from_config(data)  # Lists the class folders: every layout error, before anything starts.
+    return
+  if data.dataset_kind == 'ava':
+    _check_ava_paths(config)
     return
   if data.root and storage.is_url(data.root):
     if not _url_exists('config.data.root', data.root, folder=True):
@@ -490,3 +534,64 @@ def ssv2_recipe(model_name: str, *, num_frames: int = 16) -> ml_collections.Conf
   d.test_num_clips, d.test_num_crops = 1, 3
   d.test_short_side = 224           # Three 224 crops along the long side of a 224-short-side frame.
   return set_epochs(c, num_train_videos=SSV2_TRAIN_VIDEOS, epochs=100, warmup_epochs=3, eval_every_epochs=10)
+
+
+# AVA v2.2 train keyframes: 235 videos x 897 annotated seconds (902-1798) at most; every second of a train video
+# has ground-truth boxes but a few, so PySlowFast's epoch (one sample per keyframe) is about this many clips. Set it
+# to the count `mvit_jax.data.ava` logs for your files to make the epochs exact.
+AVA_TRAIN_KEYFRAMES = 235 * 897
+AVA_TEST_VIEWS = ('center', 'full')
+
+
+def ava_recipe(model_name: str, *, num_frames: int, sampling_rate: int, test_view: str = '',
+               num_train_keyframes: int = AVA_TRAIN_KEYFRAMES) -> ml_collections.ConfigDict:
+  """AVA v2.2 action detection fine-tuned from a Kinetics model (MViT App. D.2 = MViTv2 App. B.6).
+
+  SGD momentum 0.9 (Nesterov, PySlowFast's default), peak LR 0.6 per 512 clips (linearly scaled), 5 warm-up epochs
+  from 0.01 (PySlowFast's WARMUP_START_LR), cosine to 0 at 30 epochs, weight decay 1e-8, no clipping; drop path
+  0.4, head dropout 0.5, bfloat16; training clips: short side jittered in [256, 320], random 224 crop, flip (boxes
+  follow), no mixup / erasing / RandAugment; test: one clip per keyframe, short side 224 and the centre crop
+  (`test_view` 'center', the papers' numbers) or the whole frame ('full'). 80 classes (the v2.2 label map's ids),
+  scored on its 60-class ActivityNet list. config.init_from names the Kinetics model (set on the command line).
+  """
+  if test_view not in ('',) + AVA_TEST_VIEWS:
+    raise ConfigError(f'AVA test view {test_view!r} is not one of {AVA_TEST_VIEWS} (the part after the config '
+                      'file name and a colon)')
+  c = base_config()
+  c.model.name = model_name
+  c.model.drop_path_rate = 0.4
+  c.model.head_dropout_rate = 0.5
+  c.half_precision = True
+
+  c.batch_size = 512
+  c.eval_batch_size = 256
+  o = c.optimizer
+  o.name = 'sgd'
+  o.base_lr = 0.6
+  o.base_batch_size = 512
+  o.warmup_start_lr = 0.01
+  o.end_lr = 0.0
+  o.momentum = 0.9
+  o.nesterov = True
+  o.weight_decay = 1e-8
+  o.grad_clip_norm = 0.0
+
+  d = c.data
+  d.dataset_kind = 'ava'
+  d.num_classes = 80               # ava_action_list_v2.2.pbtxt's largest id; the 60-class list is what is scored.
+  d.ava_label_map = 'ava_action_list_v2.2_for_activitynet_2019.pbtxt'
+  d.num_frames, d.sampling_rate = num_frames, sampling_rate
+  d.crop_size = 224
+  d.random_resized_crop = False
+  d.train_jitter_scales = (256, 320)
+  d.random_flip = True
+  d.randaugment = False
+  d.random_erasing_prob = 0.0
+  d.mixup_prob = 0.0
+  d.label_smoothing = 0.0
+  d.num_repeated_samples = 1
+  d.test_num_clips, d.test_num_crops = 1, 1
+  d.ava_test_view = test_view or 'center'
+  if d.ava_test_view == 'full':
+    c.eval_batch_size = 64         # Full frames are larger than the crop: fewer per batch.
+  return set_epochs(c, num_train_videos=num_train_keyframes, epochs=30, warmup_epochs=5, eval_every_epochs=5)

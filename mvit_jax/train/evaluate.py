@@ -142,7 +142,7 @@ def run_eval(predict_fn, params, batches: Iterable[Mapping[str, np.ndarray]], me
     record['confusion_matrix'] = confusion.tolist()  # Row = true class, column = predicted class.
   if workdir is not None and jax.process_index() == 0:
     write_predictions(storage.join(workdir, 'eval', f'predictions_{step}.csv'), ids, scores, labels, multi_label)
-    storage.write_text(storage.join(workdir, 'metrics.json'), _json_key_per_line(record))
+    storage.write_text(storage.join(workdir, 'metrics.json'), json_key_per_line(record))
   if writer is not None:
     _write_summaries(writer, step, sampler, ids, scores, labels, confusion, class_names, confusion_classes)
   return metrics
@@ -169,7 +169,7 @@ def _write_summaries(writer, step: int, sampler: eval_report.ClipSampler, ids, s
   writer.write_texts(step, texts)
 
 
-def _json_key_per_line(record: Mapping) -> str:
+def json_key_per_line(record: Mapping) -> str:
   """JSON object text with one key per line and compact values: a 400-class confusion matrix is one line, not
   160,000."""
   return '{\n' + ',\n'.join(f' {json.dumps(k)}: {json.dumps(v)}' for k, v in record.items()) + '\n}\n'

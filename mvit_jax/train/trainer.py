@@ -5,7 +5,8 @@ config.init_from > scratch) -> jitted step with donated state -> loop (batches p
 checkpoints, preemption, periodic eval) -> final save and eval.
 
 Shapes: videos (B, T, H, W, 3) uint8 from the loader, normalised on the device; labels (B,) int32 or (B, C)
-float32 multi-hot; B is the global batch.
+float32 multi-hot; B is the global batch. A detection run (AVA, `mvit_jax.train.detection`) adds boxes (B, N, 4),
+box_mask (B, N) and labels (B, N, K) per box.
 """
 from collections.abc import Callable, Iterator
 import collections
@@ -31,18 +32,21 @@ import optax
 from mvit_jax.train import checkpointing
 from mvit_jax.train import config as config_lib
 from mvit_jax.system import errors
+from mvit_jax.train import detection
 from mvit_jax.train import evaluate
 from mvit_jax.train import metrics as metrics_lib
 from mvit_jax.models import model_card
 from mvit_jax import models
 from mvit_jax.train import optim
 from mvit_jax.train import sharding as sharding_lib
+from mvit_jax.data import ava
 from mvit_jax.data import dali_loader
 from mvit_jax.data import device_preprocess
 from mvit_jax.data import mixup
 from mvit_jax.data import pipeline
 from mvit_jax.data import sources
 from mvit_jax.data import synthetic
+from mvit_jax.data import synthetic_ava
 from mvit_jax.system import storage
 
 
@@ -58,6 +62,8 @@ def model_overrides(config: ml_collections.ConfigDict, num_classes: int) -> dict
   overrides['dtype'] = 'bfloat16' if config.half_precision else 'float32'
   overrides['param_dtype'] = 'float32'
   overrides['remat_policy'] = config.remat_policy or None
+  if detection.is_detection(config):
+    overrides['detection'] = True
   return overrides
 
 
@@ -86,6 +92,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, schedule
   The per-step key is fold_in(base_rng, step), so a resumed run draws exactly the keys of an uninterrupted one.
   """
   multi_label = config.data.multi_label
+  if detection.is_detection(config):
+    return _make_detection_train_step(model, tx, schedule, config)
 
   def loss_fn(params, videos, targets, rng):
     logits = model.apply({'params': params}, videos, train=True, rngs={'dropout': rng}).astype(jnp.float32)
@@ -112,9 +120,34 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, schedule
   return train_step
 
 
+def _make_detection_train_step(model: nn.Module, tx: optax.GradientTransformation, schedule: Callable,
+                               config: ml_collections.ConfigDict):
+  """make_train_step for a detector: normalised clips (no mixup, no erasing: config.validate refuses them) and
+  detection.loss over the real boxes."""
+
+  def loss_fn(params, videos, boxes, labels, box_mask, rng):
+    logits = model.apply({'params': params}, videos, boxes, train=True, rngs={'dropout': rng})
+    return detection.loss(logits, labels, box_mask)
+
+  def train_step(state, batch, base_rng, step):
+    dropout_rng = jax.random.fold_in(base_rng, step)
+    videos = device_preprocess.preprocess_on_device(batch['video'], None, config.data, train=True)
+    loss, grads = jax.value_and_grad(loss_fn)(state['params'], videos, batch['boxes'], batch['labels'],
+                                              batch['box_mask'], dropout_rng)
+    updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
+    params = optax.apply_updates(state['params'], updates)
+    step_metrics = {'loss': loss, 'grad_norm': optax.tree.norm(grads),
+                    'lr': schedule((step - 1) // config.grad_accum_steps)}
+    return {'params': params, 'opt_state': opt_state}, step_metrics
+
+  return train_step
+
+
 def abstract_train_batch(config: ml_collections.ConfigDict, batch_size: int, num_classes: int,
                          mesh: jax.sharding.Mesh) -> dict[str, jax.ShapeDtypeStruct]:
   """Shapes, dtypes and shardings of the global batch the loader yields (after sharding_lib.global_batch)."""
+  if detection.is_detection(config):
+    return detection.abstract_train_batch(config, batch_size, num_classes, mesh)
   d, sharding = config.data, sharding_lib.batch_sharding(mesh)
   label = ((batch_size, num_classes), jnp.float32) if d.multi_label else ((batch_size,), jnp.int32)
   return {'video': jax.ShapeDtypeStruct((batch_size, d.num_frames, d.crop_size, d.crop_size, 3), jnp.uint8,
@@ -131,16 +164,18 @@ class TrainSetup:
   schedule: Callable
   mesh: jax.sharding.Mesh
   rules: Any
-  clip: jax.ShapeDtypeStruct  # One model input (1, T, H, W, 3), for initialisation.
+  inputs: tuple  # One clip's model inputs for initialisation: the clip (1, T, H, W, 3) (+ boxes (1, N, 4)).
   abstract_params: Any
   abstract_opt_state: Any
 
   @classmethod
   def build(cls, model: nn.Module, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, rules):
     d = config.data
-    clip = jax.ShapeDtypeStruct((1, d.num_frames, d.crop_size, d.crop_size, 3), jnp.float32)
+    inputs = (jax.ShapeDtypeStruct((1, d.num_frames, d.crop_size, d.crop_size, 3), jnp.float32),)
+    if detection.is_detection(config):
+      inputs += (detection.example_boxes(d),)
     with nn.logical_axis_rules(rules):
-      boxed = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False)['params'], clip)
+      boxed = jax.eval_shape(lambda *x: model.init(jax.random.key(0), *x, train=False)['params'], *inputs)
     param_shardings = sharding_lib.param_shardings(boxed, mesh, rules)
     abstract_params = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                                    nn.unbox(boxed), param_shardings)
@@ -149,14 +184,14 @@ class TrainSetup:
     opt_shardings = sharding_lib.opt_state_shardings(opt_abstract, abstract_params, param_shardings, mesh)
     abstract_opt_state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                                       opt_abstract, opt_shardings)
-    return cls(model, tx, schedule, mesh, rules, clip, abstract_params, abstract_opt_state)
+    return cls(model, tx, schedule, mesh, rules, inputs, abstract_params, abstract_opt_state)
 
   def state_shardings(self) -> dict:
     return jax.tree.map(lambda x: x.sharding, {'params': self.abstract_params, 'opt_state': self.abstract_opt_state})
 
   def init_params(self, rng: jax.Array):
     """Fresh parameters, born sharded (lazy_init traces only the initialisers, not the forward pass)."""
-    init = lambda r: nn.unbox(self.model.lazy_init(r, self.clip, train=False)['params'])
+    init = lambda r: nn.unbox(self.model.lazy_init(r, *self.inputs, train=False)['params'])
     with self.context():
       return jax.jit(init, out_shardings=self.state_shardings()['params'])(rng)
 
@@ -189,9 +224,13 @@ class TrainSetup:
 def prepare_synthetic_data(config: ml_collections.ConfigDict, workdir: str) -> None:
   """With config.synthetic_data.enabled: writes the synthetic dataset to WORKDIR/synthetic_data once (process 0,
   into a local temporary folder, then moved or uploaded with classes.txt last: a dataset with classes.txt is
-  whole) and points config.data at it."""
+  whole) and points config.data at it. For AVA data (data.dataset_kind 'ava'): mvit_jax.data.synthetic_ava's
+  people and actions, its label map written last."""
   syn = config.synthetic_data
   if not syn.enabled:
+    return
+  if detection.is_detection(config):
+    _prepare_synthetic_ava(config, workdir)
     return
   root = storage.join(workdir, 'synthetic_data')
   if jax.process_index() == 0 and not storage.exists(storage.join(root, 'classes.txt')):
@@ -207,6 +246,22 @@ def prepare_synthetic_data(config: ml_collections.ConfigDict, workdir: str) -> N
   config.data.train_manifest = storage.join(root, 'train.csv')
   config.data.eval_manifest = storage.join(root, 'val.csv')
   config.data.classes_file = storage.join(root, 'classes.txt')
+
+
+def _prepare_synthetic_ava(config: ml_collections.ConfigDict, workdir: str) -> None:
+  syn, root = config.synthetic_data, storage.join(workdir, 'synthetic_data')
+  last = f'annotations/{synthetic_ava.LABEL_MAP}'
+  if jax.process_index() == 0 and not storage.exists(storage.join(root, last)):
+    logging.info('Writing %d synthetic AVA videos to %s', syn.ava_num_videos, root)
+    with tempfile.TemporaryDirectory() as tmp:
+      synthetic_ava.write_dataset(tmp, num_videos=syn.ava_num_videos, num_val_videos=syn.ava_num_val_videos,
+                                  seconds=syn.ava_seconds, fps=syn.ava_fps, height=syn.height, width=syn.width,
+                                  seed=syn.seed)
+      storage.remove_tree(root)  # What an interrupted upload left.
+      storage.upload_tree(tmp, root, last=last)
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices('synthetic_data')
+  synthetic_ava.configure(config.data, root, fps=syn.ava_fps)
 
 
 def initial_params(ts: TrainSetup, init_from: str, rng: jax.Array, inflate: str = 'centre'):
@@ -269,6 +324,14 @@ class PreemptionWatch:
 
 
 def _evaluate(predict_fn, params, config, num_classes: int, mesh, step: int, workdir: str, writer=None) -> dict:
+  if detection.is_detection(config):
+    batches = ava.make_ava_eval_iterator(config.data, num_classes=num_classes, global_batch_size=config.eval_batch_size,
+                                         process_index=jax.process_index(), process_count=jax.process_count())
+    try:
+      return detection.run_eval(predict_fn, params, batches, mesh, data_config=config.data, step=step,
+                                workdir=workdir, writer=writer)
+    finally:
+      _close(batches)
   batches = pipeline.make_eval_iterator(config.data, num_classes=num_classes, global_batch_size=config.eval_batch_size,
                                         process_index=jax.process_index(), process_count=jax.process_count())
   try:
@@ -329,7 +392,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     model_card.write(workdir, model_card.ModelCard(  # What load_pretrained(workdir) and mvit_jax.predict read.
         config.model.name, overrides, classes, model_card.InputRecipe.from_data_config(config.data)))
   ts = TrainSetup.build(model, config, mesh, rules)
-  predict_fn = evaluate.make_predict_fn(model, mesh, rules, config.data)
+  if detection.is_detection(config):
+    predict_fn = detection.make_predict_fn(model, mesh, rules, config.data)
+  else:
+    predict_fn = evaluate.make_predict_fn(model, mesh, rules, config.data)
   manager = checkpointing.create_manager(workdir, keep=config.keep_checkpoints)
 
   if config.mode == 'eval':
@@ -345,6 +411,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   # --- Data -------------------------------------------------------------------------------------------------------
   def train_iterator(seed):  # Evaluation reads through grain with either loader.
+    if detection.is_detection(config):
+      return ava.make_ava_train_iterator(config.data, num_classes=num_classes, global_batch_size=config.batch_size,
+                                         seed=seed, process_index=jax.process_index(),
+                                         process_count=jax.process_count())
     loader = dali_loader if config.data.loader == 'dali' else pipeline
     return loader.make_train_iterator(config.data, num_classes=num_classes, global_batch_size=config.batch_size,
                                       seed=seed, process_index=jax.process_index(), process_count=jax.process_count())
