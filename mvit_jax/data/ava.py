@@ -24,9 +24,14 @@ import functools
 import math
 import re
 
+from absl import logging
+import grain
 import numpy as np
 
+from mvit_jax.data import ava_transforms
 from mvit_jax.data import decode
+from mvit_jax.data import pipeline
+from mvit_jax.data import shm_batch
 from mvit_jax.system import storage
 from mvit_jax.system.errors import InputError
 
@@ -429,3 +434,177 @@ def annotation_path(cfg, key: str) -> str:
 def keyframe_list(cfg, split: str = 'eval') -> list[tuple[str, int]]:
   """(video id, second) of every keyframe of `split`, in source order: eval batches' `keyframe_index` indexes it."""
   return [(k.video, k.sec) for k in AvaSource(cfg, split, num_classes_from_config(cfg)).keyframes]
+
+
+# --- Loaders -----------------------------------------------------------------------------------------------------
+# The grain machinery of data/pipeline.py (global shuffle, sharding, workers, failure accounting, exact resume),
+# over keyframes instead of videos: a keyframe whose frames or video cannot be read is replaced (train) or masked
+# (eval) and counted, with max_failure_fraction a fraction of this process's keyframes.
+
+
+def _padded(boxes: np.ndarray, labels: np.ndarray, max_boxes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """The first max_boxes boxes (n, 4) and labels (n, K) padded with zeros to N = max_boxes: (boxes (N, 4) float32,
+  box_mask (N,) bool, labels (N, K) float32)."""
+  n = min(len(boxes), max_boxes)
+  out_boxes = np.zeros((max_boxes, 4), np.float32)
+  out_labels = np.zeros((max_boxes, labels.shape[1]), np.float32)
+  out_boxes[:n], out_labels[:n] = boxes[:n], labels[:n]
+  return out_boxes, np.arange(max_boxes) < n, out_labels
+
+
+class _TrainExample(grain.transforms.RandomMap):
+  """Keyframe index -> {'video': uint8 (T, crop, crop, 3), 'boxes': (N, 4), 'box_mask': (N,), 'labels': (N, K),
+  _FAILED: int32 (max_replacement_attempts,)}; a keyframe whose clip cannot be read is replaced by a random one
+  (drawn from the element's RNG), at most max_replacement_attempts times."""
+
+  def __init__(self, source: AvaSource, cfg):
+    self.source, self.cfg = source, cfg
+
+  def random_map(self, index, rng: np.random.Generator):
+    cfg, index = self.cfg, int(index)
+    failed = np.full(cfg.max_replacement_attempts, pipeline._NOT_FAILED, np.int32)
+    for attempt in range(cfg.max_replacement_attempts + 1):
+      try:
+        frames = self.source.load(index, cfg.train_short_side)
+        break
+      except decode.DecodeError as e:
+        pipeline._log_decode_error(self.source.describe(index), e)
+        if attempt == cfg.max_replacement_attempts:
+          raise pipeline.TooManyBadVideosError(f'{attempt + 1} keyframes in a row failed to load; last: '
+                                               f'{self.source.describe(index)}: {e}') from None
+        failed[attempt] = index
+        index = int(rng.integers(len(self.source)))
+    keyframe = self.source.keyframes[index]
+    video, boxes = ava_transforms.train_clip(frames, keyframe.boxes[:cfg.ava_max_boxes], rng, cfg)
+    boxes, box_mask, labels = _padded(boxes, self.source.multi_hot(index), cfg.ava_max_boxes)
+    return {'video': video, 'boxes': boxes, 'box_mask': box_mask, 'labels': labels,
+            pipeline._FAILED: failed}
+
+
+class _EvalExample(grain.transforms.Map):
+  """Row -> {'video': uint8 (T, h, w, 3), 'boxes', 'box_mask', 'labels', 'keyframe_index': int32, 'original_boxes':
+  (N, 4), 'mask': bool, _FAILED: int32 (1,)}. `rows[r]` is the keyframe of row r or -1 (padding); `shape_rows[r]`
+  a keyframe whose video gives a padding or failed row its frame size ('full' view; -1: crop x crop)."""
+
+  def __init__(self, source: AvaSource, cfg, rows: np.ndarray, shape_rows: np.ndarray):
+    self.source, self.cfg, self.rows, self.shape_rows = source, cfg, rows, shape_rows
+
+  def _masked_row(self, row: int, keyframe_index: int = -1, failed: int = pipeline._NOT_FAILED):
+    cfg, shape = self.cfg, (self.cfg.crop_size, self.cfg.crop_size)
+    if self.shape_rows[row] >= 0:
+      try:
+        shape = ava_transforms.eval_shape(*self.source.frame_size(int(self.shape_rows[row])), cfg)
+      except decode.DecodeError:
+        pass  # The whole video is unreadable: every row of its batches is crop x crop.
+    n, k = cfg.ava_max_boxes, self.source.num_classes
+    return {'video': np.zeros((cfg.num_frames, *shape, 3), np.uint8), 'boxes': np.zeros((n, 4), np.float32),
+            'box_mask': np.zeros(n, bool), 'labels': np.zeros((n, k), np.float32),
+            'keyframe_index': np.int32(keyframe_index), 'original_boxes': np.zeros((n, 4), np.float32),
+            'mask': np.bool_(False), pipeline._FAILED: np.array([failed], np.int32)}
+
+  def map(self, row):
+    cfg, row = self.cfg, int(row)
+    index = int(self.rows[row])
+    if index < 0:
+      return self._masked_row(row)
+    try:
+      frames = self.source.load(index)
+    except decode.DecodeError as e:
+      pipeline._log_decode_error(self.source.describe(index), e)
+      return self._masked_row(row, index, failed=index)
+    original = self.source.keyframes[index].boxes[:cfg.ava_max_boxes]
+    video, boxes = ava_transforms.eval_clip(frames, original, cfg)
+    boxes, box_mask, labels = _padded(boxes, self.source.multi_hot(index), cfg.ava_max_boxes)
+    original_boxes = np.zeros_like(boxes)
+    original_boxes[:len(original)] = original
+    return {'video': video, 'boxes': boxes, 'box_mask': box_mask, 'labels': labels,
+            'keyframe_index': np.int32(index), 'original_boxes': original_boxes, 'mask': np.bool_(True),
+            pipeline._FAILED: np.array([pipeline._NOT_FAILED], np.int32)}
+
+
+def _warn_crowded(source: AvaSource, cfg) -> None:
+  if source.dropped_boxes:
+    logging.warning('%d keyframes have more than ava_max_boxes=%d boxes: their %d boxes beyond the first %d (ground '
+                    'truth first, then proposals as the files list them) are left out', source.crowded_keyframes,
+                    cfg.ava_max_boxes, source.dropped_boxes, cfg.ava_max_boxes)
+
+
+def make_ava_train_iterator(data_config, *, num_classes: int, global_batch_size: int, seed: int,
+                            process_index: int | None = None,
+                            process_count: int | None = None) -> grain.DatasetIterator:
+  """Infinite iterator of {'video': uint8 (B, T, crop, crop, 3), 'boxes': float32 (B, N, 4) normalised to the crop,
+  'box_mask': bool (B, N), 'labels': float32 (B, N, K) multi-hot (action id i -> column i - 1)}, N = ava_max_boxes,
+  K = `num_classes` (num_classes_from_config's answer).
+
+  B = global_batch_size // process_count keyframes. Each process reads a disjoint 1/process_count of the training
+  keyframes, reshuffled every epoch from `seed`; get_state()/set_state() resume exactly (as
+  pipeline.make_train_iterator). Videos are cropped and flipped, not normalised (the train step does that).
+  """
+  cfg = data_config
+  process_index, process_count = pipeline._process_info(process_index, process_count)
+  local_batch = pipeline._local_batch_size(global_batch_size, process_count)
+  source = AvaSource(cfg, 'train', num_classes)
+  _warn_crowded(source, cfg)
+  ds = pipeline.train_index_dataset(len(source), seed=seed, process_index=process_index, process_count=process_count)
+  num_local = len(ds)
+  ds = (ds.repeat(None)
+        .random_map(_TrainExample(source, cfg))
+        .batch(local_batch, drop_remainder=True, batch_fn=shm_batch.stack))
+  return iter(pipeline._finish(ds, cfg, source, num_local))
+
+
+def eval_rows(videos: Sequence[str], local_batch: int, process_index: int, process_count: int, *,
+              by_video: bool) -> tuple[np.ndarray, np.ndarray]:
+  """(keyframe index or -1, keyframe giving a padding row its frame size or -1), int64 (num_batches * local_batch,)
+  each, of this process's eval rows; `videos[i]` is keyframe i's video (keyframes of a video adjacent).
+
+  Every process gets the same number of rows. Without by_video, process p takes keyframes p, p + P, ...; with it
+  (the 'full' view, whose frame size is the video's), the keyframes of each video are padded to whole global
+  batches, so that every global batch holds one video, and process p takes the p-th 1/P of each global batch.
+  """
+  n = len(videos)
+  if not by_video:
+    local = np.arange(process_index, n, process_count)
+    num_batches = math.ceil(math.ceil(n / process_count) / local_batch)
+    rows = np.full(num_batches * local_batch, -1, np.int64)
+    rows[:len(local)] = local
+    return rows, np.full_like(rows, -1)
+  global_batch = local_batch * process_count
+  rows, shapes = [], []
+  start = 0
+  while start < n:
+    end = start
+    while end < n and videos[end] == videos[start]:
+      end += 1
+    size = math.ceil((end - start) / global_batch) * global_batch
+    rows.append(np.concatenate([np.arange(start, end), np.full(size - (end - start), -1)]))
+    shapes.append(np.full(size, start))
+    start = end
+  rows = np.concatenate(rows or [np.zeros(0, np.int64)]).reshape(-1, process_count, local_batch)
+  shapes = np.concatenate(shapes or [np.zeros(0, np.int64)]).reshape(-1, process_count, local_batch)
+  return rows[:, process_index].reshape(-1), shapes[:, process_index].reshape(-1)
+
+
+def make_ava_eval_iterator(data_config, *, num_classes: int, global_batch_size: int,
+                           process_index: int | None = None,
+                           process_count: int | None = None) -> grain.DatasetIterator:
+  """Finite iterator over every eval keyframe of this process, once: {'video': uint8 (B, T, h, w, 3), 'boxes':
+  float32 (B, N, 4) normalised to the view, 'box_mask': bool (B, N), 'labels': float32 (B, N, K) (what the
+  detections file gives its boxes), 'keyframe_index': int32 (B,) (into keyframe_list(cfg)), 'original_boxes':
+  float32 (B, N, 4) normalised to the original frame, 'mask': bool (B,) (False: padding, or a keyframe whose clip
+  could not be read)}. Views (ava_test_view): 'center' h = w = crop_size; 'full' the whole frame with its short side
+  at crop_size, every batch (all processes' together) from one video. Every process yields the same number of
+  batches. Close the iterator when done: it owns worker processes.
+  """
+  cfg = data_config
+  process_index, process_count = pipeline._process_info(process_index, process_count)
+  local_batch = pipeline._local_batch_size(global_batch_size, process_count)
+  ava_transforms.eval_shape(1, 1, cfg)  # Checks ava_test_view before any worker starts.
+  source = AvaSource(cfg, 'eval', num_classes)
+  _warn_crowded(source, cfg)
+  rows, shape_rows = eval_rows([k.video for k in source.keyframes], local_batch, process_index, process_count,
+                               by_video=cfg.ava_test_view == 'full')
+  ds = (grain.MapDataset.range(len(rows))
+        .map(_EvalExample(source, cfg, rows, shape_rows))
+        .batch(local_batch, batch_fn=shm_batch.stack))
+  return iter(pipeline._finish(ds, cfg, source, max(1, int((rows >= 0).sum()))))

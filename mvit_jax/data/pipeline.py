@@ -182,7 +182,7 @@ class _AccountFailures(grain.transforms.Map):
     failed = np.asarray(batch.pop(_FAILED)).ravel()
     paths = [self.source.describe(index) for index in failed[failed != _NOT_FAILED].tolist()]
     with _STATS_LOCK:
-      _STATS.examples += int(batch['mask'].sum()) if 'mask' in batch else len(batch['label'])
+      _STATS.examples += int(batch['mask'].sum()) if 'mask' in batch else len(batch['video'])
       _STATS.skipped += len(paths)
       for path in paths:
         if path not in _STATS.bad_videos:

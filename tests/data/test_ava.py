@@ -240,3 +240,132 @@ def test_eval_views_by_hand():
   cfg.ava_test_view = 'left'
   with pytest.raises(ValueError, match='ava_test_view'):
     ava_transforms.eval_clip(frames, np.array([box]), cfg)
+
+
+# --- Loaders -----------------------------------------------------------------------------------------------------
+
+
+def train_iterator(cfg, **kwargs):
+  return ava.make_ava_train_iterator(cfg, **{'num_classes': 4, 'global_batch_size': 4, 'seed': 0,
+                                             'process_index': 0, 'process_count': 1, **kwargs})
+
+
+def eval_batches(cfg, **kwargs):
+  it = ava.make_ava_eval_iterator(cfg, **{'num_classes': 4, 'global_batch_size': 2, 'process_index': 0,
+                                          'process_count': 1, **kwargs})
+  batches = list(it)
+  it.close()
+  return batches
+
+
+def test_train_batches_hold_padded_boxes_and_labels(synthetic_root):
+  cfg = synthetic_config(synthetic_root, ava_max_boxes=6)
+  source = ava.AvaSource(cfg, 'train', 4)
+  it = train_iterator(cfg)
+  batch = next(it)
+  assert set(batch) == {'video', 'boxes', 'box_mask', 'labels'}
+  assert batch['video'].shape == (4, 4, 32, 32, 3) and batch['video'].dtype == np.uint8
+  assert batch['boxes'].shape == (4, 6, 4) and batch['boxes'].dtype == np.float32
+  assert batch['box_mask'].dtype == bool and batch['labels'].shape == (4, 6, 4)
+  assert batch['labels'].dtype == np.float32
+  counts = batch['box_mask'].sum(1)
+  assert set(counts.tolist()) <= {min(len(k.boxes), 6) for k in source.keyframes}
+  for b in range(4):
+    n = counts[b]
+    assert np.all(batch['boxes'][b, n:] == 0) and np.all(batch['labels'][b, n:] == 0)
+    assert np.all((batch['boxes'][b, :n] >= 0) & (batch['boxes'][b, :n] <= 1))
+    assert batch['labels'][b, :n].sum(1).max() >= 1  # The ground-truth boxes come first.
+  it.close()
+
+
+@pytest.mark.parametrize('videos,workers', [(False, 0), (True, 0),
+                                            pytest.param(False, 2, marks=pytest.mark.slow)])  # Starts processes.
+def test_train_iterator_resumes_exactly(synthetic_root, videos, workers):
+  cfg = synthetic_config(synthetic_root, videos=videos, num_workers=workers)
+  it = train_iterator(cfg)
+  for _ in range(2):
+    next(it)
+  state = it.get_state()
+  expected = [next(it) for _ in range(3)]  # Crosses the epoch of 9 keyframes.
+  it.close()
+  resumed = train_iterator(cfg)
+  resumed.set_state(state)
+  for want in expected:
+    got = next(resumed)
+    for key in want:
+      np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+  resumed.close()
+
+
+def test_eval_rows_by_hand():
+  # Process 0 holds keyframes 0, 2, 4: two batches of 2 on every process.
+  rows, shapes = ava.eval_rows(['a'] * 5, 2, 1, 2, by_video=False)
+  assert rows.tolist() == [1, 3, -1, -1] and shapes.tolist() == [-1] * 4
+  rows, _ = ava.eval_rows(['a'] * 5, 2, 0, 2, by_video=False)
+  assert rows.tolist() == [0, 2, 4, -1]
+  # By video, global batch 4: a's 3 keyframes + 1 pad, b's 5 + 3 pads; process 1 takes the second half of each.
+  videos = ['a'] * 3 + ['b'] * 5
+  rows, shapes = ava.eval_rows(videos, 2, 1, 2, by_video=True)
+  assert rows.tolist() == [2, -1, 5, 6, -1, -1] and shapes.tolist() == [0, 0, 3, 3, 3, 3]
+  rows, _ = ava.eval_rows(videos, 2, 0, 2, by_video=True)
+  assert rows.tolist() == [0, 1, 3, 4, 7, -1]
+
+
+@pytest.mark.parametrize('view', ['center', 'full'])
+def test_eval_covers_every_keyframe_once_on_every_process(synthetic_root, view):
+  """Two videos' val keyframes (one val video here: 3 keyframes) across 2 processes, batches of 2 per process."""
+  cfg = synthetic_config(synthetic_root, ava_test_view=view)
+  keyframes = ava.AvaSource(cfg, 'eval', 4).keyframes
+  seen, num_batches = [], set()
+  for p in range(2):
+    batches = eval_batches(cfg, global_batch_size=4, process_index=p, process_count=2)
+    num_batches.add(len(batches))
+    for batch in batches:
+      assert batch['video'].shape[2:4] == ((32, 32) if view == 'center' else (32, 42))  # 48x64 -> 32x42 (floor).
+      assert set(batch) == {'video', 'boxes', 'box_mask', 'labels', 'keyframe_index', 'original_boxes', 'mask'}
+      for b in np.flatnonzero(batch['mask']):
+        index = int(batch['keyframe_index'][b])
+        seen.append(index)
+        n = min(len(keyframes[index].boxes), cfg.ava_max_boxes)
+        assert batch['box_mask'][b].sum() == n
+        np.testing.assert_allclose(batch['original_boxes'][b, :n], keyframes[index].boxes[:n])
+        if view == 'full':
+          np.testing.assert_allclose(batch['boxes'][b, :n], keyframes[index].boxes[:n])
+      assert not batch['box_mask'][~batch['mask']].any()
+  assert len(num_batches) == 1
+  assert sorted(seen) == list(range(len(keyframes)))
+
+
+def test_more_boxes_than_max_keep_the_first_and_are_counted(synthetic_root):
+  cfg = synthetic_config(synthetic_root, ava_max_boxes=2)
+  source = ava.AvaSource(cfg, 'eval', 4)
+  assert source.dropped_boxes == sum(len(k.boxes) - 2 for k in source.keyframes) > 0
+  batch = eval_batches(cfg)[0]
+  np.testing.assert_allclose(batch['original_boxes'][0], source.keyframes[0].boxes[:2])
+  assert batch['box_mask'].all()
+
+
+def test_bad_frames_and_videos_are_skipped_and_counted(synthetic_root, tmp_path):
+  import shutil
+  from mvit_jax.data import pipeline
+  root = str(tmp_path / 'ava')
+  shutil.copytree(synthetic_root, root)
+  # Frame 20 (second 902 of video001, in its clip) is garbage; video003 (val) is not a video.
+  bad_frame = f'{root}/frames/video001/video001_000021.jpg'
+  open(bad_frame, 'wb').write(b'not a jpeg')
+  open(f'{root}/videos/video003.mp4', 'wb').write(b'not a video')
+  before = pipeline.skip_stats().skipped
+  cfg = synthetic_config(root, max_failure_fraction=0.5)
+  it = train_iterator(cfg)
+  for _ in range(3):  # One epoch: every keyframe once, the bad one replaced.
+    batch = next(it)
+    assert batch['video'].shape == (4, 4, 32, 32, 3)
+  it.close()
+  assert pipeline.skip_stats().skipped == before + 1
+  assert f'{root}/frames/video001 at second 902' in pipeline.skip_stats().bad_videos
+  # Eval from the videos: the bad video's keyframes are masked rows, counted.
+  batches = eval_batches(synthetic_config(root, videos=True, max_failure_fraction=1.0))
+  assert not any(batch['mask'].any() for batch in batches)
+  assert pipeline.skip_stats().skipped == before + 4
+  with pytest.raises(pipeline.TooManyBadVideosError):  # 3 of 3 keyframes bad: more than 0.5.
+    eval_batches(synthetic_config(root, videos=True, max_failure_fraction=0.5))
