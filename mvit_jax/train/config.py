@@ -244,6 +244,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _check_loader(config.data)
   _check_folder_kind(config.data)
   _check_detection(config.data)
+  _check_ava_data(config.data)
   # Deferred: experiment files import this module, and the model zoo pulls in flax and orbax.
   from mvit_jax.models import adapt, variants  # pylint: disable=g-import-not-at-top
   if config.init_from_inflate not in adapt.INFLATE_MODES:
@@ -289,6 +290,37 @@ def _check_detection(data: ml_collections.ConfigDict) -> None:
     if on:
       raise ConfigError(f"config.data.{key} must be off (0 / False) with dataset_kind 'ava': detection trains "
                         'without mixup/cutmix, random erasing, RandAugment and label smoothing (PySlowFast AVA)')
+
+
+def _check_ava_data(data: ml_collections.ConfigDict) -> None:
+  """The ava_* keys (mvit_jax.data.ava) and the augmentations its loader does (jitter + crop + flip, one sample per
+  keyframe, as PySlowFast's AVA loader)."""
+  if data.dataset_kind != 'ava':
+    return
+  if data.ava_frame_dir and data.ava_video_dir:
+    raise ConfigError('config.data.ava_video_dir must be empty when config.data.ava_frame_dir is set (clips come '
+                      'from frame folders or from video files, not both)')
+  if data.ava_test_view not in ('center', 'full'):
+    raise ConfigError(f"config.data.ava_test_view must be 'center' or 'full', got {data.ava_test_view!r}")
+  if data.ava_max_boxes < 1:
+    raise ConfigError(f'config.data.ava_max_boxes must be >= 1, got {data.ava_max_boxes}')
+  if not 0 <= data.ava_detection_score_thresh <= 1:
+    raise ConfigError(f'config.data.ava_detection_score_thresh must be in [0, 1], got '
+                      f'{data.ava_detection_score_thresh}')
+  if data.ava_fps <= 0:
+    raise ConfigError(f'config.data.ava_fps must be > 0, got {data.ava_fps}')
+  secs = tuple(data.ava_valid_secs)
+  if len(secs) != 2 or not all(isinstance(s, int) for s in secs) or secs[0] > secs[1]:
+    raise ConfigError(f'config.data.ava_valid_secs must be (first, last) whole seconds, first <= last, got {secs}')
+  if data.random_resized_crop:
+    raise ConfigError("config.data.random_resized_crop must be False with dataset_kind 'ava' (short-side jitter + "
+                      'crop, as PySlowFast; train_jitter_scales)')
+  if data.num_repeated_samples != 1:
+    raise ConfigError(f"config.data.num_repeated_samples must be 1 with dataset_kind 'ava', got "
+                      f'{data.num_repeated_samples}')
+  if min(data.train_jitter_scales) < data.crop_size:
+    raise ConfigError(f'config.data.train_jitter_scales {tuple(data.train_jitter_scales)} must not be smaller than '
+                      f'crop_size {data.crop_size}')
 
 
 LOADERS = ('grain', 'dali')

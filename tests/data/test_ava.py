@@ -369,3 +369,26 @@ def test_bad_frames_and_videos_are_skipped_and_counted(synthetic_root, tmp_path)
   assert pipeline.skip_stats().skipped == before + 4
   with pytest.raises(pipeline.TooManyBadVideosError):  # 3 of 3 keyframes bad: more than 0.5.
     eval_batches(synthetic_config(root, videos=True, max_failure_fraction=0.5))
+
+
+@pytest.mark.parametrize('overrides, message', [
+    (dict(ava_frame_dir='/f', ava_video_dir='/v'), r'config\.data\.ava_video_dir must be empty'),
+    (dict(ava_test_view='left'), r"config\.data\.ava_test_view must be 'center' or 'full'"),
+    (dict(ava_max_boxes=0), r'config\.data\.ava_max_boxes must be >= 1'),
+    (dict(ava_detection_score_thresh=1.5), r'config\.data\.ava_detection_score_thresh must be in \[0, 1\]'),
+    (dict(ava_fps=0.0), r'config\.data\.ava_fps must be > 0'),
+    (dict(ava_valid_secs=(1798, 902)), r'config\.data\.ava_valid_secs must be'),
+    (dict(random_resized_crop=True), r'config\.data\.random_resized_crop must be False'),
+    (dict(num_repeated_samples=2), r'config\.data\.num_repeated_samples must be 1'),
+    (dict(train_jitter_scales=(200, 320)), r'config\.data\.train_jitter_scales \(200, 320\) must not be smaller'),
+])
+def test_config_checks_name_the_key(overrides, message):
+  from mvit_jax.train import config as train_config
+  config = train_config.base_config()
+  d = config.data
+  d.dataset_kind, d.randaugment, d.mixup_prob, d.random_erasing_prob, d.label_smoothing = 'ava', False, 0.0, 0.0, 0.0
+  d.random_resized_crop, d.num_repeated_samples = False, 1
+  train_config.validate(config)
+  d.update(overrides)
+  with pytest.raises(train_config.ConfigError, match=message):
+    train_config.validate(config)
