@@ -19,8 +19,10 @@ box, video by video (frame list order, or sorted ids for videos), second by seco
 from a video file the same frames are the ones shown at those times (time 0 = ava_video_start_sec).
 """
 from collections.abc import Sequence
+import contextlib
 import dataclasses
 import functools
+import gc
 import math
 import re
 
@@ -102,23 +104,22 @@ class FramePaths(Sequence):
   """The frame paths of one video in frame list order, kept as runs of numbered names (`{prefix}{n:06d}.jpg`,
   n consecutive): AVA's 6.3 M training frame paths would take gigabytes as Python strings in every worker."""
 
-  def __init__(self):
+  def __init__(self, root: str = ''):
+    self.root = root  # Frame paths are relative to it (as _resolve joins).
     self._runs = []  # [prefix, first number, digits, suffix, count] or [path, None, 0, '', 1].
     self._starts = [0]
 
   def append(self, path: str) -> None:
+    if self._runs and self._runs[-1][1] is not None:  # The next name of the run: no regex (6.3 M lines).
+      prefix, first, digits, suffix, count = self._runs[-1]
+      if path == f'{prefix}{first + count:0{digits}d}{suffix}':
+        self._runs[-1][4] += 1
+        self._starts[-1] += 1
+        return
     match = _NUMBERED.match(path)
     if match:
       prefix, digits, suffix = match.groups()
-      number = int(digits)
-      if self._runs:
-        run = self._runs[-1]
-        if (run[1] is not None and run[0] == prefix and run[3] == suffix and run[2] == len(digits)
-            and run[1] + run[4] == number):
-          run[4] += 1
-          self._starts[-1] += 1
-          return
-      self._runs.append([prefix, number, len(digits), suffix, 1])
+      self._runs.append([prefix, int(digits), len(digits), suffix, 1])
     else:
       self._runs.append([path, None, 0, '', 1])
     self._starts.append(self._starts[-1] + 1)
@@ -132,7 +133,7 @@ class FramePaths(Sequence):
     i %= len(self)
     r = int(np.searchsorted(self._starts, i, side='right')) - 1
     prefix, first, digits, suffix, _ = self._runs[r]
-    return prefix if first is None else f'{prefix}{first + i - self._starts[r]:0{digits}d}{suffix}'
+    return _resolve(self.root, prefix if first is None else f'{prefix}{first + i - self._starts[r]:0{digits}d}{suffix}')
 
 
 def read_frame_lists(paths: Sequence[str], frame_dir: str) -> dict[str, FramePaths]:
@@ -141,72 +142,103 @@ def read_frame_lists(paths: Sequence[str], frame_dir: str) -> dict[str, FramePat
   is its j-th row)."""
   videos = {}
   for path in paths:
-    lines = _read_lines(path, 'frame list')
-    for lineno, line in enumerate(lines[1:], 2):
-      row = line.split()
-      if not row:
-        continue
-      if len(row) != 5:
-        raise AvaError(f'{path}:{lineno}: expected `original_vido_id video_id frame_id path labels`, got {line!r}')
-      videos.setdefault(row[0], FramePaths()).append(_resolve(frame_dir, row[3]))
+    try:
+      with storage.open_file(path, 'r') as lines:  # Streamed: AVA's train list is 6.3 M lines.
+        next(lines, None)
+        for lineno, line in enumerate(lines, 2):
+          row = line.split()
+          if not row:
+            continue
+          if len(row) != 5:
+            raise AvaError(f'{path}:{lineno}: expected `original_vido_id video_id frame_id path labels`, got '
+                           f'{line.rstrip()!r}')
+          frames = videos.get(row[0])
+          if frames is None:
+            frames = videos[row[0]] = FramePaths(frame_dir)
+          frames.append(row[3])
+    except AvaError:
+      raise
+    except Exception as e:  # pylint: disable=broad-except  (OSError, or a store's error after its retries)
+      raise AvaError(f'cannot read frame list {path!r}: {storage.describe_error(e)}') from None
   return videos
 
 
 # --- Box files ---------------------------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
-class BoxRow:
-  video: str
-  sec: int
-  key: str                             # The coordinates' text: boxes are merged by it (PySlowFast).
-  box: tuple[float, float, float, float]
-  action: int                          # 1-based, or NO_ACTION.
-  score: float                         # 8th column: detector score, or person id in ground truth (nan if absent).
+@dataclasses.dataclass(frozen=True, eq=False)
+class BoxRows:
+  """The n rows of a box CSV, as columns (AVA's train files have millions of rows)."""
+  video: list[str]
+  sec: np.ndarray                      # int64 (n,)
+  key: list[str]                       # The coordinates' text: boxes are merged by it (PySlowFast).
+  box: np.ndarray                      # float64 (n, 4)
+  action: np.ndarray                   # int64 (n,): 1-based, or NO_ACTION.
+  score: np.ndarray                    # float64 (n,): detector score, or person id in ground truth (nan if absent).
 
 
-def read_box_rows(path: str) -> list[BoxRow]:
-  """The rows of an AVA box CSV (`video_id,sec,x1,y1,x2,y2,action_id[,person_id_or_score]`); raises AvaError naming
-  file and line for a row that is not one."""
-  rows = []
-  for lineno, line in enumerate(_read_lines(path, 'box file'), 1):
-    line = line.strip()
-    if not line:
-      continue
-    row = line.split(',')
-    where = f'{path}:{lineno}'
-    if len(row) not in (7, 8):
-      raise AvaError(f'{where}: expected `video_id,sec,x1,y1,x2,y2,action_id,person_id_or_score`, got {line!r}')
-    try:
-      sec = int(row[1])
-      box = tuple(float(x) for x in row[2:6])
-      action = NO_ACTION if row[6].strip() == '' else int(row[6])
-      score = float(row[7]) if len(row) == 8 and row[7].strip() else math.nan
-    except ValueError:
-      raise AvaError(f'{where}: second, coordinates, action id or score is not a number: {line!r}') from None
-    if not all(map(math.isfinite, box)) or box[0] > box[2] or box[1] > box[3]:
-      raise AvaError(f'{where}: box {box} is not x1 <= x2, y1 <= y2')
-    if action != NO_ACTION and action < 1:
-      raise AvaError(f'{where}: action id {action} must be >= 1 (empty: no action)')
-    rows.append(BoxRow(row[0], sec, ','.join(row[2:6]), box, action, score))
-  return rows
+def _parse_row(row: list[str], where: str) -> None:
+  """Raises AvaError naming `where` when `row` is not a box row (the slow path that finds a bad row)."""
+  if len(row) not in (7, 8):
+    raise AvaError(f'{where}: expected `video_id,sec,x1,y1,x2,y2,action_id,person_id_or_score`, got '
+                   f'{",".join(row)!r}')
+  try:
+    int(row[1])
+    box = tuple(float(x) for x in row[2:6])
+    action = NO_ACTION if row[6].strip() == '' else int(row[6])
+    if len(row) == 8 and row[7].strip():
+      float(row[7])
+  except ValueError:
+    raise AvaError(f'{where}: second, coordinates, action id or score is not a number: {",".join(row)!r}') from None
+  if not all(map(math.isfinite, box)) or box[0] > box[2] or box[1] > box[3]:
+    raise AvaError(f'{where}: box {box} is not x1 <= x2, y1 <= y2')
+  if action != NO_ACTION and action < 1:
+    raise AvaError(f'{where}: action id {action} must be >= 1 (empty: no action)')
+
+
+def read_box_rows(path: str) -> BoxRows:
+  """The rows of an AVA box CSV (`video_id,sec,x1,y1,x2,y2,action_id[,person_id_or_score]`), converted column by
+  column; raises AvaError naming file and line for a row that is not one."""
+  numbered = [(lineno, line.strip()) for lineno, line in enumerate(_read_lines(path, 'box file'), 1) if line.strip()]
+  rows = [line.split(',') for _, line in numbered]
+  try:
+    if any(len(row) not in (7, 8) for row in rows):
+      raise ValueError
+    cols = list(zip(*(row if len(row) == 8 else row + [''] for row in rows))) or [()] * 8
+    table = BoxRows(list(cols[0]), np.array(list(map(int, cols[1])), np.int64), [','.join(row[2:6]) for row in rows],
+                    np.array([list(map(float, col)) for col in cols[2:6]], np.float64).T.reshape(-1, 4),
+                    np.array([int(a) if a.strip() else NO_ACTION for a in cols[6]], np.int64),
+                    np.array([float(x) if x.strip() else math.nan for x in cols[7]], np.float64))
+    box = table.box
+    if not (np.isfinite(box).all() and (box[:, 0] <= box[:, 2]).all() and (box[:, 1] <= box[:, 3]).all()
+            and ((table.action == NO_ACTION) | (table.action >= 1)).all()):
+      raise ValueError
+  except ValueError:
+    for (lineno, _), row in zip(numbered, rows):
+      _parse_row(row, f'{path}:{lineno}')
+    raise
+  return table
 
 
 def merge_boxes(files: Sequence[tuple[str, bool]], *, score_thresh: float,
                 valid_secs: tuple[int, int]) -> dict[str, dict[int, list[tuple[tuple[float, ...], list[int]]]]]:
   """video -> sec -> [(box, action ids)] of box files given as (path, is_ground_truth) (PySlowFast
   `parse_bboxes_file`): rows of a non-ground-truth file with score < score_thresh are left out, so are seconds
-  outside valid_secs (inclusive); rows with the same coordinate text at the same
-  (video, sec) are one box whose action ids collect, in file order."""
+  outside valid_secs (inclusive); rows with the same coordinate text at the same (video, sec) are one box whose
+  action ids collect, in file order."""
   merged = {}
   for path, is_gt in files:
-    for row in read_box_rows(path):
-      if not is_gt and not row.score >= score_thresh:
-        continue
-      if not valid_secs[0] <= row.sec <= valid_secs[1]:
-        continue
-      boxes = merged.setdefault(row.video, {}).setdefault(row.sec, {})
-      boxes.setdefault(row.key, (row.box, []))[1].append(row.action)
+    rows = read_box_rows(path)
+    keep = (rows.sec >= valid_secs[0]) & (rows.sec <= valid_secs[1])
+    if not is_gt:
+      keep &= rows.score >= score_thresh
+    secs, boxes, actions = rows.sec.tolist(), rows.box.tolist(), rows.action.tolist()
+    for i in np.flatnonzero(keep).tolist():
+      entries = merged.setdefault(rows.video[i], {}).setdefault(secs[i], {})
+      entry = entries.get(rows.key[i])
+      if entry is None:
+        entry = entries[rows.key[i]] = (tuple(boxes[i]), [])
+      entry[1].append(actions[i])
   return {video: {sec: list(boxes.values()) for sec, boxes in secs.items()} for video, secs in merged.items()}
 
 
@@ -262,6 +294,15 @@ def keyframe_center(sec: int, cfg) -> int:
   return int(round((sec - cfg.ava_frame_start_sec) * cfg.ava_fps))
 
 
+def video_clip_indices(sec: int, num_video_frames: int, fps: float, cfg) -> np.ndarray:
+  """Frame indices (T,) int64 of the clip of second `sec` in a video file at `fps` whose time 0 is second
+  ava_video_start_sec: the frames shown at the times of the frame-folder clip (clip_frame_indices at ava_fps,
+  clamped below at the folder's first frame), nearest frame, clamped to the video."""
+  folder = clip_frame_indices(keyframe_center(sec, cfg), cfg.num_frames, cfg.sampling_rate, None)
+  times = (cfg.ava_frame_start_sec - cfg.ava_video_start_sec) + folder / cfg.ava_fps
+  return np.clip(np.floor(times * fps + 0.5), 0, num_video_frames - 1).astype(np.int64)
+
+
 # --- Source ------------------------------------------------------------------------------------------------------
 
 
@@ -279,22 +320,34 @@ def _split_files(cfg, split: str) -> list[tuple[str, bool]]:
   return files
 
 
+@contextlib.contextmanager
+def _gc_paused():
+  """Pauses Python's cyclic garbage collector: parsing AVA's millions of rows creates millions of lists and tuples,
+  each batch of which would make it rescan the ones kept so far (4x the CPU of the parse, measured)."""
+  enabled = gc.isenabled()
+  gc.disable()
+  try:
+    yield
+  finally:
+    if enabled:
+      gc.enable()
+
+
 @functools.lru_cache(maxsize=8)
 def _read_split(files: tuple, frame_lists: tuple, frame_dir: str, score_thresh: float, valid_secs: tuple,
                 stamps: tuple):
   """(keyframes, frame paths per video or None) of a split, once per file version in this process."""
   del stamps
-  frames = read_frame_lists(frame_lists, frame_dir) if frame_lists else None
-  merged = merge_boxes(files, score_thresh=score_thresh, valid_secs=valid_secs)
+  with _gc_paused():
+    frames = read_frame_lists(frame_lists, frame_dir) if frame_lists else None
+    merged = merge_boxes(files, score_thresh=score_thresh, valid_secs=valid_secs)
+    keyframes = keyframes_of(merged, list(frames) if frames is not None else sorted(merged))
   if frames is not None:
     unknown = sorted(set(merged) - set(frames))
     if unknown:
-      raise AvaError(f'{files[-1][0]}: video {unknown[0]} (and {len(unknown) - 1} more) not in the frame lists '
-                     f'{", ".join(frame_lists)}')
-    order = list(frames)
-  else:
-    order = sorted(merged)
-  return keyframes_of(merged, order), frames
+      raise AvaError(f'{", ".join(path for path, _ in files)}: video {unknown[0]} (and {len(unknown) - 1} more) not '
+                     f'in the frame lists {", ".join(frame_lists)}')
+  return keyframes, frames
 
 
 def _version(path: str):
@@ -381,13 +434,8 @@ class AvaSource:
       clip = decode.decode_frame_files(files, lambda n, fps: self.clip_indices(keyframe.sec, n), fps=cfg.ava_fps,
                                        short_side=short_side)
       return clip.frames
-    offset = cfg.ava_frame_start_sec - cfg.ava_video_start_sec  # Video time of frame-folder frame 0.
-
-    def video_indices(n, fps):
-      times = offset + self.clip_indices(keyframe.sec, None) / cfg.ava_fps
-      return np.clip(np.floor(times * fps + 0.5), 0, n - 1).astype(np.int64)
-
-    return decode.decode_video(self._video_path(keyframe.video), video_indices, short_side=short_side,
+    return decode.decode_video(self._video_path(keyframe.video),
+                               lambda n, fps: video_clip_indices(keyframe.sec, n, fps, cfg), short_side=short_side,
                                threads=cfg.decode_threads).frames
 
   def frame_size(self, i: int) -> tuple[int, int]:
