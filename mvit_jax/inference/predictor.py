@@ -11,9 +11,12 @@ normalisation on the device, the batch sharded over this host's devices). Image 
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 import dataclasses
 
+import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
@@ -24,6 +27,7 @@ from mvit_jax.models import model_card
 from mvit_jax.train import sharding as sharding_lib
 from mvit_jax.data import config as data_config_lib
 from mvit_jax.data import decode
+from mvit_jax.data import device_preprocess
 from mvit_jax.data import sampling
 from mvit_jax.data import sources
 from mvit_jax.data import transforms
@@ -177,6 +181,52 @@ class Predictor:
           self.mesh))
       parts.append({k: out[k][:len(chunk)] for k in keys})
     return {k: np.concatenate([p[k] for p in parts]) for k in keys}
+
+  @property
+  def detector(self) -> bool:
+    """An action detector: it takes person boxes and gives each box K sigmoid scores (a card whose overrides hold
+    detection: true)."""
+    return bool(getattr(self.module.config, 'detection', False))
+
+  def detect(self, views: np.ndarray, boxes: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """uint8 views (B, T, h, w, 3) of B keyframes and each one's boxes (n_i, 4) normalised to its view -> each one's
+    sigmoid scores (n_i, K) float32 (normalisation on the device, as the trainer's detection eval does it).
+
+    Boxes are padded to the next power of two of the most boxes in a batch, so few shapes compile; the detector
+    scores each box on its own, so padding changes no real box's scores."""
+    forward = self._forward.get('detect')
+    if forward is None:
+      forward = self._forward['detect'] = self._detect_fn()
+    counts = [len(b) for b in boxes]
+    n = 1 << (max(counts) - 1).bit_length()
+    out = []
+    for start in range(0, len(views), self.batch_size):
+      chunk = views[start:start + self.batch_size]
+      batch = {'video': np.zeros((self.batch_size,) + chunk.shape[1:], np.uint8),
+               'boxes': np.zeros((self.batch_size, n, 4), np.float32)}
+      batch['video'][:len(chunk)] = chunk
+      for row, clip_boxes in enumerate(boxes[start:start + self.batch_size]):
+        batch['boxes'][row, :len(clip_boxes)] = clip_boxes
+      scores = forward(self.params, sharding_lib.global_batch(batch, self.mesh))
+      out += [scores[row, :counts[start + row]] for row in range(len(chunk))]
+    return out
+
+  def _detect_fn(self):
+    """(params, global batch {'video', 'boxes'}) -> host float32 sigmoid scores (B, N, K), jitted."""
+    module, data = self.module, self.data_config
+
+    def scores(params, batch):
+      videos = device_preprocess.preprocess_on_device(batch['video'], None, data, train=False)
+      logits = module.apply({'params': params}, videos, batch['boxes'], train=False)
+      return jax.nn.sigmoid(logits.astype(jnp.float32))
+
+    jitted = jax.jit(scores, out_shardings=jax.NamedSharding(self.mesh, jax.P()))
+
+    def run(params, batch):
+      with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
+        return np.asarray(jitted(params, batch).addressable_data(0))
+
+    return run
 
   def logits(self, views: np.ndarray) -> np.ndarray:
     """(V, C) float32 logits of each view."""
