@@ -108,6 +108,17 @@ def test_clip_indices_are_centred_on_the_keyframe_and_clamped():
   assert ava.keyframe_center(902, cfg) == 60 and ava.keyframe_center(1798, cfg) == 898 * 30
 
 
+def test_video_clip_indices_of_an_original_ava_video_at_25_fps():
+  """Time 0 at second 0 (ava_video_start_sec 0): the folder clip 56, 58, 60, 62 of second 902 is at 900 + i / 30 s,
+  i.e. frames 22546.7, 22548.3, 22550, 22551.7 at 25 fps -> the nearest frames."""
+  cfg = config_lib.default_data_config()
+  cfg.num_frames, cfg.sampling_rate, cfg.ava_video_start_sec = 4, 2, 0
+  np.testing.assert_array_equal(ava.video_clip_indices(902, 30000, 25.0, cfg), [22547, 22548, 22550, 22552])
+  np.testing.assert_array_equal(ava.video_clip_indices(902, 22549, 25.0, cfg), [22547, 22548, 22548, 22548])
+  cfg.ava_video_start_sec = 900  # A 15-minute cut: the folder's frames at 30 fps are the video's.
+  np.testing.assert_array_equal(ava.video_clip_indices(902, 1000, 30.0, cfg), [56, 58, 60, 62])
+
+
 # --- The synthetic data set and the two clip sources ---------------------------------------------------------------
 
 SECONDS, FPS = 6, 10
@@ -157,6 +168,12 @@ def test_synthetic_data_set_reads_as_ava(synthetic_root):
                               seed=1)
   for name in (synthetic_ava.TRAIN_GT, synthetic_ava.TRAIN_PROPOSALS, synthetic_ava.VAL_DETECTIONS):  # Seeded.
     assert open(f'{other}/annotations/{name}').read() == open(f'{synthetic_root}/annotations/{name}').read()
+
+
+def test_boxes_of_a_video_missing_from_the_frame_lists_name_the_files(synthetic_root, tmp_path):
+  cfg = synthetic_config(synthetic_root, ava_frame_list_train=write(tmp_path / 'short.csv', 'header\n'))
+  with pytest.raises(ava.AvaError, match=r'video video000 \(and 2 more\) not in the frame lists .*short.csv'):
+    ava.AvaSource(cfg, 'train', 4)
 
 
 def psnr(a, b):
