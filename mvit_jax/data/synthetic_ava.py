@@ -49,7 +49,7 @@ class _Person:
   vx: float             # Pixels per frame.
   width: float
   height: float         # Body and head.
-  arm_angle: float      # Radians (0 = right, -pi/2 = up).
+  arm_angle: float      # Resting angle, radians (0 = right, -pi/2 = up), in [-150, -30] degrees.
   body: tuple
   head: tuple
   actions: tuple        # 1-based ids; () for the idle person.
@@ -60,8 +60,9 @@ def _draw_person(frame: np.ndarray, p: _Person, t: int, fps: float) -> tuple[flo
   """Draws person p at frame t; returns its box (x1, y1, x2, y2) in pixels (body and head)."""
   seconds = t / fps
   lift = 0.35 * p.height * abs(math.sin(math.pi * (seconds / 0.6 + p.phase))) if 3 in p.actions else 0.0
-  angle = p.arm_angle + (math.radians(60) * math.sin(2 * math.pi * (seconds / 0.5 + p.phase))
-                         if 4 in p.actions else 0.0)
+  # A waving arm swings through the range resting arms are drawn from, so no single arm angle shows a wave.
+  angle = (-math.pi / 2 + math.radians(60) * math.sin(2 * math.pi * (seconds / 0.5 + p.phase))
+           if 4 in p.actions else p.arm_angle)
   head_r = 0.14 * p.height
   x1, x2 = p.x - p.width / 2, p.x + p.width / 2
   y2 = p.y - lift
