@@ -12,7 +12,8 @@ Boxes are continuous coordinates (pixel edges at integers): a flip maps x to W -
 PySlowFast flips to W - 1 - x and clips to W - 1 (the inclusive-pixel convention of Detectron) while scaling
 by W, a shift of up to one pixel that RoIAlign's 'aligned' sampling does not expect; it also scales both axes by
 the long side's factor, which the floored long side makes up to one pixel off. Here each axis scales by its own
-factor. Resizing and cropping reuse data/transforms.py (one bilinear warp from the source pixels).
+factor (the two differ by up to 1.5 pixels at 224: tests/parity/test_ava_data_parity.py). Resizing and cropping
+reuse data/transforms.py (one bilinear warp from the source pixels).
 """
 import numpy as np
 
