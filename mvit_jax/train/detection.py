@@ -20,6 +20,7 @@ import optax
 from mvit_jax.data import ava
 from mvit_jax.data import device_preprocess
 from mvit_jax.system import storage
+from mvit_jax.train import ava_eval
 from mvit_jax.train import evaluate
 from mvit_jax.train import sharding as sharding_lib
 
@@ -112,23 +113,23 @@ def detections_path(workdir: str, step: int) -> str:
   return storage.join(workdir, 'eval', f'detections_{step}.csv')
 
 
-def score_files(data_config, detections: str) -> tuple[float, dict[str, float]]:
-  """(mAP in percent, per-class AP in percent by action name) of a detections CSV against the config's ground
-  truth, label map and exclusions: what `python -m mvit_jax.ava_eval` prints for the same files (all detections
-  of a keyframe kept, as PySlowFast and the papers do)."""
-  from mvit_jax.train import ava_eval  # pylint: disable=g-import-not-at-top  # TEMP until ava_eval lands.
-  labelmap = ava.annotation_path(data_config, 'ava_label_map')
-  groundtruth = ava.annotation_path(data_config, 'ava_val_gt')
-  exclusions = ava.annotation_path(data_config, 'ava_exclusions') or None
-  return ava_eval.evaluate_files(labelmap=labelmap, groundtruth=groundtruth, detections=detections,
-                                 exclusions=exclusions)
+def score(data_config, detections: ava_eval.BoxRows) -> tuple[float, dict[str, float]]:
+  """(mAP, {action name: AP}) in percent of detection rows against the config's ground truth, label map classes and
+  exclusions, every detection of a keyframe kept (PySlowFast's rule, the papers' numbers): what
+  `python -m mvit_jax.ava_eval` reports (as fractions) for the same files."""
+  names, class_ids = ava_eval.read_labelmap(ava.annotation_path(data_config, 'ava_label_map'))
+  groundtruth = ava_eval.read_groundtruth(ava.annotation_path(data_config, 'ava_val_gt'), class_ids)
+  exclusions_path = ava.annotation_path(data_config, 'ava_exclusions')
+  exclusions = ava_eval.read_exclusions(exclusions_path) if exclusions_path else set()
+  mean_ap, per_class = ava_eval.frame_map(groundtruth, detections, class_ids, exclusions)
+  return 100 * mean_ap, {names[c]: 100 * ap for c, ap in per_class.items()}
 
 
 def run_eval(predict_fn, params, batches: Iterable[Mapping[str, np.ndarray]], mesh: jax.sharding.Mesh, *,
              data_config, step: int, workdir: str, writer=None) -> dict[str, float]:
   """Runs the detector over the (finite) eval iterator, writes WORKDIR/eval/detections_{step}.csv
   (`video_id,sec,x1,y1,x2,y2,action_id,score` for every real box x class, boxes normalised to the original frame)
-  and scores that file (`score_files`); metrics.json gets `mAP` and `per_class_AP` (percent, by action name).
+  and scores that file's rows (`score`); metrics.json gets `mAP` and `per_class_AP` (percent, by action name).
   Returns {'mAP', 'num_keyframes', 'num_boxes'} on every process; process 0 writes and scores, the others get its
   mAP. With a clu `writer`: the text table 'eval/per_class_AP'."""
   collector = BoxCollector()
@@ -139,12 +140,11 @@ def run_eval(predict_fn, params, batches: Iterable[Mapping[str, np.ndarray]], me
   metrics = {'num_keyframes': collector.num_keyframes, 'num_boxes': len(indices)}
   mean_ap, per_class = math.nan, {}
   if jax.process_index() == 0:
-    from mvit_jax.train import ava_eval  # pylint: disable=g-import-not-at-top  # TEMP until ava_eval lands.
     keyframes = ava.keyframe_list(data_config, 'eval')
+    rows = ava_eval.detection_rows([keyframes[i][0] for i in indices], [keyframes[i][1] for i in indices], boxes,
+                                   scores, range(1, num_classes + 1))  # Every box x class, as PySlowFast writes.
     path = detections_path(workdir, step)
-    ava_eval.write_detections(path, [keyframes[i][0] for i in indices], [keyframes[i][1] for i in indices],
-                              boxes, scores)
-    mean_ap, per_class = score_files(data_config, path)
+    mean_ap, per_class = score(data_config, ava_eval.write_detections(path, rows))  # The file's rows, as read back.
     record = {'step': step, 'mAP': mean_ap, **metrics, 'detections': path, 'per_class_AP': per_class}
     storage.write_text(storage.join(workdir, 'metrics.json'), evaluate.json_key_per_line(record))
   if jax.process_count() > 1:
