@@ -380,6 +380,10 @@ class AvaSource:
     self.keyframes, self._frames = _read_split(files, frame_lists, cfg.ava_frame_dir,
                                                float(cfg.ava_detection_score_thresh), tuple(cfg.ava_valid_secs),
                                                stamps)
+    if not self.keyframes:
+      raise AvaError(f'{", ".join(path for path, _ in files)}: no box in seconds {cfg.ava_valid_secs[0]}-'
+                     f'{cfg.ava_valid_secs[1]} (ava_valid_secs)' + ('' if split == 'train' else
+                                                                    f' with score >= {cfg.ava_detection_score_thresh}'))
     for keyframe in self.keyframes:
       for actions in keyframe.actions:
         if actions and max(actions) > num_classes:

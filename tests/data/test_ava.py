@@ -176,6 +176,12 @@ def test_boxes_of_a_video_missing_from_the_frame_lists_name_the_files(synthetic_
     ava.AvaSource(cfg, 'train', 4)
 
 
+def test_no_keyframe_in_the_valid_seconds_is_one_line(synthetic_root):
+  with pytest.raises(ava.AvaError, match=r'ava_detection_val_boxes_and_labels.csv: no box in seconds 1000-1798 '
+                                         r'\(ava_valid_secs\) with score >= 0.8'):
+    ava.AvaSource(synthetic_config(synthetic_root, ava_valid_secs=(1000, 1798)), 'eval', 4)
+
+
 def psnr(a, b):
   mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
   return 10 * np.log10(255.0 ** 2 / mse)
