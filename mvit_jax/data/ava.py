@@ -560,6 +560,8 @@ class _EvalExample(grain.transforms.Map):
     if index < 0:
       return self._masked_row(row)
     try:
+      if self.shape_rows[row] >= 0:  # 'full': the video's size, read for every row, so all rows of a video agree.
+        self.source.frame_size(index)
       frames = self.source.load(index)
     except decode.DecodeError as e:
       pipeline._log_decode_error(self.source.describe(index), e)

@@ -415,3 +415,13 @@ def test_config_checks_name_the_key(overrides, message):
   d.update(overrides)
   with pytest.raises(train_config.ConfigError, match=message):
     train_config.validate(config)
+
+
+def test_full_view_of_a_video_whose_first_frame_is_bad_masks_all_its_rows(synthetic_root, tmp_path):
+  """Its frame size is unknown: every row of its batches is masked (crop x crop), none of another size."""
+  import shutil
+  root = str(tmp_path / 'ava')
+  shutil.copytree(synthetic_root, root)
+  open(f'{root}/frames/video003/video003_000001.jpg', 'wb').write(b'not a jpeg')
+  batches = eval_batches(synthetic_config(root, ava_test_view='full', max_failure_fraction=1.0))
+  assert all(batch['video'].shape[2:4] == (32, 32) and not batch['mask'].any() for batch in batches)
