@@ -3,8 +3,8 @@
     from mvit_jax import inference
     predictor = inference.load('/tmp/mvit_demo')
 
-The predictor (`predictor`), the input recipes of converted checkpoints (`recipes`), the `predict` command and
-`export` (StableHLO / SavedModel).
+The predictor (`predictor`), the input recipes of converted checkpoints (`recipes`), the `predict` command,
+action detection on person boxes (`detect`) and `export` (StableHLO / SavedModel).
 """
 from mvit_jax.data.folder import VIDEO_EXTENSIONS
 from mvit_jax.inference.predictor import average_views

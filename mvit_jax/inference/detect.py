@@ -68,7 +68,7 @@ def video_id(path: str) -> str:
   return storage.name(path).rsplit('.', 1)[0]
 
 
-def keyframe_config(data_config, start_sec: float):
+def keyframe_config(data_config, start_sec: int):
   """A copy of a detector's data config (`Predictor.data_config`) whose keyframe second `start_sec` is the video
   file's time 0 (the clips are read as `ava.AvaSource` reads video files)."""
   cfg = copy.deepcopy(data_config)
@@ -133,7 +133,7 @@ def load_keyframe(path: str, sec: int, boxes: np.ndarray, cfg, threads: int = 1)
   return result
 
 
-def predict_video(predictor, path: str, keyframes: dict[int, np.ndarray], *, start_sec: float = 0.0,
+def predict_video(predictor, path: str, keyframes: dict[int, np.ndarray], *, start_sec: int = 0,
                   keep_clips: bool = False, threads: int = 1) -> Iterator[KeyframeResult]:
   """Each keyframe of video file `path` (second -> boxes (n, 4) normalised to the frame), seconds ascending, with
   its boxes' scores (clips of `predictor.batch_size` keyframes share a forward pass); `start_sec` is the AVA second

@@ -20,6 +20,24 @@ the exit status is 1 only when no video could be predicted.
 --per_view each view's (`N_views.npy`, (V, D)), with --stages each stage's last token grid per view
 (`N_stages.npz`: stage{i} (V, T', H', W', C_i)), and OUT_DIR/index.jsonl mapping each video to its files.
 
+An action detector (a model card with overrides.detection, trained on AVA) takes person boxes:
+
+    python -m mvit_jax.predict --model DIR --boxes boxes.csv VIDEO... [--output FILE.jsonl] [--ava_csv FILE.csv]
+        [--start_sec S] [--topk 5] [--batch_size N] [--visualize OUT_DIR]
+
+boxes.csv is in AVA's format, `video_id,sec,x1,y1,x2,y2[,...]` (x, y normalised to the frame; further columns are
+read past; rows repeating a box at a keyframe are one box), a video's id being its file name without the extension;
+`sec` is the keyframe's second, the video's time 0 being second --start_sec (0; 900 for AVA's 15-minute cuts). Per
+keyframe the clip centred on it (only its frames decoded) becomes the card's test view with the boxes carried along
+(mvit_jax.inference.detect), and per box one JSON line {"video", "video_id", "sec", "box", "visible", "top_k":
+[{"action", "id", "score"}]} goes to --output or, without it, to stdout: "box" is as the CSV gave it, "visible" the
+share of its area inside the view (a centre crop cuts off what lies outside it), scores are sigmoid scores, "id"
+the 1-based action id. --ava_csv writes every box x class as an AVA detections CSV (`video_id,sec,x1,y1,x2,y2,
+action_id,score`, mvit_jax.train.ava_eval.write_detections: what `python -m mvit_jax.ava_eval` scores). Videos the
+CSV does not name, and keyframes that cannot be read, are reported on stderr and skipped. --visualize OUT_DIR writes
+per video `N_NAME.mp4` (each keyframe's clip with its boxes and their top actions drawn) and `N_NAME.png` (a
+contact sheet of the first keyframes).
+
 --visualize OUT_DIR writes per video `N_NAME.mp4`, the first view's sampled frames under a Grad-CAM heatmap
 (mvit_jax.inference.explain) of the top class, or of --explain_class (a class name or index), beside the top-k
 classes and probabilities, and `N_NAME.png`, a contact sheet of those frames with and without the heatmap; the
@@ -28,6 +46,7 @@ JSON line names them ("visualization": {"mp4", "sheet"}).
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+import collections
 import dataclasses
 import io
 import json
@@ -42,10 +61,12 @@ import numpy as np
 from mvit_jax import inference
 from mvit_jax.data import decode
 from mvit_jax.data import sources
+from mvit_jax.inference import detect
 from mvit_jax.inference import explain
 from mvit_jax.inference import visualize
 from mvit_jax.system import storage
 from mvit_jax.system.errors import InputError
+from mvit_jax.train import ava_eval
 
 FLAGS = flags.FLAGS
 MANIFEST_EXTENSIONS = ('.csv', '.txt')
@@ -221,6 +242,83 @@ def describe(result: Result, top: list[dict]) -> str:
   return f'{result.path}: {shown}'
 
 
+def box_records(result: detect.KeyframeResult, video_id: str, class_names, k: int) -> list[dict]:
+  """The JSON lines of one keyframe's boxes."""
+  return [{'video': result.video, 'video_id': video_id, 'sec': result.sec, 'box': [float(x) for x in box],
+           'visible': round(float(visible), 4), 'top_k': detect.top_actions(scores, class_names, k)}
+          for box, visible, scores in zip(result.boxes, result.visible, result.scores)]
+
+
+def main_boxes(predictor: inference.Predictor, inputs: Sequence[str]) -> None:
+  """predict --boxes: per-box action scores of a detector (the module docstring)."""
+  queries = detect.read_boxes_csv(FLAGS.boxes)
+  records = find_inputs(inputs, inference.VIDEO_EXTENSIONS)
+  ids = [detect.video_id(r.path) for r in records]
+  if not set(ids) & set(queries):
+    named = ', '.join(sorted(queries)[:3]) + (', ...' if len(queries) > 3 else '')
+    raise InputError(f'--boxes {FLAGS.boxes} names none of the given videos (their ids: {", ".join(ids[:3])}'
+                     f'{", ..." if len(ids) > 3 else ""}; the file names {named})')
+  names = predictor.card.classes
+  output = storage.open_file(FLAGS.output, 'w') if FLAGS.output else sys.stdout
+  rows = {'videos': [], 'seconds': [], 'boxes': [], 'scores': []}
+  counts = collections.Counter()
+  if FLAGS.visualize:
+    storage.makedirs(FLAGS.visualize)
+  try:
+    for number, (record, vid) in enumerate(zip(records, ids)):
+      if vid not in queries:
+        print(f'{record.path}: skipped: {FLAGS.boxes} has no boxes for video id {vid!r}', file=sys.stderr)
+        continue
+      drawing = (visualize.DetectionVideo(FLAGS.visualize, number, record.path, names,
+                                          visualize.playback_fps(predictor.data_config), min(FLAGS.topk, 3))
+                 if FLAGS.visualize else None)
+      for result in detect.predict_video(predictor, record.path, queries[vid], start_sec=FLAGS.start_sec,
+                                         keep_clips=drawing is not None, threads=FLAGS.decode_threads):
+        if result.error:
+          counts['failed'] += 1
+          print(f'{record.path}: second {result.sec}: skipped: {result.error}', file=sys.stderr)
+          continue
+        counts['keyframes'] += 1
+        counts['boxes'] += len(result.boxes)
+        for line in box_records(result, vid, names, FLAGS.topk):
+          output.write(json.dumps(line) + '\n')
+        output.flush()
+        for key, value in (('videos', [vid] * len(result.boxes)), ('seconds', [result.sec] * len(result.boxes)),
+                           ('boxes', list(result.boxes)), ('scores', list(result.scores))):
+          rows[key] += value
+        if drawing is not None:
+          drawing.add(result)
+      if drawing is not None:
+        drawing.close()
+  finally:
+    if output is not sys.stdout:
+      output.close()
+  if FLAGS.ava_csv and counts['boxes']:
+    ava_eval.write_detections(FLAGS.ava_csv, ava_eval.detection_rows(
+        rows['videos'], rows['seconds'], np.asarray(rows['boxes']), np.asarray(rows['scores']),
+        range(1, predictor.module.config.num_classes + 1)))
+  failed = f' ({counts["failed"]} keyframes unreadable)' if counts['failed'] else ''
+  print(f'predicted {counts["boxes"]} boxes on {counts["keyframes"]} keyframes{failed}', file=sys.stderr)
+  if not counts['keyframes']:
+    sys.exit(1)
+
+
+def check_boxes_flags(predictor: inference.Predictor) -> None:
+  """One line for flags a detector or a classifier cannot take."""
+  if FLAGS.boxes and not predictor.detector:
+    raise InputError(f'--boxes needs an action detector; {FLAGS.model} is a classifier (its model.json has no '
+                     '"detection": true in overrides)')
+  if predictor.detector and not FLAGS.boxes:
+    raise InputError(f'{FLAGS.model} is an action detector: give the person boxes with --boxes boxes.csv '
+                     '(video_id,sec,x1,y1,x2,y2 rows)')
+  if not predictor.detector and FLAGS.ava_csv:
+    raise InputError('--ava_csv needs a detector and --boxes')
+  if predictor.detector:
+    for name in ('features', 'views', 'explain_class'):
+      if FLAGS[name].value is not None:
+        raise InputError(f'--{name} is for classifiers; an action detector scores boxes on one view')
+
+
 def main(argv):
   inputs = argv[1:]
   if not inputs:
@@ -232,6 +330,10 @@ def main(argv):
   views = inference.parse_views(FLAGS.views) if FLAGS.views else None
   logging.set_verbosity(logging.ERROR)  # Checkpoint loading logs its every step; the results are this tool's output.
   predictor = inference.load(FLAGS.model, views=views, batch_size=FLAGS.batch_size)
+  check_boxes_flags(predictor)
+  if predictor.detector:
+    main_boxes(predictor, inputs)
+    return
   extensions = inference.IMAGE_EXTENSIONS if predictor.image else inference.VIDEO_EXTENSIONS
   records = find_inputs(inputs, extensions)
   features = ()
@@ -299,4 +401,10 @@ def define_flags():
   flags.DEFINE_string('visualize', None, 'Folder for per-video mp4s and PNGs of the frames under a Grad-CAM heatmap.')
   flags.DEFINE_string('explain_class', None, 'With --visualize: the class (name or index) the heatmap explains '
                       '(default: the top class).')
+  flags.DEFINE_string('boxes', None, 'Action detectors: person boxes, an AVA-format CSV '
+                      '(video_id,sec,x1,y1,x2,y2[,...], normalised; video_id = the file name without extension).')
+  flags.DEFINE_integer('start_sec', 0, 'With --boxes: the second of the CSV at time 0 of each video (900 for AVA\'s '
+                     '15-minute cuts).')
+  flags.DEFINE_string('ava_csv', None, 'With --boxes: write every box x class as an AVA detections CSV.')
+  flags.DEFINE_integer('decode_threads', 1, 'With --boxes: FFmpeg threads per video decode.')
 

@@ -5,6 +5,9 @@
     probs = predictor.probabilities(views)            # (C,) float64, per-view softmax averaged over the views
     emb = predictor.features(views)['pre_logits']     # (V, D) float32
 
+An action detector (`predictor.detector`) scores person boxes instead: `predictor.detect(views, boxes)`, with the
+keyframe clips and views of `mvit_jax.inference.detect`.
+
 A video becomes views exactly as the evaluation loader makes them (the same decode, sampling and eval transform
 functions, with the model card's input recipe); the forward pass is the evaluator's (`evaluate.make_predict_fn`:
 normalisation on the device, the batch sharded over this host's devices). Image models read image files.
