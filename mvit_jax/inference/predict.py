@@ -244,7 +244,8 @@ def describe(result: Result, top: list[dict]) -> str:
 
 def box_records(result: detect.KeyframeResult, video_id: str, class_names, k: int) -> list[dict]:
   """The JSON lines of one keyframe's boxes."""
-  return [{'video': result.video, 'video_id': video_id, 'sec': result.sec, 'box': [float(x) for x in box],
+  return [{'video': result.video, 'video_id': video_id, 'sec': result.sec,
+           'box': [float(np.format_float_positional(x, unique=True)) for x in box],  # float32's shortest decimals.
            'visible': round(float(visible), 4), 'top_k': detect.top_actions(scores, class_names, k)}
           for box, visible, scores in zip(result.boxes, result.visible, result.scores)]
 
@@ -314,9 +315,10 @@ def check_boxes_flags(predictor: inference.Predictor) -> None:
   if not predictor.detector and FLAGS.ava_csv:
     raise InputError('--ava_csv needs a detector and --boxes')
   if predictor.detector:
-    for name in ('features', 'views', 'explain_class'):
-      if FLAGS[name].value is not None:
-        raise InputError(f'--{name} is for classifiers; an action detector scores boxes on one view')
+    for name in ('features', 'views', 'explain_class', 'workers'):
+      if FLAGS[name].value not in (None, 0):
+        raise InputError(f'--{name} is for classifiers (a detector scores boxes on one view per keyframe, decoded '
+                         'in this process)')
 
 
 def main(argv):
