@@ -49,8 +49,10 @@ it, mAP and every AP within 1e-6:
 its get_ava_performance.py) keeps per keyframe the N detections that get_ava_performance.py's heap keeps: the N
 highest scores; at a tie on the N-th score, the tied rows among the first N rows (file order) that score at least
 that much, and of those the ones whose (score, class id, y1, x1, y2, x2) is largest. A frame's kept detections then
-claim ground truth in descending score order (ties: file order), as that scorer passes them on; its own order among
-equal scores is its heap's internal layout, so only there can the two differ.
+claim ground truth in descending score order (ties: file order), as that scorer passes them on. It differs from
+that scorer (ActivityNet's, as of its 2019 cap) only where the order is arbitrary: its order among equal scores is
+its heap's internal layout, and it also reorders a keyframe's ground truth by descending person id, which matters
+only to a detection that overlaps two boxes of its class exactly equally.
 """
 from __future__ import annotations
 
