@@ -76,6 +76,9 @@ class MViTConfig:
   # Consecutive blocks of one shape run as one nn.scan, params stacked on a leading 'layers' axis
   # (`block_groups`; `layout.to_block_layout` maps parameters between the two layouts).
   scan_blocks: bool = True
+  # An action detector (`mvit_jax.models.detection`): the same trunk and `head`, classifying boxes by RoIAlign on the
+  # last stage instead of the class token: logits (B, N, num_classes) for (B, N, 4) boxes.
+  detection: bool = False
 
   def __post_init__(self):
     for key in ("dtype", "param_dtype"):
@@ -90,6 +93,9 @@ class MViTConfig:
       raise ValueError(f"attention_impl must be 'einsum', 'xla' or 'cudnn', got {self.attention_impl!r}")
     if self.image and self.num_frames != 1:
       raise ValueError(f"image models take num_frames=1, got {self.num_frames}")
+    if self.detection and self.image:
+      raise ValueError("detection needs a video variant: the RoI head pools a clip's (T', H', W') map and an image "
+                       "model (image=True) has no time axis; use a video variant (init_from an image model fits it)")
     if self.abs_pos and not self.cls_token:
       raise ValueError("absolute position tables hold a class position: abs_pos=True needs cls_token=True")
 

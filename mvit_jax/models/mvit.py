@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mvit_jax.models import layers
-from mvit_jax.models.config import MViTConfig, block_groups, block_specs, pooled_grid
+from mvit_jax.models.config import MViTConfig, Triple, block_groups, block_specs, pooled_grid
 
 
 def _remat(block_cls, policy_name: str | None, *, in_scan: bool):
@@ -61,31 +61,7 @@ class MViT(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False, return_features: bool = False):
     cfg = self.config
-    if x.ndim == 4:
-      x = x[:, None]
-    if cfg.image and x.shape[1] != 1:
-      raise ValueError(f"image model expects (B, H, W, 3) or (B, 1, H, W, 3) input, got {x.shape}")
-    x = layers.constrain(x.astype(cfg.dtype), "batch", None, None, None, None)
-    tokens, thw = layers.PatchEmbed(cfg, name="patch_embed")(x)
-    x = layers.PositionEmbedding(cfg, name="pos_embed")(tokens, thw)
-    x = layers.constrain(x, "batch", "length", "embed")
-    specs = block_specs(cfg)
-    groups = block_groups(cfg) if cfg.scan_blocks else [(i, i) for i in range(len(specs))]
-    block_cls = _remat(layers.MultiScaleBlock, cfg.remat_policy, in_scan=False)
-    stages = []  # (tokens, grid) after the last block on each token grid.
-    for first, last in groups:
-      spec = specs[first]
-      if first == last:
-        x = block_cls(spec, thw, cfg, name=block_name(first, last))(x, train)
-      else:
-        rates = np.asarray([s.drop_path for s in specs[first:last + 1]], np.float32)
-        x, _ = _scanned_blocks(first, last, spec, thw, cfg)(x, rates, train)
-      thw = pooled_grid(thw, spec.q_kernel, spec.q_stride)
-      if stages and stages[-1][1] == thw:
-        stages[-1] = (x, thw)
-      else:
-        stages.append((x, thw))
-    x = layers.layer_norm("embed", cfg, "norm")(x)
+    x, stages = encode(cfg, x, train)
     # The class token, or without one the mean of all tokens after the final norm (MViTv2 image models).
     x = x[:, 0] if cfg.cls_token else jnp.mean(x, axis=1, dtype=jnp.float32).astype(x.dtype)
     pre_logits = x
@@ -93,6 +69,51 @@ class MViT(nn.Module):
     logits = layers.dense(cfg.num_classes, ("embed", "classes"), cfg, "head")(x).astype(jnp.float32)
     if not return_features:
       return logits
-    grids = {f"stage{i + 1}": (t[:, 1:] if cfg.cls_token else t).reshape(t.shape[0], *grid, t.shape[-1])
-             for i, (t, grid) in enumerate(stages)}
+    grids = {f"stage{i + 1}": token_grid(t, grid, cfg) for i, (t, grid) in enumerate(stages)}
     return {**grids, "pre_logits": pre_logits, "logits": logits}
+
+
+def token_grid(tokens: jax.Array, thw: Triple, cfg: MViTConfig) -> jax.Array:
+  """Tokens (B, L, C) on grid thw as the map (B, T', H', W', C), the class token (when there is one) dropped."""
+  grid = tokens[:, 1:] if cfg.cls_token else tokens
+  return grid.reshape(tokens.shape[0], *thw, tokens.shape[-1])
+
+
+def encode(cfg: MViTConfig, x: jax.Array, train: bool) -> tuple[jax.Array, list[tuple[jax.Array, Triple]]]:
+  """The trunk every head shares: patch stem, class token and position embedding, the blocks, the final norm.
+
+  Call it inside an `nn.compact` method: its layers become submodules of the calling module, named as the
+  parameter tree has them (`patch_embed`, `pos_embed`, `blocks_*`, `norm`), so the classifier and the detector
+  hold the same trunk parameters.
+
+  Args:
+    x: (B, T, H, W, 3) video, or (B, H, W, 3) / (B, 1, H, W, 3) images for image models.
+  Returns:
+    The final tokens after the norm (B, L, C) (class token first when there is one) on the last stage's grid, and
+    for each token grid (the last block's output tokens on it (B, L_i, C_i) before the norm, its (T', H', W')).
+  """
+  if x.ndim == 4:
+    x = x[:, None]
+  if cfg.image and x.shape[1] != 1:
+    raise ValueError(f"image model expects (B, H, W, 3) or (B, 1, H, W, 3) input, got {x.shape}")
+  x = layers.constrain(x.astype(cfg.dtype), "batch", None, None, None, None)
+  tokens, thw = layers.PatchEmbed(cfg, name="patch_embed")(x)
+  x = layers.PositionEmbedding(cfg, name="pos_embed")(tokens, thw)
+  x = layers.constrain(x, "batch", "length", "embed")
+  specs = block_specs(cfg)
+  groups = block_groups(cfg) if cfg.scan_blocks else [(i, i) for i in range(len(specs))]
+  block_cls = _remat(layers.MultiScaleBlock, cfg.remat_policy, in_scan=False)
+  stages = []  # (tokens, grid) after the last block on each token grid.
+  for first, last in groups:
+    spec = specs[first]
+    if first == last:
+      x = block_cls(spec, thw, cfg, name=block_name(first, last))(x, train)
+    else:
+      rates = np.asarray([s.drop_path for s in specs[first:last + 1]], np.float32)
+      x, _ = _scanned_blocks(first, last, spec, thw, cfg)(x, rates, train)
+    thw = pooled_grid(thw, spec.q_kernel, spec.q_stride)
+    if stages and stages[-1][1] == thw:
+      stages[-1] = (x, thw)
+    else:
+      stages.append((x, thw))
+  return layers.layer_norm("embed", cfg, "norm")(x), stages

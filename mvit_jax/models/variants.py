@@ -12,6 +12,7 @@ import dataclasses
 
 from mvit_jax.system.errors import InputError, did_you_mean
 from mvit_jax.models.config import MViTConfig
+from mvit_jax.models.detection import MViTDetector
 from mvit_jax.models.mvit import MViT
 
 _B24_STAGES = dict(
@@ -149,6 +150,9 @@ def get_config(name: str, **overrides) -> MViTConfig:
   return dataclasses.replace(VARIANTS[name], **overrides)
 
 
-def create_model(name: str, **overrides) -> MViT:
-  """Returns the Linen module of variant `name`, e.g. `create_model('mvit_b_16x4', num_classes=174)`."""
-  return MViT(get_config(name, **overrides))
+def create_model(name: str, **overrides) -> MViT | MViTDetector:
+  """Returns the Linen module of variant `name`, e.g. `create_model('mvit_b_16x4', num_classes=174)`; with
+  `detection=True` the action detector (`MViTDetector`, video variants only), e.g.
+  `create_model('mvit_b_16x4', detection=True, num_classes=80)`."""
+  config = get_config(name, **overrides)
+  return MViTDetector(config) if config.detection else MViT(config)
