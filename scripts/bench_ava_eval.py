@@ -3,14 +3,14 @@
   python scripts/bench_ava_eval.py [--scale 1.0] [--seed 0] [--workdir DIR] [--no_reference]
 
 The case (generated, written to --workdir or a temporary folder): AVA v2.2 val's shape, 64 videos of 897 keyframes
-(902-1798 s) scaled by --scale, 2 people per keyframe in 45% of them (~52k ground-truth boxes at scale 1), each
-with 1-3 of 80 actions (a ground-truth row per action); detections: each person's box jittered, some twice (~1.2
-boxes per person), every box with every one of the 80 classes (~5 M rows), its true actions scored higher; scored on the 60 classes of the
-ActivityNet list, with exclusions. Timed: ours through the files (`evaluate_files`: read + score, as the command
-does), ours in memory (`frame_map` only), ours with the challenge's cap of 50, writing the detections
-(`write_detections`), and the reference (its readers + `run_evaluation`, as `evaluate_ava_from_files` runs them).
-The two mAPs and the largest per-class AP difference are printed too. Needs the test extra (pyslowfast==1.0) for
-the reference.
+(902-1798 s) scaled by --scale, 1-3 people in 45% of the keyframes (~52k ground-truth boxes at scale 1), each with
+1-3 of 80 actions (a ground-truth row per action); detections: each person's box jittered, some twice (~1.2 boxes
+per person), every box with every one of the 80 classes (~5 M rows), its true actions scored higher; scored on the
+60 classes of the ActivityNet list, with exclusions. Timed, in wall and CPU seconds: ours through the files
+(`evaluate_files`: read + score, as the command does), ours in memory (`frame_map` only), ours with the challenge's
+cap of 50, writing the detections (`write_detections`), and the reference (its readers + `run_evaluation`, as
+`evaluate_ava_from_files` runs them). The two mAPs and the largest per-class AP difference are printed too. Needs
+the test extra (pyslowfast==1.0) for the reference.
 """
 import argparse
 import contextlib

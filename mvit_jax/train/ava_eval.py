@@ -10,8 +10,8 @@ prints the mAP and the per-class APs: stdout holds one JSON line (for tools)
      "max_detections_per_frame": null}
 
 (APs as fractions, keys the label map's class ids as strings) and stderr a table for people; bad input (a missing
-file, a malformed row, a class id the label map cannot have) is one line on stderr and exit status 2. Every path may
-be local or a bucket URL (gs://...).
+file, a malformed row, an unknown class id) is one line on stderr and exit status 2. Every path may be local or a
+bucket URL (gs://...).
 
 The files are the AVA / ActivityNet ones:
   labelmap      pbtxt of `item { name: "..." id: N }` (the ActivityNet lists, e.g. the 60 classes of
@@ -27,8 +27,9 @@ reference scorer formats as '%s,%04d'.
 The rules are those of PySlowFast's scorer (slowfast/utils/ava_eval_helper.py over its copy of the TensorFlow
 object detection evaluation), which made the MViT papers' numbers; tests/train/test_ava_eval.py checks them against
 it, mAP and every AP within 1e-6:
-- Rows whose class is not in the label map are skipped (the AVA files hold 80 classes, the ActivityNet list 60);
-  a class id outside 1..(largest id of the label map) is bad input.
+- Rows whose class is not in the label map are skipped (the AVA files hold 80 classes, the ActivityNet list 60, and
+  a label map may name any subset). A class id below 1, or a detection's above every id of the label map and the
+  ground truth (no class of the data set: a model or file of another data set), is bad input.
 - Rows of excluded keyframes are skipped, in the ground truth and in the detections.
 - A detection box with x2 <= x1 or y2 <= y1 is dropped (it cannot overlap anything); a ground-truth box with
   x2 < x1 or y2 < y1 is bad input.
@@ -229,14 +230,14 @@ def _read_box_csv(path: str, what: str, columns: tuple[int, ...], class_ids: Ite
 
 
 def read_groundtruth(path: str, class_ids: Iterable[int] | None = None) -> BoxRows:
-  """Rows of a ground-truth CSV `video_id,sec,x1,y1,x2,y2,action_id[,person_id]` (the person id is not used);
-  with class_ids (the label map's), an action id outside 1..max(class_ids) is bad input."""
+  """Rows of a ground-truth CSV `video_id,sec,x1,y1,x2,y2,action_id[,person_id]` (the person id is not used). An
+  action id below 1 is bad input, and with class_ids (the ids known) one above max(class_ids)."""
   return _read_box_csv(path, 'groundtruth', (7, 8), class_ids)
 
 
 def read_detections(path: str, class_ids: Iterable[int] | None = None) -> BoxRows:
-  """Rows of a detections CSV `video_id,sec,x1,y1,x2,y2,action_id,score`; with class_ids (the label map's), an
-  action id outside 1..max(class_ids) is bad input. An empty file has no rows."""
+  """Rows of a detections CSV `video_id,sec,x1,y1,x2,y2,action_id,score` (an empty file has none). An action id
+  below 1 is bad input, and with class_ids (the ids known) one above max(class_ids)."""
   return _read_box_csv(path, 'detections', (8,), class_ids)
 
 
@@ -258,16 +259,16 @@ def read_exclusions(path: str) -> set[tuple[str, int]]:
 
 def _check_rows(rows: BoxRows, where: str, class_ids: Iterable[int] | None, groundtruth: bool,
                 line_numbers: np.ndarray | None = None) -> None:
-  """InputError naming the first row (its line when line_numbers are given) with a non-finite value, a
-  ground-truth box with x2 < x1 or y2 < y1, or (with class_ids) a class id outside 1..max(class_ids)."""
-  checks = [(~np.isfinite(rows.boxes).all(axis=1) | ~np.isfinite(rows.scores), 'a value is not finite')]
+  """InputError naming the first row (its line when line_numbers are given) with a non-finite value, a class id
+  below 1 (or with class_ids above max(class_ids)), or a ground-truth box with x2 < x1 or y2 < y1."""
+  checks = [(~np.isfinite(rows.boxes).all(axis=1) | ~np.isfinite(rows.scores), 'a value is not finite'),
+            (rows.labels < 1, 'class id below 1 (ids are 1-based)')]
   if groundtruth:
     checks.append(((rows.boxes[:, 2] < rows.boxes[:, 0]) | (rows.boxes[:, 3] < rows.boxes[:, 1]),
                    'box with x2 < x1 or y2 < y1'))
   if class_ids is not None:
     largest = max(class_ids)
-    checks.append(((rows.labels < 1) | (rows.labels > largest),
-                   f'class id not in the label map (its ids are 1..{largest})'))
+    checks.append((rows.labels > largest, f'unknown class id (known: 1..{largest})'))
   for bad, problem in checks:
     if bad.any():
       i = int(np.argmax(bad))
@@ -484,8 +485,9 @@ def evaluate_files(labelmap: str, groundtruth: str, detections: str, exclusions:
                    max_detections_per_frame: int | None = None) -> dict:
   """The report `python -m mvit_jax.ava_eval` prints for these files (module docstring); bad input: InputError."""
   names, class_ids = read_labelmap(labelmap)
-  gt = read_groundtruth(groundtruth, class_ids)
-  det = read_detections(detections, class_ids)
+  gt = read_groundtruth(groundtruth)
+  # A label map may name a subset of the data set's classes: ids of the ground truth are known too.
+  det = read_detections(detections, range(1, max(class_ids[-1], int(gt.labels.max(initial=0))) + 1))
   excluded = read_exclusions(exclusions) if exclusions else set()
   mean, per_class = frame_map(gt, det, class_ids, excluded, max_detections_per_frame)
   if not per_class:

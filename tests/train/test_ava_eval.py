@@ -241,6 +241,16 @@ def test_unicode_ids_quotes_and_crlf_read_as_the_reference_reads_them(tmp_path):
   assert_same_scores(our_scores(files), expected)
 
 
+def test_a_label_map_of_some_classes_scores_those(tmp_path):
+  """Ids of the ground truth above the label map's largest are known classes, skipped like the others."""
+  rng = np.random.default_rng(8)
+  _, gt, det, exclusions = random_case(rng)
+  files = write_files(tmp_path, [2, 3], gt, det, exclusions)
+  ours = our_scores(files)
+  assert sorted(ours[1]) == [2, 3]
+  assert_same_scores(ours, reference_scores(files))
+
+
 def test_empty_detection_file(tmp_path):
   rng = np.random.default_rng(3)
   class_ids, gt, _, exclusions = random_case(rng)
@@ -368,7 +378,8 @@ def test_files_in_a_bucket(bucket, tmp_path):
 
 @pytest.fixture
 def good(tmp_path):
-  return write_files(tmp_path, [1, 2, 4], [['a', '0902', 0.1, 0.1, 0.5, 0.5, 1, 0], ['a', '0903', 0.1, 0.1, 0.5, 0.5, 2, 0]],
+  return write_files(tmp_path, [1, 2, 4],
+                     [['a', '0902', 0.1, 0.1, 0.5, 0.5, 1, 0], ['a', '0903', 0.1, 0.1, 0.5, 0.5, 2, 0]],
                      [['a', '0902', 0.1, 0.1, 0.5, 0.5, 1, 0.9], ['a', '0903', 0.1, 0.1, 0.5, 0.5, 2, 0.5]], [])
 
 
@@ -392,8 +403,9 @@ def error_of(files, cap=None, **overrides):
     ('detections', 'a,0902,0.1,0.1,0.5,0.5,1,0.9\n\na,09x3,0.1,0.1,0.5,0.5,2,0.5\n', "line 3: sec '09x3'"),
     ('detections', 'a,0902,0.1,0.1,0.5,0.5,1,high\n', "line 1: '0.1,0.1,0.5,0.5,high' are not all numbers"),
     ('detections', 'a,0902,0.1,0.1,0.5,0.5,1,0.9\na,0902,0.1,0.1,0.5,0.5,5,0.9\n',
-     'line 2: class id not in the label map (its ids are 1..4)'),
-    ('detections', 'a,0902,0.1,0.1,0.5,0.5,0,0.9\n', 'line 1: class id not in the label map'),
+     'line 2: unknown class id (known: 1..4)'),
+    ('detections', 'a,0902,0.1,0.1,0.5,0.5,0,0.9\n', 'line 1: class id below 1'),
+    ('groundtruth', 'a,0902,0.1,0.1,0.5,0.5,1\na,0902,0.1,0.1,0.5,0.5,-1\n', 'line 2: class id below 1'),
     ('detections', 'a,0902,0.1,0.1,0.5,0.5,1,nan\n', 'line 1: a value is not finite'),
     ('groundtruth', 'a,0902,0.1,0.1,0.5,0.5,1\na,0902,0.5,0.1,0.1,0.5,1\n', 'line 2: box with x2 < x1'),
     ('groundtruth', 'a,0902,0.1,0.1,0.5,0.5\n', 'line 1: 6 columns, expected 7 or 8'),
@@ -420,7 +432,8 @@ def test_missing_file_is_one_line(good, tmp_path):
 def test_labelmap_variants_and_mixed_groundtruth_columns(good, tmp_path):
   """ava_action_list_v2.2.pbtxt's `label { name label_id label_type }`, and ground truth with and without the
   person id column in one file (the line-by-line reader)."""
-  rewrite(good['labelmap'], 'label {\n  name: "bend/bow (at the waist)"\n  label_id: 1\n  label_type: PERSON_MOVEMENT\n}\n'
+  rewrite(good['labelmap'],
+          'label {\n  name: "bend/bow (at the waist)"\n  label_id: 1\n  label_type: PERSON_MOVEMENT\n}\n'
           'label {\n  name: "carry/hold (an object)"\n  label_id: 2\n  label_type: OBJECT_MANIPULATION\n}\n')
   names, ids = ava_eval.read_labelmap(good['labelmap'])
   assert names == {1: 'bend/bow (at the waist)', 2: 'carry/hold (an object)'} and ids == [1, 2]
