@@ -12,6 +12,7 @@ from mvit_jax.models import MViTDetector, VARIANTS, create_model, fit_pretrained
 from mvit_jax.models import pretrained
 from mvit_jax.models.detection import ROI_SIZE, feature_stride
 from mvit_jax.models.layout import to_block_layout
+from mvit_jax.models.roi_align import roi_align
 
 VIDEO_VARIANTS = [name for name, cfg in VARIANTS.items() if not cfg.image]
 IMAGE_VARIANTS = [name for name, cfg in VARIANTS.items() if cfg.image]
@@ -87,6 +88,19 @@ def test_head_is_max_over_roi_bins_then_dense(tiny_detector):
   whole = jax.jit(model.apply)({"params": params}, video)
   assert whole.shape == (2, 1, 6)
   np.testing.assert_allclose(whole[0, 0], out["logits"][0, 1], rtol=1e-6, atol=1e-6)
+
+
+def test_boxes_are_scaled_by_input_pixels_over_the_stride(tiny_detector):
+  """A 32 x 40 input (not a multiple of the stride 16): the map is 2 x 3 cells of 16 pixels, the last one over
+  padding, and a box's x spans 40 / 16 = 2.5 cells (PySlowFast's pixels / stride), not the map's 3."""
+  model, params, _, boxes = tiny_detector
+  video = jax.random.normal(jax.random.key(4), (2, 4, 32, 40, 3))
+  out = jax.jit(lambda p, x, b: model.apply({"params": p}, x, b, method="roi_features"))(params, video, boxes)
+  assert out["map"].shape == (2, 2, 3, 128)
+  expected = roi_align(out["map"], boxes * jnp.asarray([40 / 16, 32 / 16] * 2), ROI_SIZE)
+  np.testing.assert_allclose(out["roi"], expected, rtol=1e-6, atol=1e-6)
+  wrong = roi_align(out["map"], boxes * jnp.asarray([3, 2] * 2), ROI_SIZE)
+  assert np.abs(np.asarray(out["roi"] - wrong)).max() > 1e-2
 
 
 @pytest.mark.slow  # The backward pass compiles for ~10 s on one core.

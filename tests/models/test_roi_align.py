@@ -79,6 +79,19 @@ def test_matches_torchvision(height, width, output_size, scale, sampling_ratio, 
   np.testing.assert_allclose(np.asarray(grad), torch_features.grad.numpy(), atol=1e-5, rtol=0)
 
 
+def test_adaptive_is_one_sample_per_bin_at_224():
+  """MViT at 224: on the 7 x 7 map at 1 / 32 a box inside the frame takes 1 sample per bin and axis."""
+  rng = np.random.default_rng(1)
+  features = jnp.asarray(rng.normal(size=(2, 7, 7, 4)), jnp.float32)
+  corners = np.sort(rng.uniform(0, 224, (2, 16, 2, 2)), axis=2)  # (B, N, low/high, x/y) in input pixels.
+  boxes = jnp.asarray(corners.reshape(2, 16, 4), jnp.float32)
+  boxes = boxes.at[:, 0].set(jnp.asarray([0.0, 0.0, 224.0, 224.0]))  # The whole frame: exactly 7 cells.
+  adaptive = roi_align(features, boxes, 7, spatial_scale=1 / 32)
+  np.testing.assert_array_equal(adaptive, roi_align(features, boxes, 7, spatial_scale=1 / 32, sampling_ratio=1))
+  two = roi_align(features, boxes, 7, spatial_scale=1 / 32, sampling_ratio=2)
+  assert np.abs(np.asarray(adaptive - two)).max() > 1e-3
+
+
 def test_box_gradient_matches_finite_differences():
   """torchvision has no box gradient; the box gradient here is the derivative of the bilinear samples."""
   rng = np.random.default_rng(0)
