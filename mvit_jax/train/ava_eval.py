@@ -157,16 +157,18 @@ def read_labelmap(path: str) -> tuple[dict[int, str], list[int]]:
 
 def _rows_fast(data: bytes, columns: Sequence[int]) -> np.ndarray | None:
   """The rows as a structured (N,) array (video bytes, sec, x1, y1, x2, y2, label[, extra]) read in one pass by
-  numpy's C reader, or None when the file needs the line-by-line reader: blank or quoted lines, carriage returns, a
-  line whose column count differs from the first's or is not one of `columns`, a value that does not parse."""
+  numpy's C reader, or None when the file needs the line-by-line reader: blank or quoted lines, a carriage return
+  not followed by a newline, a line whose column count differs from the first's or is not one of `columns`, a value
+  that does not parse."""
+  data = data.replace(b'\r\n', b'\n')
   if not data.strip() or b'"' in data or b'\r' in data:
     return None
-  text = np.frombuffer(data, np.uint8)
-  ends = np.flatnonzero(text == ord('\n'))
+  buffer = np.frombuffer(data, np.uint8)
+  ends = np.flatnonzero(buffer == ord('\n'))
   if data[-1:] != b'\n':
-    ends = np.append(ends, len(text))
+    ends = np.append(ends, len(buffer))
   starts = np.concatenate([[0], ends[:-1] + 1])
-  commas = np.flatnonzero(text == ord(','))
+  commas = np.flatnonzero(buffer == ord(','))
   first_comma = np.searchsorted(commas, starts)
   per_line = np.searchsorted(commas, ends) - first_comma
   width = int(per_line[0]) + 1
@@ -220,8 +222,9 @@ def _read_box_csv(path: str, what: str, columns: tuple[int, ...], class_ids: Ite
       videos = values['video'].astype(str)  # ASCII, the common case: fast.
     except UnicodeDecodeError:
       videos = np.char.decode(values['video'], 'utf-8')
-    rows = BoxRows(videos, values['sec'], np.stack([values[k] for k in ('x1', 'y1', 'x2', 'y2')], axis=1),
-                   values['label'], values['extra'] if scored else np.ones(len(values)))
+    # Copies, not views: the structured array (most of the file's size again) is freed.
+    rows = BoxRows(videos, values['sec'].copy(), np.stack([values[k] for k in ('x1', 'y1', 'x2', 'y2')], axis=1),
+                   values['label'].copy(), values['extra'].copy() if scored else np.ones(len(values)))
     line_numbers = np.arange(1, len(values) + 1)
   else:
     rows, line_numbers = _rows_slow(_decode(data, path, what), f'{what} {path}', columns, scored)

@@ -234,11 +234,13 @@ def test_unicode_ids_quotes_and_crlf_read_as_the_reference_reads_them(tmp_path):
   assert_same_scores(our_scores(files), expected)
   with open(files['detections'], encoding='utf-8') as f:
     lines = f.read().splitlines()
-  lines[0] = '"{}",{}'.format(*lines[0].split(',', 1))
-  with open(files['detections'], 'w', encoding='utf-8', newline='') as f:
-    f.write('\r\n'.join(lines) + '\r\n')
-  assert_same_scores(our_scores(files), reference_scores(files))
-  assert_same_scores(our_scores(files), expected)
+  for quoted in (False, True):  # numpy's reader, then the line-by-line one.
+    if quoted:
+      lines[0] = '"{}",{}'.format(*lines[0].split(',', 1))
+    with open(files['detections'], 'w', encoding='utf-8', newline='') as f:
+      f.write('\r\n'.join(lines) + '\r\n')
+    assert_same_scores(our_scores(files), reference_scores(files))
+    assert_same_scores(our_scores(files), expected)
 
 
 def test_a_label_map_of_some_classes_scores_those(tmp_path):
