@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import jax
 import ml_collections
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ import pytest
 from mvit_jax.data import ava
 from mvit_jax.data import sources
 from mvit_jax.data import synthetic_ava
+from mvit_jax.system.errors import InputError
 from mvit_jax.train import config as config_lib
 from mvit_jax.train import detection
 from mvit_jax.train import sharding as sharding_lib
@@ -87,6 +89,27 @@ def test_ava_recipe_is_the_papers():
     config_lib.ava_recipe('mvit_b_16x4', num_frames=16, sampling_rate=4, test_view='fulll')
 
 
+@pytest.mark.parametrize('path', AVA_EXPERIMENTS)
+def test_ava_experiments_build_their_detector_and_batch(path):
+  for view in ('center', 'full'):
+    config_lib.validate(_load(path).get_config(view))
+  config = _load(path).get_config()
+  mesh = sharding_lib.make_mesh(config.mesh)
+  model, overrides = trainer.make_model(config, 80)
+  assert overrides['detection'] is True
+  ts = trainer.TrainSetup.build(model, config, mesh, sharding_lib.rules_from_config(config.sharding_rules))
+  assert ts.abstract_params['head']['kernel'].shape[-1] == 80
+  batch = trainer.abstract_train_batch(config, 8, 80, mesh)
+  assert {k: v.shape for k, v in batch.items()} == {
+      'video': (8, config.data.num_frames, 224, 224, 3), 'boxes': (8, config.data.ava_max_boxes, 4),
+      'box_mask': (8, config.data.ava_max_boxes), 'labels': (8, config.data.ava_max_boxes, 80)}
+  step = trainer.make_train_step(model, ts.tx, ts.schedule, config, 80)
+  state = {'params': ts.abstract_params, 'opt_state': ts.abstract_opt_state}
+  with ts.context():
+    _, metrics = jax.eval_shape(step, state, batch, jax.eval_shape(jax.random.key, 0), np.int32(1))
+  assert set(metrics) == {'loss', 'grad_norm', 'lr'}
+
+
 def test_base_config_has_no_detection():
   config = ml_collections.ConfigDict(config_lib.base_config())
   assert not detection.is_detection(config)
@@ -142,3 +165,14 @@ def test_eval_writes_the_detections_csv_that_ava_eval_scores_the_same(tmp_path):
   assert result.returncode == 0, result.stderr[-2000:]
   report = json.loads(result.stdout.strip().splitlines()[-1])
   assert abs(100 * report['mAP'] - metrics['mAP']) < 1e-9
+
+
+def test_check_paths_names_the_missing_ava_file(tmp_path):
+  config = _ava_data_config(tmp_path / 'data')
+  config_lib.check_paths(config, str(tmp_path / 'work'))
+  config.data.ava_val_gt = 'missing.csv'
+  with pytest.raises(InputError, match=r"config\.data\.ava_val_gt: no such file .*missing\.csv"):
+    config_lib.check_paths(config, str(tmp_path / 'work'))
+  config.data.ava_frame_dir = str(tmp_path / 'nowhere')
+  with pytest.raises(InputError, match=r'config\.data\.ava_frame_dir'):
+    config_lib.check_paths(config, str(tmp_path / 'work'))
