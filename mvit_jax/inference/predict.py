@@ -23,20 +23,20 @@ the exit status is 1 only when no video could be predicted.
 An action detector (a model card with overrides.detection, trained on AVA) takes person boxes:
 
     python -m mvit_jax.predict --model DIR --boxes boxes.csv VIDEO... [--output FILE.jsonl] [--ava_csv FILE.csv]
-        [--start_sec S] [--topk 5] [--batch_size N] [--visualize OUT_DIR]
+        [--start_sec S] [--test_view center|full] [--topk 5] [--batch_size N] [--visualize OUT_DIR]
 
 boxes.csv is in AVA's format, `video_id,sec,x1,y1,x2,y2[,...]` (x, y normalised to the frame; further columns are
 read past; rows repeating a box at a keyframe are one box), a video's id being its file name without the extension;
 `sec` is the keyframe's second, the video's time 0 being second --start_sec (0; 900 for AVA's 15-minute cuts). Per
-keyframe the clip centred on it (only its frames decoded) becomes the card's test view with the boxes carried along
-(mvit_jax.inference.detect), and per box one JSON line {"video", "video_id", "sec", "box", "visible", "top_k":
-[{"action", "id", "score"}]} goes to --output or, without it, to stdout: "box" is as the CSV gave it, "visible" the
-share of its area inside the view (a centre crop cuts off what lies outside it), scores are sigmoid scores, "id"
-the 1-based action id. --ava_csv writes every box x class as an AVA detections CSV (`video_id,sec,x1,y1,x2,y2,
-action_id,score`, mvit_jax.train.ava_eval.write_detections: what `python -m mvit_jax.ava_eval` scores). Videos the
-CSV does not name, and keyframes that cannot be read, are reported on stderr and skipped. --visualize OUT_DIR writes
-per video `N_NAME.mp4` (each keyframe's clip with its boxes and their top actions drawn) and `N_NAME.png` (a
-contact sheet of the first keyframes).
+keyframe the clip centred on it (only its frames decoded) becomes the card's test view, or --test_view's, with the
+boxes carried along (mvit_jax.inference.detect), and per box one JSON line {"video", "video_id", "sec", "box",
+"visible", "top_k": [{"action", "id", "score"}]} goes to --output or, without it, to stdout: "box" is as the CSV
+gave it, "visible" the share of its area inside the view (a centre crop cuts off what lies outside it), scores are
+sigmoid scores, "id" the 1-based action id. --ava_csv writes every box x class as an AVA detections CSV
+(`video_id,sec,x1,y1,x2,y2,action_id,score`, mvit_jax.train.ava_eval.write_detections: what `python -m
+mvit_jax.ava_eval` scores). Videos the CSV does not name, and keyframes that cannot be read, are reported on stderr
+and skipped. --visualize OUT_DIR writes per video `N_NAME.mp4` (each keyframe's clip with its boxes and their top
+actions drawn) and `N_NAME.png` (a contact sheet of the first keyframes).
 
 --visualize OUT_DIR writes per video `N_NAME.mp4`, the first view's sampled frames under a Grad-CAM heatmap
 (mvit_jax.inference.explain) of the top class, or of --explain_class (a class name or index), beside the top-k
@@ -331,7 +331,7 @@ def main(argv):
     raise InputError('--explain_class needs --visualize OUT_DIR')
   views = inference.parse_views(FLAGS.views) if FLAGS.views else None
   logging.set_verbosity(logging.ERROR)  # Checkpoint loading logs its every step; the results are this tool's output.
-  predictor = inference.load(FLAGS.model, views=views, batch_size=FLAGS.batch_size)
+  predictor = inference.load(FLAGS.model, views=views, batch_size=FLAGS.batch_size, test_view=FLAGS.test_view)
   check_boxes_flags(predictor)
   if predictor.detector:
     main_boxes(predictor, inputs)
@@ -409,4 +409,6 @@ def define_flags():
                      '15-minute cuts).')
   flags.DEFINE_string('ava_csv', None, 'With --boxes: write every box x class as an AVA detections CSV.')
   flags.DEFINE_integer('decode_threads', 1, 'With --boxes: FFmpeg threads per video decode.')
+  flags.DEFINE_enum('test_view', None, ['center', 'full'], "With --boxes: the detector's view of a keyframe "
+                    "(default: the model card's): the centre crop or the full frame, short side to the crop size.")
 

@@ -28,6 +28,7 @@ from mvit_jax.inference import recipes
 from mvit_jax.train import evaluate
 from mvit_jax.models import model_card
 from mvit_jax.train import sharding as sharding_lib
+from mvit_jax.data import ava_transforms
 from mvit_jax.data import config as data_config_lib
 from mvit_jax.data import decode
 from mvit_jax.data import device_preprocess
@@ -116,11 +117,17 @@ class Predictor:
   """
 
   def __init__(self, module, variables, card: model_card.ModelCard, *, views: tuple[int, int] | None = None,
-               batch_size: int = 16):
+               batch_size: int = 16, test_view: str | None = None):
     self.module, self.card = module, card
     recipe = card.input or recipes.input_recipe('pyslowfast', card.name, module.config)
     if views is not None:
       recipe = dataclasses.replace(recipe, num_clips=views[0], num_crops=views[1])
+    if test_view is not None:
+      if not self.detector:
+        raise InputError(f'a test view ({test_view!r}) is for action detectors; {card.name} here is a classifier')
+      if test_view not in ava_transforms.EVAL_VIEWS:
+        raise InputError(f'test view {test_view!r}: expected one of {", ".join(ava_transforms.EVAL_VIEWS)}')
+      recipe = dataclasses.replace(recipe, test_view=test_view)
     self.recipe = recipe
     self.data_config = data_config(recipe)
     devices = jax.local_devices()
@@ -256,16 +263,17 @@ def average_views(scores: np.ndarray, multi_label: bool = False) -> np.ndarray:
   return aggregator.result()[1][0]
 
 
-def load(model_dir: str, *, views: tuple[int, int] | None = None, batch_size: int = 16, **overrides) -> Predictor:
+def load(model_dir: str, *, views: tuple[int, int] | None = None, batch_size: int = 16,
+         test_view: str | None = None, **overrides) -> Predictor:
   """The Predictor of a converted-checkpoint folder or a training workdir, local or URL (its model.json and latest
   params).
 
-  `views` (clips, crops) replaces the card's; `overrides` replace config fields that leave the parameters as they
-  are (e.g. dtype='bfloat16', scan_blocks=True).
+  `views` (clips, crops) replaces the card's, and for an action detector `test_view` ('center' or 'full');
+  `overrides` replace config fields that leave the parameters as they are (e.g. dtype='bfloat16', scan_blocks=True).
   """
   card = model_card.read(model_dir)
   module, variables = pretrained.load_pretrained(model_dir, **overrides)
   if card.classes is not None and len(card.classes) != module.config.num_classes:
     raise InputError(f'{model_dir}: the model card names {len(card.classes)} classes, the model has '
                      f'{module.config.num_classes}')
-  return Predictor(module, variables, card, views=views, batch_size=batch_size)
+  return Predictor(module, variables, card, views=views, batch_size=batch_size, test_view=test_view)

@@ -88,23 +88,17 @@ def write_boxes(path: str, boxes=None, video_id: str = 'clip') -> str:
 @pytest.fixture(scope='module')
 def files(tmp_path_factory):
   root = tmp_path_factory.mktemp('boxes')
-  center = write_detector(str(root / 'center'))
-  full = str(root / 'full')
-  shutil.copytree(center, full)  # The same parameters with the full-frame view.
-  card = model_card.read(full)
-  model_card.write(full, model_card.ModelCard(card.name, card.overrides, card.classes,
-                                              model_card.InputRecipe(**{**card.input.__dict__, 'test_view': 'full'})))
-  return {'center': center, 'full': full, 'video': write_video(str(root / 'clip.mp4')),
+  return {'center': write_detector(str(root / 'center')), 'video': write_video(str(root / 'clip.mp4')),
           'boxes': write_boxes(str(root / 'boxes.csv')), 'root': root}
 
 
 @functools.cache
-def load_predictor(model_dir: str) -> inference.Predictor:
-  """One predictor per model folder, so the tests share its compiled forward pass."""
-  return inference.load(model_dir)
+def load_predictor(model_dir: str, test_view: str | None = None) -> inference.Predictor:
+  """One predictor per model folder and view, so the tests share its compiled forward pass."""
+  return inference.load(model_dir, test_view=test_view)
 
 
-def expected_scores(model_dir: str, video: str, sec: int, boxes) -> np.ndarray:
+def expected_scores(model_dir: str, view: str, video: str, sec: int, boxes) -> np.ndarray:
   """The detector applied directly to the keyframe's clip (frames 10 s - 4, - 2, + 0, + 2 of the decoded video,
   clamped; the card's view cut by hand) and its boxes (moved into the view by hand): sigmoid scores (n, K)."""
   with av.open(video) as container:  # Every frame, in RGB by the BT.601 formula as the package's decoder does it.
@@ -113,7 +107,7 @@ def expected_scores(model_dir: str, video: str, sec: int, boxes) -> np.ndarray:
   center = round((sec - START_SEC) * FPS)
   clip = decoded[np.clip(center + TAU * (np.arange(FRAMES) - FRAMES // 2), 0, len(decoded) - 1)]
   boxes = np.asarray(boxes, np.float64)
-  if model_card.read(model_dir).input.test_view == 'center':
+  if view == 'center':
     clip = clip[:, :, 16:80]  # ceil((96 - 64) / 2) = 16.
     pixels = boxes * [WIDTH, HEIGHT, WIDTH, HEIGHT] - [16, 0, 16, 0]
     boxes = np.clip(pixels, 0, CROP) / CROP
@@ -131,7 +125,8 @@ def direct_forward(model_dir: str):
 
 @pytest.mark.parametrize('view', ['center', pytest.param('full', marks=pytest.mark.slow)])
 def test_scores_are_the_models_on_the_same_clip_and_boxes(files, view):
-  predictor = load_predictor(files[view])
+  """The card's centre view, and the full frame asked for with test_view."""
+  predictor = load_predictor(files['center'], None if view == 'center' else view)
   assert predictor.detector and predictor.recipe.test_view == view
   keyframes = detect.read_boxes_csv(files['boxes'])['clip']
   results = list(detect.predict_video(predictor, files['video'], keyframes, start_sec=START_SEC))
@@ -139,7 +134,7 @@ def test_scores_are_the_models_on_the_same_clip_and_boxes(files, view):
   for result in results:
     np.testing.assert_allclose(result.boxes, np.float32(BOXES[result.sec]), atol=1e-6)
     assert result.scores.shape == (len(BOXES[result.sec]), len(ACTIONS))
-    np.testing.assert_allclose(result.scores, expected_scores(files[view], files['video'], result.sec,
+    np.testing.assert_allclose(result.scores, expected_scores(files['center'], view, files['video'], result.sec,
                                                               BOXES[result.sec]), atol=1e-5)
   visible = results[0].visible
   np.testing.assert_allclose(visible, [1.0, 0.5, 0.0] if view == 'center' else [1.0, 1.0, 1.0], atol=1e-6)
@@ -167,6 +162,17 @@ def test_visualization_draws_the_boxes(files, tmp_path):
   assert np.abs(edge - np.array(render.box_colour(0))).mean() < 12
   assert np.abs(frames[:FRAMES, 60:150, 70:120].astype(int) - big[:, 60:150, 70:120]).mean() < 6
   assert (tmp_path / '000000_clip.png').stat().st_size > 0
+
+
+def test_test_view_is_for_detectors():
+  card = model_card.ModelCard('mvit_tiny', {}, None, model_card.InputRecipe(
+      num_frames=FRAMES, sampling_rate=TAU, target_fps=FPS, short_side=CROP, crop_size=CROP, mean=MEAN, std=STD))
+  with pytest.raises(InputError, match=r"^a test view \('full'\) is for action detectors; mvit_tiny here is a "
+                                       r"classifier$"):
+    inference.Predictor(create_model('mvit_tiny'), {'params': {}}, card, test_view='full')
+  detector = create_model('mvit_tiny', detection=True)
+  with pytest.raises(InputError, match=r"^test view 'side': expected one of center, full$"):
+    inference.Predictor(detector, {'params': {}}, card, test_view='side')
 
 
 def test_read_boxes_csv_merges_repeated_boxes_and_names_bad_rows(tmp_path):
@@ -237,7 +243,7 @@ def test_predict_cli_boxes(files, tmp_path):
   assert result.returncode == 0, result.stderr
   lines = [json.loads(line) for line in out.read_text().splitlines()]
   assert [(line['video_id'], line['sec']) for line in lines] == [('clip', 900)] * 3 + [('clip', 902)]
-  scores = expected_scores(files['center'], files['video'], 900, BOXES[900])
+  scores = expected_scores(files['center'], 'center', files['video'], 900, BOXES[900])
   for line, box, box_scores in zip(lines, BOXES[900], scores):
     np.testing.assert_allclose(line['box'], np.float32(box), atol=1e-6)
     top = line['top_k']
