@@ -30,6 +30,9 @@ from mvit_jax.models import pretrained
 from mvit_jax.models.variants import create_model
 from mvit_jax.system.errors import InputError
 from mvit_jax.train import ava_eval
+from mvit_jax.train import config as config_lib
+from mvit_jax.train import detection
+from mvit_jax.train import sharding as sharding_lib
 
 ACTIONS = ('walk', 'id 2', 'jump', 'wave', 'run')  # The trainer names label ids the label map lacks 'id N'.
 FRAMES, TAU, FPS, CROP = 4, 2, 10.0, 64
@@ -224,6 +227,39 @@ def test_keyframe_views_are_the_ava_eval_loaders(tmp_path):
       clip, boxes = ava_transforms.eval_clip(source.load(i), keyframe.boxes, data)
       np.testing.assert_array_equal(result.clip, clip)
       np.testing.assert_array_equal(result.view_boxes, boxes)
+
+
+@pytest.mark.slow
+def test_scores_are_the_trainers_eval(files, tmp_path):
+  """On a synthetic AVA set read from its videos: the trainer's eval forward pass over the AVA eval iterator and
+  predict_video on the same videos and the same keyframe boxes give every box the same scores."""
+  root = str(tmp_path / 'ava')
+  synthetic_ava.write_dataset(root, num_videos=3, num_val_videos=1, seconds=6, height=HEIGHT, width=WIDTH)
+  config = config_lib.base_config()
+  d = config.data
+  synthetic_ava.configure(d, root, videos=True)
+  d.num_frames, d.sampling_rate, d.crop_size, d.mean, d.std = FRAMES, TAU, CROP, MEAN, STD
+  d.ava_test_view, d.ava_max_boxes, d.num_workers = 'center', 8, 0
+  module, variables = pretrained.load_pretrained(files['center'])
+  mesh = sharding_lib.make_mesh(config.mesh)
+  predict_fn = detection.make_predict_fn(module, mesh, sharding_lib.rules_from_config(config.sharding_rules), d)
+  collector = detection.BoxCollector()
+  for batch in ava.make_ava_eval_iterator(d, num_classes=len(ACTIONS), global_batch_size=8):
+    collector.add(predict_fn(variables['params'], sharding_lib.global_batch(batch, mesh)))
+  indices, boxes, scores = collector.result(len(ACTIONS))
+  keyframes = ava.keyframe_list(d, 'eval')
+  expected = {(*keyframes[i], tuple(box)): row for i, box, row in zip(indices, boxes.tolist(), scores)}
+
+  source = ava.AvaSource(d, 'eval', len(ACTIONS))
+  predictor, found = load_predictor(files['center']), 0
+  for video in sorted({k.video for k in source.keyframes}):
+    secs = {k.sec: k.boxes for k in source.keyframes if k.video == video}
+    for result in detect.predict_video(predictor, os.path.join(root, 'videos', f'{video}.mp4'), secs,
+                                       start_sec=synthetic_ava.START_SEC):
+      for box, row in zip(result.boxes.tolist(), result.scores):
+        np.testing.assert_allclose(row, expected[(video, result.sec, tuple(box))], atol=1e-5)
+        found += 1
+  assert found == len(expected) >= 10
 
 
 def run_predict(*args):
