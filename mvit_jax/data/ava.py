@@ -74,7 +74,7 @@ _FIELD = re.compile(r'(\w+)\s*:\s*("(?:[^"\\]|\\.)*"|[^\s}]+)')
 
 
 def read_label_map(path: str) -> dict[int, str]:
-  """Action id -> name of a label map pbtxt: `item { name: "..." id: N }` blocks (the ActivityNet lists) or
+  """Action id -> name (in id order) of a label map pbtxt: `item { name: "..." id: N }` blocks (the ActivityNet lists) or
   `label { name: "..." label_id: N label_type: ... }` (ava_action_list_v2.2.pbtxt). A hand-written reader of
   these two flat text-protobuf messages: the protobuf schema is not published as a package."""
   text = '\n'.join(_read_lines(path, 'label map'))
@@ -83,11 +83,13 @@ def read_label_map(path: str) -> dict[int, str]:
     fields = dict(_FIELD.findall(block.group(1)))
     ident = fields.get('id', fields.get('label_id'))
     if ident is None or 'name' not in fields or not ident.isdigit() or int(ident) < 1:
-      raise AvaError(f'label map {path}: entry {block.group(0)!r} needs a name and an id >= 1')
+      raise AvaError(f'label map {path}: entry {" ".join(block.group(0).split())!r} needs a name and an id >= 1')
+    if int(ident) in names:
+      raise AvaError(f'label map {path}: class id {ident} appears twice')
     names[int(ident)] = fields['name'].strip('"')
   if not names:
-    raise AvaError(f'label map {path} has no `item {{ name: ... id: ... }}` entries')
-  return names
+    raise AvaError(f'label map {path} has no `item {{ name: "..." id: N }}` entries')
+  return dict(sorted(names.items()))
 
 
 def num_classes(label_map_path: str) -> int:

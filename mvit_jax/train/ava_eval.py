@@ -62,13 +62,13 @@ import csv
 import io
 import json
 import math
-import re
 import sys
 from typing import NamedTuple
 
 from absl import flags
 import numpy as np
 
+from mvit_jax.data import ava
 from mvit_jax.system import storage
 from mvit_jax.system.errors import did_you_mean_path
 from mvit_jax.system.errors import InputError
@@ -111,8 +111,6 @@ def detection_rows(videos, seconds, boxes, scores, class_ids: Iterable[int]) -> 
 
 # --- Reading the files -------------------------------------------------------------------------------------------
 
-_LABEL_BLOCK = re.compile(r'\b(?:item|label)\s*\{([^}]*)\}')
-_LABEL_FIELD = re.compile(r'(\w+)\s*:\s*("(?:[^"\\]|\\.)*"|[^\s}]+)')
 
 
 def _read_bytes(path: str, what: str) -> bytes:
@@ -136,22 +134,8 @@ def _read_text(path: str, what: str) -> str:
 
 
 def read_labelmap(path: str) -> tuple[dict[int, str], list[int]]:
-  """({class id: name} in id order, the ids ascending) of a label map pbtxt: `item { name: "..." id: N }` entries
-  (the ActivityNet lists) or `label { name: "..." label_id: N label_type: ... }` (ava_action_list_v2.2.pbtxt).
-  Read with a regular expression: these flat text-protobuf messages have no published schema package."""
-  text = _read_text(path, 'label map')
-  names = {}
-  for block in _LABEL_BLOCK.finditer(text):
-    fields = dict(_LABEL_FIELD.findall(block.group(1)))
-    ident = fields.get('id', fields.get('label_id'))
-    if 'name' not in fields or ident is None or not ident.isdigit() or int(ident) < 1:
-      raise InputError(f'label map {path}: entry {" ".join(block.group(0).split())!r} needs a name and an id >= 1')
-    if int(ident) in names:
-      raise InputError(f'label map {path}: class id {ident} appears twice')
-    names[int(ident)] = fields['name'].strip('"')
-  if not names:
-    raise InputError(f'label map {path} has no `item {{ name: "..." id: N }}` entries')
-  names = dict(sorted(names.items()))
+  """({class id: name} in id order, the ids ascending) of a label map pbtxt (`mvit_jax.data.ava.read_label_map`)."""
+  names = ava.read_label_map(path)
   return names, list(names)
 
 
