@@ -78,16 +78,12 @@ def keyframe_config(data_config, start_sec: int):
 
 def clip_indices(sec: int, num_video_frames: int, fps: float, cfg) -> np.ndarray:
   """Video frame indices (T,) int64 of the clip centred on AVA second `sec`, as `ava.AvaSource.load` reads them
-  from a video file (the frame-folder indices `ava.clip_frame_indices` gives, at cfg.ava_fps, mapped to the frames
-  shown at those times). Raises decode.DecodeError when the keyframe lies outside the video."""
+  from a video file (`ava.video_clip_indices`). Raises decode.DecodeError when the keyframe lies outside the video."""
   offset = sec - cfg.ava_video_start_sec
   if offset < 0 or math.floor(offset * fps + 0.5) > num_video_frames - 1:
     raise decode.DecodeError(f'second {sec} is outside the video ({num_video_frames / fps:.2f} s from second '
                              f'{cfg.ava_video_start_sec:g})')
-  center = ava.keyframe_center(sec, cfg)
-  folder = ava.clip_frame_indices(center, cfg.num_frames, cfg.sampling_rate, None)
-  times = (cfg.ava_frame_start_sec - cfg.ava_video_start_sec) + folder / cfg.ava_fps
-  return np.clip(np.floor(times * fps + 0.5), 0, num_video_frames - 1).astype(np.int64)
+  return ava.video_clip_indices(sec, num_video_frames, fps, cfg)
 
 
 def visible_fraction(boxes: np.ndarray, frame_shape: tuple[int, int], cfg) -> np.ndarray:
