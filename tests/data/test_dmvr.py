@@ -19,6 +19,7 @@ from mvit_jax.data import tfrecord
 from mvit_jax.system import storage
 from mvit_jax.train import config as train_config
 from mvit_jax.system.errors import InputError
+from tests import testlib
 
 NUM_VIDEOS, NUM_CLASSES, VIDEO_FRAMES, HEIGHT, WIDTH, FPS = 6, 3, 40, 96, 128, 30.0
 IMAGE_KEY, LABEL_KEY = 'image/encoded', 'clip/label/index'
@@ -27,19 +28,6 @@ IMAGE_KEY, LABEL_KEY = 'image/encoded', 'clip/label/index'
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
   mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
   return float('inf') if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
-
-
-def write_tfrecords(path: str, videos, *, image_key: str = IMAGE_KEY, label_key: str = LABEL_KEY) -> None:
-  """TensorFlow's own writer: one SequenceExample per (frames (N, H, W, 3) uint8, labels) with JPEG q90 frames."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top  (only the tests that write files need it)
-  with tf.io.TFRecordWriter(path) as writer:
-    for frames, labels in videos:
-      example = tf.train.SequenceExample()
-      example.context.feature[label_key].int64_list.value.extend(labels)
-      feature_list = example.feature_lists.feature_list[image_key]
-      for frame in frames:
-        feature_list.feature.add().bytes_list.value.append(tf.io.encode_jpeg(frame, quality=90).numpy())
-      writer.write(example.SerializeToString())
 
 
 @pytest.fixture(scope='module')
@@ -60,8 +48,8 @@ def data_dir(tmp_path_factory):
   (d / 'train.csv').write_text(''.join(entries))
   (d / 'val.csv').write_text(''.join(entries))
   half = NUM_VIDEOS // 2
-  write_tfrecords(str(d / 'train-00000-of-00002.tfrecord'), videos[:half])
-  write_tfrecords(str(d / 'train-00001-of-00002.tfrecord'), videos[half:])
+  testlib.write_tfrecords(str(d / 'train-00000-of-00002.tfrecord'), videos[:half])
+  testlib.write_tfrecords(str(d / 'train-00001-of-00002.tfrecord'), videos[half:])
   return d
 
 
@@ -210,7 +198,7 @@ def test_broken_framing_keeps_the_records_before_it(data_dir, tmp_path, caplog):
 def test_keys_multi_label_and_label_checks(tmp_path):
   frames = np.zeros((3, 16, 16, 3), np.uint8)
   path = str(tmp_path / 'm.tfrecord')
-  write_tfrecords(path, [(frames, [4, 1]), (frames, [2])], image_key='rgb', label_key='labels')
+  testlib.write_tfrecords(path, [(frames, [4, 1]), (frames, [2])], image_key='rgb', label_key='labels')
   cfg = config_lib.default_data_config()
   cfg.dataset_kind, cfg.train_shards, cfg.dmvr_image_key, cfg.dmvr_label_key = 'dmvr', path, 'rgb', 'labels'
   with pytest.raises(dmvr.DmvrError, match=r'm.tfrecord@0 has 2 labels in .labels.: set data.multi_label'):
