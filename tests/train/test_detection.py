@@ -8,11 +8,13 @@ import os
 import subprocess
 import sys
 
+import flax.linen as nn
 import jax
 import ml_collections
 import numpy as np
 import pytest
 
+from mvit_jax import models
 from mvit_jax.data import ava
 from mvit_jax.data import sources
 from mvit_jax.data import synthetic_ava
@@ -176,3 +178,23 @@ def test_check_paths_names_the_missing_ava_file(tmp_path):
   config.data.ava_frame_dir = str(tmp_path / 'nowhere')
   with pytest.raises(InputError, match=r'config\.data\.ava_frame_dir'):
     config_lib.check_paths(config, str(tmp_path / 'work'))
+
+
+@pytest.mark.slow  # Initialises (jit) the detector; 109 s on the loaded 2-core VM.
+def test_init_from_a_kinetics_classifier_keeps_the_trunk_and_gives_a_fresh_head(monkeypatch):
+  """trainer.initial_params with init_from: the classifier's trunk (400 classes) loads into the 80-class detector
+  unchanged; the head, another shape, stays freshly initialised."""
+  config = config_lib.ava_recipe('mvit_tiny', num_frames=4, sampling_rate=2)
+  config.data.crop_size, config.data.train_jitter_scales, config.data.ava_max_boxes = 32, (32, 40), 2
+  config.half_precision = False
+  classifier = models.create_model('mvit_tiny', num_classes=400, num_frames=4, input_size=32)
+  kinetics = nn.unbox(classifier.init(jax.random.key(1), np.zeros((1, 4, 32, 32, 3), np.float32)))
+  monkeypatch.setattr(models, 'load_pretrained', lambda path, **_: (classifier, kinetics))
+  model, _ = trainer.make_model(config, 80)
+  ts = trainer.TrainSetup.build(model, config, sharding_lib.make_mesh(config.mesh),
+                                sharding_lib.rules_from_config(config.sharding_rules))
+  params = jax.device_get(trainer.initial_params(ts, '/k400_workdir', jax.random.key(0)))
+  source = jax.device_get(kinetics['params'])
+  assert params['head']['kernel'].shape == (128, 80) and np.std(params['head']['kernel']) > 0
+  for name in ('patch_embed', 'pos_embed', 'norm'):
+    jax.tree.map(np.testing.assert_array_equal, params[name], source[name])
