@@ -5,7 +5,7 @@ Command (fresh checkout, after `pip install -e .`):
   python -m mvit_jax.main --config experiments/ava_demo.py --workdir /tmp/mvit_ava_demo
 
 The run writes a synthetic AVA data set in PySlowFast's layout into WORKDIR/synthetic_data when it is missing
-(`mvit_jax.data.synthetic_ava`: 16 videos of 20 s at 10 fps, 96x128, 12 train / 4 val; people walk, run, jump or
+(`mvit_jax.data.synthetic_ava`: 28 videos of 20 s at 10 fps, 64x80, 24 train / 4 val; people walk, run, jump or
 wave, which only motion tells apart; an idle person and background boxes as negatives), trains `mvit_tiny` as a
 detector (RoI head on the last stage, boxes = ground truth + proposals) on 8-frame clips, then runs it on the val
 detections, writes WORKDIR/eval/detections_{step}.csv and scores it: metrics.json holds `mAP` and `per_class_AP`,
@@ -18,8 +18,8 @@ from mvit_jax.train import config as config_lib
 def get_config():
   c = config_lib.base_config()
   c.synthetic_data.enabled = True
-  c.synthetic_data.height, c.synthetic_data.width = 96, 128
-  c.synthetic_data.ava_num_videos = 16
+  c.synthetic_data.height, c.synthetic_data.width = 64, 80
+  c.synthetic_data.ava_num_videos = 28
   c.synthetic_data.ava_num_val_videos = 4
   c.synthetic_data.ava_seconds = 20
   c.synthetic_data.ava_fps = 10.0
@@ -50,16 +50,16 @@ def get_config():
   d.ava_max_boxes = 16
   d.num_frames = 8
   d.sampling_rate = 2                 # 16 frames at 10 fps: a 1.6 s clip around the keyframe.
-  d.crop_size = 96
+  d.crop_size = 64
   d.random_resized_crop = False
   d.train_short_side = 0
-  d.train_jitter_scales = (96, 112)
+  d.train_jitter_scales = (64, 72)
   d.random_flip = True
   d.randaugment = False
   d.random_erasing_prob = 0.0
   d.mixup_prob = 0.0
   d.label_smoothing = 0.0
   d.num_repeated_samples = 1
-  d.ava_test_view = 'full'            # The whole 96x128 frame: no person is cut off at test.
+  d.ava_test_view = 'full'            # The whole 64x80 frame: no person is cut off at test.
   d.num_workers = 1
   return c
