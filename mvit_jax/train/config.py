@@ -568,9 +568,9 @@ def ssv2_recipe(model_name: str, *, num_frames: int = 16) -> ml_collections.Conf
   return set_epochs(c, num_train_videos=SSV2_TRAIN_VIDEOS, epochs=100, warmup_epochs=3, eval_every_epochs=10)
 
 
-# AVA v2.2 train keyframes: 235 videos x 897 annotated seconds (902-1798) at most; every second of a train video
-# has ground-truth boxes but a few, so PySlowFast's epoch (one sample per keyframe) is about this many clips. Set it
-# to the count `mvit_jax.data.ava` logs for your files to make the epochs exact.
+# AVA v2.2 train keyframes: 235 videos x 897 annotated seconds (902-1798), the most there can be; PySlowFast's epoch
+# is one sample per second that has a box, so a few fewer. For exact epochs pass
+# len(mvit_jax.data.ava.keyframe_list(config.data, 'train')) as ava_recipe's num_train_keyframes.
 AVA_TRAIN_KEYFRAMES = 235 * 897
 AVA_TEST_VIEWS = ('center', 'full')
 
