@@ -66,15 +66,7 @@ def make_predict_fn(model: nn.Module, mesh: jax.sharding.Mesh, rules, data_confi
     return {'scores': jax.nn.sigmoid(logits.astype(jnp.float32)), 'keyframe_index': batch['keyframe_index'],
             'original_boxes': batch['original_boxes'], 'box_mask': batch['box_mask'], 'mask': batch['mask']}
 
-  jitted = jax.jit(predict, out_shardings=jax.NamedSharding(mesh, jax.P()))
-
-  def run(params, batch):
-    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-      out = jitted(params, batch)
-    # Replicated outputs: every process holds the whole global batch in its first shard.
-    return {k: np.asarray(v.addressable_data(0)) for k, v in out.items()}
-
-  return run
+  return evaluate.replicated_outputs(predict, mesh, rules)
 
 
 class BoxCollector:

@@ -5,7 +5,7 @@ mAP in percent, writes per-video predictions to WORKDIR/eval/predictions_<step>.
 WORKDIR/metrics.json (with the confusion matrix and per-class accuracy), and gives a metric writer the pictures and
 table of `eval_report`.
 """
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 import csv
 import io
 import json
@@ -41,6 +41,12 @@ def make_predict_fn(model: nn.Module, mesh: jax.sharding.Mesh, rules, data_confi
     return {'scores': scores, 'logits': logits, 'label': batch['label'], 'video_index': batch['video_index'],
             'mask': batch['mask'], **extra}
 
+  return replicated_outputs(predict, mesh, rules)
+
+
+def replicated_outputs(predict: Callable, mesh: jax.sharding.Mesh, rules) -> Callable:
+  """`predict(params, global batch) -> dict of arrays` jitted with replicated outputs; returns run(params, batch)
+  -> the same dict as numpy arrays, the whole global batch on every process."""
   jitted = jax.jit(predict, out_shardings=jax.NamedSharding(mesh, jax.P()))
 
   def run(params, batch):
