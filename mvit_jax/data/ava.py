@@ -74,9 +74,9 @@ _FIELD = re.compile(r'(\w+)\s*:\s*("(?:[^"\\]|\\.)*"|[^\s}]+)')
 
 
 def read_label_map(path: str) -> dict[int, str]:
-  """Action id -> name (in id order) of a label map pbtxt: `item { name: "..." id: N }` blocks (the ActivityNet lists) or
-  `label { name: "..." label_id: N label_type: ... }` (ava_action_list_v2.2.pbtxt). A hand-written reader of
-  these two flat text-protobuf messages: the protobuf schema is not published as a package."""
+  """Action id -> name (in id order) of a label map pbtxt: `item { name: "..." id: N }` blocks (the ActivityNet
+  lists) or `label { name: "..." label_id: N label_type: ... }` (ava_action_list_v2.2.pbtxt). A hand-written reader
+  of these two flat text-protobuf messages: the protobuf schema is not published as a package."""
   text = '\n'.join(_read_lines(path, 'label map'))
   names = {}
   for block in _LABEL_BLOCK.finditer(text):

@@ -141,8 +141,8 @@ def class_names_from_config(cfg) -> list[str] | None:
 
 def num_classes_from_config(cfg) -> int:
   """cfg.num_classes if set, else the number of class folders (dataset_kind 'folder'), the label map's largest id
-  (dataset_kind 'ava'), else the classes file's length, else 1 + the largest label of the train manifest (or of the eval manifest when there is no train
-  manifest)."""
+  (dataset_kind 'ava'), else the classes file's length, else 1 + the largest label of the train manifest (or of
+  the eval manifest when there is no train manifest)."""
   if cfg.num_classes:
     return cfg.num_classes
   if cfg.dataset_kind == 'folder':

@@ -263,8 +263,9 @@ def _check_decode_size(data: ml_collections.ConfigDict) -> None:
     raise ConfigError(f'config.data.train_short_side must be 0 with random_resized_crop (its boxes are fractions of '
                       f'the native frame; decoding at {data.train_short_side} makes it upscale them)')
   if data.train_short_side < max(data.train_jitter_scales):
+    top = max(data.train_jitter_scales)
     raise ConfigError(f'config.data.train_short_side {data.train_short_side} is below the short-side jitter\'s '
-                      f'upper end {max(data.train_jitter_scales)}: use 0 (native) or >= {max(data.train_jitter_scales)}')
+                      f'upper end {top}: use 0 (native) or >= {top}')
 
 
 def _check_folder_kind(data: ml_collections.ConfigDict) -> None:
