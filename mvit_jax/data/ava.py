@@ -515,19 +515,10 @@ class _TrainExample(grain.transforms.RandomMap):
     self.source, self.cfg = source, cfg
 
   def random_map(self, index, rng: np.random.Generator):
-    cfg, index = self.cfg, int(index)
-    failed = np.full(cfg.max_replacement_attempts, pipeline._NOT_FAILED, np.int32)
-    for attempt in range(cfg.max_replacement_attempts + 1):
-      try:
-        frames = self.source.load(index, cfg.train_short_side)
-        break
-      except decode.DecodeError as e:
-        pipeline._log_decode_error(self.source.describe(index), e)
-        if attempt == cfg.max_replacement_attempts:
-          raise pipeline.TooManyBadVideosError(f'{attempt + 1} keyframes in a row failed to load; last: '
-                                               f'{self.source.describe(index)}: {e}') from None
-        failed[attempt] = index
-        index = int(rng.integers(len(self.source)))
+    cfg = self.cfg
+    frames, index, failed = pipeline.load_or_replace(
+        self.source, int(index), rng, cfg.max_replacement_attempts,
+        lambda i: self.source.load(i, cfg.train_short_side), what='keyframes')
     keyframe = self.source.keyframes[index]
     video, boxes = ava_transforms.train_clip(frames, keyframe.boxes[:cfg.ava_max_boxes], rng, cfg)
     boxes, box_mask, labels = _padded(boxes, self.source.multi_hot(index), cfg.ava_max_boxes)

@@ -123,20 +123,14 @@ class _TrainPlan(grain.transforms.RandomMap):
     return data, self._headers[index]
 
   def random_map(self, index, rng: np.random.Generator):
-    cfg, index = self.cfg, int(index)
-    failed = np.full(cfg.max_replacement_attempts, -1, np.int32)
-    for attempt in range(cfg.max_replacement_attempts + 1):
-      try:
-        data, header = self._read(index)
-        frames = in_stream(sampling.train_clip_indices(header.num_frames, header.fps, cfg, rng), header)
-        break
-      except decode.DecodeError as e:
-        pipeline._log_decode_error(self.source.describe(index), e)
-        if attempt == cfg.max_replacement_attempts:
-          raise pipeline.TooManyBadVideosError(f'{attempt + 1} videos in a row failed to decode; last: '
-                                               f'{self.source.describe(index)}: {e}') from None
-        failed[attempt] = index
-        index = int(rng.integers(len(self.source)))
+    cfg = self.cfg
+
+    def plan(i):
+      data, header = self._read(i)
+      return data, header, in_stream(sampling.train_clip_indices(header.num_frames, header.fps, cfg, rng), header)
+
+    (data, header, frames), index, failed = pipeline.load_or_replace(
+        self.source, int(index), rng, cfg.max_replacement_attempts, plan)
     # The grain path samples its crops on the frames it decoded: at train_short_side when that is set.
     height, width = decode.resized_shape(header.height, header.width, cfg.train_short_side)
     views = [train_window(rng, height, width, cfg) for _ in range(cfg.num_repeated_samples)]

@@ -14,9 +14,11 @@ the decode error (once per path and process); each batch carries the source indi
 (int32, padded with -1), from which the main process logs each bad path once, counts it in `skip_stats()` and
 raises TooManyBadVideosError when more than `max_failure_fraction` of this process's videos are bad.
 """
+from collections.abc import Callable
 import dataclasses
 import math
 import threading
+from typing import Any
 
 from absl import flags
 from absl import logging
@@ -89,6 +91,24 @@ def _label_array(label, num_classes: int, multi_label: bool) -> np.ndarray:
   return hot
 
 
+def load_or_replace(source, index: int, rng: np.random.Generator, max_attempts: int, load: Callable,
+                    what: str = 'videos') -> tuple[Any, int, np.ndarray]:
+  """(load(i), i, failed): `index` loaded, or after a DecodeError (logged) another index drawn from `rng`, at most
+  max_attempts times; failed int32 (max_attempts,) holds the indices that failed (_NOT_FAILED elsewhere), for the
+  main process to count. One more failure raises TooManyBadVideosError."""
+  failed = np.full(max_attempts, _NOT_FAILED, np.int32)
+  for attempt in range(max_attempts + 1):
+    try:
+      return load(index), index, failed
+    except decode.DecodeError as e:
+      _log_decode_error(source.describe(index), e)
+      if attempt == max_attempts:
+        raise TooManyBadVideosError(f'{attempt + 1} {what} in a row failed to decode; last: '
+                                    f'{source.describe(index)}: {e}') from None
+      failed[attempt] = index
+      index = int(rng.integers(len(source)))
+
+
 class _TrainExample(grain.transforms.RandomMap):
   """Source index -> {'video': uint8 (R, T, crop, crop, 3), 'label', _FAILED: int32 (max_replacement_attempts,)}.
 
@@ -99,20 +119,11 @@ class _TrainExample(grain.transforms.RandomMap):
     self.source, self.cfg, self.num_classes = source, cfg, num_classes
 
   def random_map(self, index, rng: np.random.Generator):
-    cfg, index = self.cfg, int(index)
-    failed = np.full(cfg.max_replacement_attempts, _NOT_FAILED, np.int32)
-    for attempt in range(cfg.max_replacement_attempts + 1):
-      try:
-        clip = self.source.load(
-            index, lambda n, fps: sampling.train_clip_indices(n, fps, cfg, rng), cfg.train_short_side)
-        break
-      except decode.DecodeError as e:
-        _log_decode_error(self.source.describe(index), e)
-        if attempt == cfg.max_replacement_attempts:
-          raise TooManyBadVideosError(f'{attempt + 1} videos in a row failed to decode; last: '
-                                      f'{self.source.describe(index)}: {e}') from None
-        failed[attempt] = index
-        index = int(rng.integers(len(self.source)))
+    cfg = self.cfg
+    clip, index, failed = load_or_replace(
+        self.source, int(index), rng, cfg.max_replacement_attempts,
+        lambda i: self.source.load(i, lambda n, fps: sampling.train_clip_indices(n, fps, cfg, rng),
+                                   cfg.train_short_side))
     copies = [transforms.train_transform(clip.frames, rng, cfg) for _ in range(cfg.num_repeated_samples)]
     video = copies[0][None] if len(copies) == 1 else np.stack(copies)  # (R, T, H, W, 3); no copy when R = 1.
     return {'video': video, 'label': _label_array(self.source.label(index), self.num_classes, cfg.multi_label),
