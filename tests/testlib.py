@@ -347,3 +347,15 @@ def write_tfrecords(path: str, videos, *, image_key: str = 'image/encoded',
       for frame in frames:
         feature_list.feature.add().bytes_list.value.append(tf.io.encode_jpeg(frame, quality=90).numpy())
       writer.write(example.SerializeToString())
+
+
+def ava_eval_cli_map(data_config, detections: str) -> float:
+  """The mAP (percent) `python -m mvit_jax.ava_eval` prints for a detections CSV against an AVA data config's
+  label map, val ground truth and exclusions; asserts the command succeeds."""
+  from mvit_jax.data import ava  # pylint: disable=g-import-not-at-top  (AVA tests only)
+  files = {flag: ava.annotation_path(data_config, key) for flag, key in
+           (('labelmap', 'ava_label_map'), ('groundtruth', 'ava_val_gt'), ('exclusions', 'ava_exclusions'))}
+  result = subprocess.run([sys.executable, '-m', 'mvit_jax.ava_eval', *(f'--{k}={v}' for k, v in files.items()),
+                           f'--detections={detections}'], capture_output=True, text=True, check=False)
+  assert result.returncode == 0, result.stderr[-2000:]
+  return 100 * json.loads(result.stdout.strip().splitlines()[-1])['mAP']

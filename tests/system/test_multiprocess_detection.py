@@ -44,10 +44,4 @@ def test_two_processes_write_one_detections_csv_with_every_keyframe(tmp_path):
   assert record['num_keyframes'] == len(keyframes)
   written = {(row.split(',')[0], int(row.split(',')[1])) for row in open(record['detections'])}
   assert written == set(keyframes)  # Both processes' keyframes in the one file.
-  d = config.data
-  cli = subprocess.run(
-      [sys.executable, '-m', 'mvit_jax.ava_eval', f'--labelmap={ava.annotation_path(d, "ava_label_map")}',
-       f'--groundtruth={ava.annotation_path(d, "ava_val_gt")}', f'--detections={record["detections"]}',
-       f'--exclusions={ava.annotation_path(d, "ava_exclusions")}'], capture_output=True, text=True, check=False)
-  assert cli.returncode == 0, cli.stderr[-2000:]
-  assert abs(100 * json.loads(cli.stdout.strip().splitlines()[-1])['mAP'] - record['mAP']) < 1e-9
+  assert abs(testlib.ava_eval_cli_map(config.data, record['detections']) - record['mAP']) < 1e-9
