@@ -18,8 +18,11 @@ Blocks grain unlinks itself (sent batches dropped by close() or set_state()) are
 unlinks every block but the sent ones, which it marks orphaned; the state byte changes under a POSIX record lock,
 so that a block the main process frees while its worker exits is unlinked by one of them. A worker whose main
 process is gone (killed) unlinks all its blocks (`unlink_all`); blocks of a killed worker are unlinked by the main
-process when their batch is dropped. grain has no option for any of this, hence this file.
+process when their batch is dropped. grain unlinks the batches it drops on close in a background thread pool that
+the main process's exit may end first, so at exit the main process unlinks every block left by its exited workers.
+grain has no option for any of this, hence this file.
 """
+import atexit
 import collections
 from concurrent import futures
 import contextlib
@@ -250,6 +253,30 @@ def _release(name: str, state_offset: int, worker_pid: int) -> None:
     pass
 
 
+_WORKER_PIDS: set[int] = set()  # Main process: the workers whose pooled blocks it has received.
+
+
+def _unlink_blocks_of_exited_workers() -> None:
+  """Main process, at exit: unlinks the pooled blocks in /dev/shm whose worker (one of ours) has exited."""
+  for entry in os.scandir(_SHM_DIR):
+    if not entry.name.startswith('psm_'):  # multiprocessing's SharedMemory names.
+      continue
+    try:
+      fd = os.open(entry.path, os.O_RDONLY)
+    except OSError:  # Unlinked meanwhile, or another user's.
+      continue
+    try:
+      size = os.fstat(fd).st_size
+      trailer = os.pread(fd, _TRAILER, size - _TRAILER) if size >= _TRAILER else b''
+    finally:
+      os.close(fd)
+    if trailer[:_STATE] != _MAGIC:
+      continue
+    worker_pid = int.from_bytes(trailer[_PID:_TRAILER], 'little')
+    if worker_pid in _WORKER_PIDS and not _alive(worker_pid):
+      _unlink(entry.name)
+
+
 def recycle_when_dropped(batch: dict[str, Any]) -> dict[str, Any]:
   """Main process, after mp_prefetch: pooled blocks go back to their worker when their batch array is garbage.
 
@@ -263,6 +290,9 @@ def recycle_when_dropped(batch: dict[str, Any]) -> dict[str, Any]:
     if leaf.shm.size != data_bytes + _TRAILER or bytes(leaf.shm.buf[data_bytes:data_bytes + _STATE]) != _MAGIC:
       continue
     worker_pid = int.from_bytes(leaf.shm.buf[data_bytes + _PID:data_bytes + _TRAILER], 'little')
+    if not _WORKER_PIDS:
+      atexit.register(_unlink_blocks_of_exited_workers)
+    _WORKER_PIDS.add(worker_pid)
     leaf._unlink_on_del = False  # pylint: disable=protected-access
     weakref.finalize(leaf, _release, leaf.shm.name, data_bytes + _STATE, worker_pid)
   return batch
