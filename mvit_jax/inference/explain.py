@@ -1,14 +1,23 @@
-"""Grad-CAM (Selvaraju et al., ICCV 2017) for MViT: where in a clip the evidence for a class lies.
+"""Class-activation heatmaps for MViT: where in a clip the evidence for a class lies.
 
-    cam = GradCam(predictor)
+    cam = Heatmap(predictor, layer='first', method='hirescam')
     heat = cam(views, classes)    # uint8 (B, T, H, W, 3), int (B,) -> float32 (B, T, H, W) in [0, 1]
 
-The explained activations A are the tokens entering the model's last block, as a (T', H', W', C) grid (class
-token dropped): on the last stage's grid, or on the one before where the last stage is a single pooling block
-(mvit_tiny). The last block's own output cannot serve: a class-token model reads only the class token after it,
-so its grid tokens get no gradient; entering the last block, they reach the class token through its attention.
-Channel weights w_c = the mean over the grid of d logit_class / d A_c, cam = relu(sum_c w_c A_c), trilinearly
-upsampled to the clip's frames and divided by its maximum (all zero where no token raises the logit).
+The explained activations A are a (T', H', W', C) token grid (class token dropped), with g = d logit_class / d A:
+  - layer 'last': the tokens entering the model's last block: the last stage's grid, or the one before where the
+    last stage is a single pooling block (mvit_tiny). The last block's own output cannot serve: a class-token
+    model reads only the class token after it, so its grid tokens get no gradient; entering the last block, they
+    reach the class token through its attention.
+  - layer 'first': the tokens entering the first block (the patch embedding's grid, stride 4): their gradient
+    holds every path to the class token, through all blocks' attention, which a class-token model uses to gather
+    its evidence long before the last block.
+  - method 'gradcam' (Selvaraju et al., ICCV 2017): cam = relu(sum_c w_c A_c), w_c = the mean of g_c over the grid.
+  - method 'hirescam' (Draelos & Carin, 2020): cam = relu(sum_c g_c A_c) token by token, which, unlike one weight
+    per channel, follows where the gradient is.
+The cam is trilinearly upsampled to the clip's frames and divided by its maximum (all zero where no token raises
+the logit). The defaults, HiResCAM on the first layer, are the combination that finds known evidence: on clips
+where only one quadrant moves and the class is the direction of the motion, it puts 57-87% of its mass in that
+quadrant over four training seeds, Grad-CAM on the last layer 19-53% (scripts/heatmap_sanity.py).
 """
 from __future__ import annotations
 
@@ -26,21 +35,31 @@ from mvit_jax.models.mvit import MViT
 from mvit_jax.system.errors import InputError
 
 
-class GradCam:
-  """Grad-CAM of a predictor's model (any MViT variant, video or image), jitted once per batch shape."""
+LAYERS = ('first', 'last')
+METHODS = {'hirescam': 'HiResCAM', 'gradcam': 'Grad-CAM'}  # Name -> the title pictures give it.
 
-  def __init__(self, predictor):
+
+class Heatmap:
+  """A class-activation heatmap (Grad-CAM or HiResCAM) of a predictor's model (any MViT variant, video or image)
+  at the tokens entering its last or first block, jitted once per batch shape."""
+
+  def __init__(self, predictor, *, layer: str = 'first', method: str = 'hirescam'):
+    if layer not in LAYERS:
+      raise InputError(f'--explain_layer {layer!r}: one of {", ".join(LAYERS)}')
+    if method not in METHODS:
+      raise InputError(f'--explain_method {method!r}: one of {", ".join(METHODS)}')
+    self.method, self.title = method, METHODS[method]
     # The gradient is taken at one block's input: every block its own module, and no rematerialisation.
     config = dataclasses.replace(predictor.module.config, scan_blocks=False, remat_policy=None)
     self.module, self.config = MViT(config), config
     self.params = layout.to_block_layout(predictor.params, config)
     self.data_config = data = predictor.data_config
-    self._last = f'blocks_{len(block_specs(config)) - 1}'
+    self._explained = f'blocks_{len(block_specs(config)) - 1 if layer == "last" else 0}'
     self._jitted = jax.jit(self._cams)
     t, h, w = self.grid((1, data.num_frames, data.crop_size, data.crop_size, 3))
     if h * w < 2:
-      raise InputError(f'Grad-CAM needs a spatial token grid: {predictor.card.name} on {data.crop_size}x'
-                       f'{data.crop_size} frames has a {t}x{h}x{w} grid entering its last block')
+      raise InputError(f'{self.title} needs a spatial token grid: {predictor.card.name} on {data.crop_size}x'
+                       f'{data.crop_size} frames has a {t}x{h}x{w} grid entering its {layer} block')
 
   def grid(self, views_shape: tuple[int, ...]) -> tuple[int, int, int]:
     """(T', H', W') of the explained tokens for uint8 views of shape (B, T, H, W, 3)."""
@@ -52,13 +71,13 @@ class GradCam:
     return np.asarray(self._jitted(self.params, views, jnp.asarray(classes, jnp.int32)))
 
   def _forward(self, params, views, delta):
-    """(logits (B, classes), tokens entering the last block (B, L, C), their grid (B, T', H', W', C) float32),
+    """(logits (B, classes), tokens entering the explained block (B, L, C), their grid (B, T', H', W', C) float32),
     with `delta` (B, L, C) (or None) added to the entering tokens, so that d logits / d delta is the gradient at
     them."""
     captured = {}
 
     def add_delta(next_fun, args, kwargs, context):
-      if context.module.name != self._last or context.method_name != '__call__':
+      if context.module.name != self._explained or context.method_name != '__call__':
         return next_fun(*args, **kwargs)
       x = args[0] if delta is None else args[0] + delta.astype(args[0].dtype)
       grid = x[:, 1:] if self.config.cls_token else x
@@ -81,8 +100,10 @@ class GradCam:
     # Views are independent (layer norms only): the summed logit's gradient holds each view's own.
     grads, grid = jax.grad(chosen_logit, has_aux=True)(jnp.zeros(entering.shape, jnp.float32))
     grads = (grads[:, 1:] if self.config.cls_token else grads).reshape(grid.shape)
-    weights = grads.mean(axis=(1, 2, 3))  # (B, C)
-    cam = jax.nn.relu(jnp.einsum('bthwc,bc->bthw', grid, weights))
+    if self.method == 'gradcam':
+      cam = jax.nn.relu(jnp.einsum('bthwc,bc->bthw', grid, grads.mean(axis=(1, 2, 3))))
+    else:
+      cam = jax.nn.relu(jnp.einsum('bthwc,bthwc->bthw', grid, grads))
     cam = jax.image.resize(cam, views.shape[:4], 'linear')
     peak = cam.max(axis=(1, 2, 3), keepdims=True)
     return jnp.where(peak > 0, cam / jnp.where(peak > 0, peak, 1.0), 0.0)

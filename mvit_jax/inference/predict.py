@@ -2,7 +2,7 @@ r"""What is in these videos: top-k classes (and optionally features) of a model 
 
     python -m mvit_jax.predict --model DIR INPUT... [--topk 5] [--views CLIPSxCROPS] [--batch_size N]
         [--output FILE.jsonl] [--workers N] [--features OUT_DIR [--stages] [--per_view]]
-        [--visualize OUT_DIR [--explain_class C]]
+        [--visualize OUT_DIR [--explain_class C] [--explain_layer first|last] [--explain_method hirescam|gradcam]]
 
 DIR is a converted checkpoint or a training workdir (its model.json, the model card, gives the classes and the
 input recipe). INPUT is video files (image files for image models), folders (searched recursively for them) or
@@ -38,8 +38,9 @@ mvit_jax.ava_eval` scores). Videos the CSV does not name, and keyframes that can
 and skipped. --visualize OUT_DIR writes per video `N_NAME.mp4` (each keyframe's clip with its boxes and their top
 actions drawn) and `N_NAME.png` (a contact sheet of the first keyframes).
 
---visualize OUT_DIR writes per video `N_NAME.mp4`, the first view's sampled frames under a Grad-CAM heatmap
-(mvit_jax.inference.explain) of the top class, or of --explain_class (a class name or index), beside the top-k
+--visualize OUT_DIR writes per video `N_NAME.mp4`, the first view's sampled frames under a heatmap
+(mvit_jax.inference.explain: HiResCAM at the patch embedding's tokens, or what --explain_method and
+--explain_layer choose) of the top class, or of --explain_class (a class name or index), beside the top-k
 classes and probabilities, and `N_NAME.png`, a contact sheet of those frames with and without the heatmap; the
 JSON line names them ("visualization": {"mp4", "sheet"}).
 """
@@ -228,13 +229,14 @@ class Progress:
 
 
 def write_visualization(out_dir: str, number: int, result: Result, predictor: inference.Predictor,
-                        grad_cam: explain.GradCam, top: list[dict], explained: int | None) -> dict[str, str]:
-  """visualize.write for one result: the Grad-CAM of class `explained` (None: the top class) on its first view."""
+                        heatmap: explain.Heatmap, top: list[dict], explained: int | None) -> dict[str, str]:
+  """visualize.write for one result: the heatmap of class `explained` (None: the top class) on its first view."""
   explained = top[0]['index'] if explained is None else explained
-  heat = grad_cam(result.first_view[None], [explained])[0]
+  heat = heatmap(result.first_view[None], [explained])[0]
   name = predictor.class_name(explained)
   return visualize.write(out_dir, number, result.path, result.first_view, heat, top,
-                         str(explained) if name is None else name, visualize.playback_fps(predictor.data_config))
+                         str(explained) if name is None else name, visualize.playback_fps(predictor.data_config),
+                         heatmap.title)
 
 
 def describe(result: Result, top: list[dict]) -> str:
@@ -315,8 +317,8 @@ def check_boxes_flags(predictor: inference.Predictor) -> None:
   if not predictor.detector and FLAGS.ava_csv:
     raise InputError('--ava_csv needs a detector and --boxes')
   if predictor.detector:
-    for name in ('features', 'views', 'explain_class', 'workers'):
-      if FLAGS[name].value not in (None, 0):
+    for name in ('features', 'views', 'explain_class', 'explain_layer', 'explain_method', 'workers'):
+      if FLAGS[name].present:
         raise InputError(f'--{name} is for classifiers (a detector scores boxes on one view per keyframe, decoded '
                          'in this process)')
 
@@ -327,8 +329,9 @@ def main(argv):
     raise InputError('usage: python -m mvit_jax.predict --model DIR INPUT... (video files, folders or manifests)')
   if (FLAGS.stages or FLAGS.per_view) and not FLAGS.features:
     raise InputError('--stages and --per_view need --features OUT_DIR')
-  if FLAGS.explain_class is not None and not FLAGS.visualize:
-    raise InputError('--explain_class needs --visualize OUT_DIR')
+  for name in ('explain_class', 'explain_layer', 'explain_method'):
+    if FLAGS[name].present and not FLAGS.visualize:
+      raise InputError(f'--{name} needs --visualize OUT_DIR')
   views = inference.parse_views(FLAGS.views) if FLAGS.views else None
   logging.set_verbosity(logging.ERROR)  # Checkpoint loading logs its every step; the results are this tool's output.
   predictor = inference.load(FLAGS.model, views=views, batch_size=FLAGS.batch_size, test_view=FLAGS.test_view)
@@ -344,18 +347,18 @@ def main(argv):
     features = ('pre_logits',) + (predictor.stage_names if FLAGS.stages else ())
   output = storage.open_file(FLAGS.output, 'w') if FLAGS.output else None
   index = storage.open_file(storage.join(FLAGS.features, 'index.jsonl'), 'w') if features else None
-  grad_cam, explained = None, None
+  heatmap, explained = None, None
   if FLAGS.visualize:
     if FLAGS.explain_class is not None:
       explained = visualize.explain_class(FLAGS.explain_class, predictor.card.classes,
                                           predictor.module.config.num_classes)
-    grad_cam = explain.GradCam(predictor)
+    heatmap = explain.Heatmap(predictor, layer=FLAGS.explain_layer, method=FLAGS.explain_method)
     storage.makedirs(FLAGS.visualize)
   progress = Progress(len(records))
   predicted = 0
   try:
     for number, result in enumerate(predict(predictor, records, workers=FLAGS.workers, features=features,
-                                            keep_first_view=grad_cam is not None)):
+                                            keep_first_view=heatmap is not None)):
       progress.clear()
       line = {'video': result.path}
       if result.label is not None:
@@ -372,8 +375,8 @@ def main(argv):
           entry = write_features(FLAGS.features, number, result, FLAGS.per_view)
           index.write(json.dumps(entry) + '\n')
           line['features'] = entry['embedding']
-        if grad_cam is not None:
-          line['visualization'] = write_visualization(FLAGS.visualize, number, result, predictor, grad_cam,
+        if heatmap is not None:
+          line['visualization'] = write_visualization(FLAGS.visualize, number, result, predictor, heatmap,
                                                       top, explained)
       if output is not None:
         output.write(json.dumps(line) + '\n')
@@ -400,9 +403,13 @@ def define_flags():
   flags.DEFINE_string('features', None, 'Folder for per-video embeddings (.npy) and index.jsonl.')
   flags.DEFINE_bool('stages', False, 'With --features: also the per-stage token grids (.npz).')
   flags.DEFINE_bool('per_view', False, 'With --features: also the per-view embeddings.')
-  flags.DEFINE_string('visualize', None, 'Folder for per-video mp4s and PNGs of the frames under a Grad-CAM heatmap.')
+  flags.DEFINE_string('visualize', None, 'Folder for per-video mp4s and PNGs of the frames under a class heatmap.')
   flags.DEFINE_string('explain_class', None, 'With --visualize: the class (name or index) the heatmap explains '
                       '(default: the top class).')
+  flags.DEFINE_enum('explain_layer', 'first', explain.LAYERS, 'With --visualize: the tokens the heatmap explains, '
+                    'those entering the first block (the patch embedding\'s grid) or the last.')
+  flags.DEFINE_enum('explain_method', 'hirescam', list(explain.METHODS), 'With --visualize: HiResCAM (gradient x '
+                    'activation, token by token) or Grad-CAM (one weight per channel).')
   flags.DEFINE_string('boxes', None, 'Action detectors: person boxes, an AVA-format CSV '
                       '(video_id,sec,x1,y1,x2,y2[,...], normalised; video_id = the file name without extension).')
   flags.DEFINE_integer('start_sec', 0, 'With --boxes: the second of the CSV at time 0 of each video (900 for AVA\'s '

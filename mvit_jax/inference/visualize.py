@@ -1,6 +1,6 @@
-"""predict --visualize: per video an mp4 and a contact-sheet PNG of the first view's frames under the Grad-CAM
-heatmap, with the top classes and scores; for a detector (predict --boxes), of each keyframe's clip with its boxes
-and their top actions (`DetectionVideo`). The pictures are `mvit_jax.data.render`'s."""
+"""predict --visualize: per video an mp4 and a contact-sheet PNG of the first view's frames under the class
+heatmap (mvit_jax.inference.explain), with the top classes and scores; for a detector (predict --boxes), of each
+keyframe's clip with its boxes and their top actions (`DetectionVideo`). The pictures are `mvit_jax.data.render`'s."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -38,9 +38,10 @@ def _stem(number: int, video: str) -> str:
 
 
 def write(out_dir: str, number: int, video: str, frames: np.ndarray, heat: np.ndarray, top: Sequence[dict],
-          explained: str, fps: float) -> dict[str, str]:
+          explained: str, fps: float, method: str) -> dict[str, str]:
   """Writes out_dir/NUMBER_STEM.mp4 and .png (local or URL) for uint8 frames (T, H, W, 3), heat (T, H, W) in
-  [0, 1], the top classes (predict.top_k's entries) and the explained class's name; returns their file names."""
+  [0, 1], the top classes (predict.top_k's entries), the explained class's name and the heatmap's method (its
+  title); returns their file names."""
   lines = [f'{t["probability"]:.3f}  {t["class"] if t["class"] is not None else t["index"]}' for t in top]
   lines += ['', f'heatmap: {explained}']
   overlay = render.overlay_heatmap(frames, heat)
@@ -49,7 +50,7 @@ def write(out_dir: str, number: int, video: str, frames: np.ndarray, heat: np.nd
   stem = _stem(number, video)
   names = {'mp4': f'{stem}.mp4', 'sheet': f'{stem}.png'}
   render.write_mp4(storage.join(out_dir, names['mp4']), np.stack([render.hstack([f, text]) for f in big]), fps)
-  grid = render.frames_grid([frames, overlay], ['sampled frames', f'Grad-CAM: {explained}'], SHEET_CELL)
+  grid = render.frames_grid([frames, overlay], ['sampled frames', f'{method}: {explained}'], SHEET_CELL)
   sheet = render.vstack([grid, render.text_block([storage.name(video)] + lines)])
   storage.write_bytes(storage.join(out_dir, names['sheet']), render.encode_image(sheet, names['sheet']))
   return names
