@@ -15,9 +15,8 @@ The explained activations A are a (T', H', W', C) token grid (class token droppe
   - method 'hirescam' (Draelos & Carin, 2020): cam = relu(sum_c g_c A_c) token by token, which, unlike one weight
     per channel, follows where the gradient is.
 The cam is trilinearly upsampled to the clip's frames and divided by its maximum (all zero where no token raises
-the logit). The defaults, HiResCAM on the first layer, are the combination that finds known evidence: on clips
-where only one quadrant moves and the class is the direction of the motion, it puts 57-87% of its mass in that
-quadrant over four training seeds, Grad-CAM on the last layer 19-53% (scripts/heatmap_sanity.py).
+the logit). The defaults, HiResCAM on the first layer, are the combination that finds known evidence: the
+moving region of clips where only it tells the classes apart (scripts/heatmap_sanity.py; docs/inference.md).
 """
 from __future__ import annotations
 

@@ -153,9 +153,8 @@ def test_predict_cli_visualize(model_dir, data_root, tmp_path):
 def test_the_default_heatmap_finds_the_moving_region():
   """mvit_tiny at the demo's input (8 frames of 48x48) trained to 100% on clips where a square moves left or right
   in the top-left quadrant only: the default heatmap (HiResCAM on the first layer) puts most of its mass in that
-  quadrant (a quarter of the frame), and more than in any other quadrant in at least 90% of the clips. Measured
-  over seeds 0-3 by scripts/heatmap_sanity.py: 0.57-0.87 of the mass, the most in 94-100% of the clips; seed 3 is
-  the one where Grad-CAM on the last layer fails most (0.19, the most in 11%)."""
+  quadrant (a quarter of the frame), and more than in any other quadrant in at least 90% of the clips. Seed 3 is
+  the one of scripts/heatmap_sanity.py's four where Grad-CAM on the last layer fails most (docs/inference.md)."""
   frames, size, seed = 8, 48, 3
   predictor = heatmap_sanity.train_predictor(seed, frames=frames, size=size, steps=100)
   clips, labels = heatmap_sanity.moving_square_clips(np.random.default_rng(1000 + seed), 64, frames, size)
