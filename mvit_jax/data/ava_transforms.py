@@ -17,9 +17,9 @@ reuse data/transforms.py (one bilinear warp from the source pixels).
 """
 import numpy as np
 
+from mvit_jax.data import config as data_config_lib
 from mvit_jax.data import transforms
 
-EVAL_VIEWS = ('center', 'full')
 
 
 def window_boxes(boxes: np.ndarray, shape: tuple[int, int], window: transforms.Box) -> np.ndarray:
@@ -58,7 +58,7 @@ def eval_shape(height: int, width: int, cfg) -> tuple[int, int]:
     return cfg.crop_size, cfg.crop_size
   if cfg.ava_test_view == 'full':
     return transforms.short_side_shape(height, width, cfg.crop_size)
-  raise ValueError(f'ava_test_view must be one of {EVAL_VIEWS}, got {cfg.ava_test_view!r}')
+  raise ValueError(f'ava_test_view must be one of {data_config_lib.AVA_TEST_VIEWS}, got {cfg.ava_test_view!r}')
 
 
 def eval_clip(frames: np.ndarray, boxes: np.ndarray, cfg) -> tuple[np.ndarray, np.ndarray]:

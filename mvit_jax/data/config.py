@@ -5,6 +5,8 @@ their settings from it and from nothing else.
 """
 import ml_collections
 
+AVA_TEST_VIEWS = ('center', 'full')  # data.ava_test_view's values.
+
 
 def default_data_config() -> ml_collections.ConfigDict:
   """Returns the data config (MViT-B 16x4 Kinetics recipe; SlowFast key names in comments)."""

@@ -60,6 +60,7 @@ import grain
 import numpy as np
 
 from mvit_jax import inference
+from mvit_jax.data import config as data_config_lib
 from mvit_jax.data import decode
 from mvit_jax.data import sources
 from mvit_jax.inference import detect
@@ -416,6 +417,6 @@ def define_flags():
                      '15-minute cuts).')
   flags.DEFINE_string('ava_csv', None, 'With --boxes: write every box x class as an AVA detections CSV.')
   flags.DEFINE_integer('decode_threads', 1, 'With --boxes: FFmpeg threads per video decode.')
-  flags.DEFINE_enum('test_view', None, ['center', 'full'], "With --boxes: the detector's view of a keyframe "
+  flags.DEFINE_enum('test_view', None, list(data_config_lib.AVA_TEST_VIEWS), "With --boxes: the detector's view of a keyframe "
                     "(default: the model card's): the centre crop or the full frame, short side to the crop size.")
 

@@ -28,7 +28,6 @@ from mvit_jax.inference import recipes
 from mvit_jax.train import evaluate
 from mvit_jax.models import model_card
 from mvit_jax.train import sharding as sharding_lib
-from mvit_jax.data import ava_transforms
 from mvit_jax.data import config as data_config_lib
 from mvit_jax.data import decode
 from mvit_jax.data import device_preprocess
@@ -125,8 +124,8 @@ class Predictor:
     if test_view is not None:
       if not self.detector:
         raise InputError(f'a test view ({test_view!r}) is for action detectors; {card.name} here is a classifier')
-      if test_view not in ava_transforms.EVAL_VIEWS:
-        raise InputError(f'test view {test_view!r}: expected one of {", ".join(ava_transforms.EVAL_VIEWS)}')
+      if test_view not in data_config_lib.AVA_TEST_VIEWS:
+        raise InputError(f'test view {test_view!r}: expected one of {", ".join(data_config_lib.AVA_TEST_VIEWS)}')
       recipe = dataclasses.replace(recipe, test_view=test_view)
     self.recipe = recipe
     self.data_config = data_config(recipe)

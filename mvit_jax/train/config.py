@@ -301,7 +301,7 @@ def _check_ava_data(data: ml_collections.ConfigDict) -> None:
   if data.ava_frame_dir and data.ava_video_dir:
     raise ConfigError('config.data.ava_video_dir must be empty when config.data.ava_frame_dir is set (clips come '
                       'from frame folders or from video files, not both)')
-  if data.ava_test_view not in ('center', 'full'):
+  if data.ava_test_view not in data_config_lib.AVA_TEST_VIEWS:
     raise ConfigError(f"config.data.ava_test_view must be 'center' or 'full', got {data.ava_test_view!r}")
   if data.ava_max_boxes < 1:
     raise ConfigError(f'config.data.ava_max_boxes must be >= 1, got {data.ava_max_boxes}')
@@ -573,7 +573,6 @@ def ssv2_recipe(model_name: str, *, num_frames: int = 16) -> ml_collections.Conf
 # is one sample per second that has a box, so a few fewer. For exact epochs pass
 # len(mvit_jax.data.ava.keyframe_list(config.data, 'train')) as ava_recipe's num_train_keyframes.
 AVA_TRAIN_KEYFRAMES = 235 * 897
-AVA_TEST_VIEWS = ('center', 'full')
 
 
 def ava_recipe(model_name: str, *, num_frames: int, sampling_rate: int, test_view: str = '',
@@ -587,9 +586,10 @@ def ava_recipe(model_name: str, *, num_frames: int, sampling_rate: int, test_vie
   (`test_view` 'center', the papers' numbers) or the whole frame ('full'). 80 classes (the v2.2 label map's ids),
   scored on its 60-class ActivityNet list. config.init_from names the Kinetics model (set on the command line).
   """
-  if test_view not in ('',) + AVA_TEST_VIEWS:
-    raise ConfigError(f'AVA test view {test_view!r} is not one of {AVA_TEST_VIEWS} (the part after the config '
-                      'file name and a colon)')
+  views = data_config_lib.AVA_TEST_VIEWS
+  if test_view not in ('',) + views:
+    raise ConfigError(f'AVA test view {test_view!r} is not one of {views} (the part after the config file name and '
+                      'a colon)')
   c = base_config()
   c.model.name = model_name
   c.model.drop_path_rate = 0.4
