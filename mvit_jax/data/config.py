@@ -122,8 +122,9 @@ def default_data_config() -> ml_collections.ConfigDict:
   # grain (with loader='dali', num_workers is DALI's CPU thread count and read_threads read the files ahead):
   c.num_workers = 2                # grain worker processes; 0 decodes in the main process.
   c.worker_buffer_size = 2         # Batches each worker prepares ahead.
-  c.read_threads = 1               # Threads per worker that decode elements ahead of batching.
-  c.read_prefetch = 4              # Elements those threads keep ready (decoded clips use lots of memory).
+  c.read_threads = 1               # Threads per worker that build batches ahead (from a bucket: at least
+                                   # read_prefetch, which fetch training batches' videos for the worker to decode).
+  c.read_prefetch = 4              # Batches those threads keep ready (decoded clips use lots of memory).
   c.max_failure_fraction = 0.01    # Stop when more than this fraction of the (local) videos failed to decode.
   c.max_replacement_attempts = 10  # A bad video is replaced by up to this many other videos, then it raises.
   return c

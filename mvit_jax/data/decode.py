@@ -69,16 +69,17 @@ def resized_shape(height: int, width: int, short_side: int) -> tuple[int, int]:
 
 
 def decode_video(path: str, index_fn: IndexFn, *, short_side: int = 0, threads: int = 1,
-                 skip_unused: bool = True) -> Clip:
+                 skip_unused: bool = True, head: bytes | Exception | None = None) -> Clip:
   """Decodes the frames `index_fn(num_video_frames, fps)` asks for from a video file.
 
   Seeks to the keyframe before the first requested frame, decodes forward until the last one (skipping the
   non-reference frames that no requested index resolves to, unless `skip_unused` is False: the reference the
   tests and scripts/bench_decode.py compare against), RGB-converts (and resizes to `short_side`) only the
-  requested frames, and closes the file. Raises DecodeError naming the cause.
+  requested frames, and closes the file. Raises DecodeError naming the cause. `head`: a URL's first bytes (or the
+  error reading them) as `storage.read_heads` gave them, fetched ahead; None reads them here.
   """
   with contextlib.ExitStack() as open_files:
-    container = _open(path, open_files)
+    container = _open(path, open_files, head)
     try:
       if not container.streams.video:
         raise DecodeError('no video stream')
@@ -96,13 +97,15 @@ def decode_video(path: str, index_fn: IndexFn, *, short_side: int = 0, threads: 
       raise DecodeError(f'{type(e).__name__} while decoding: {e}') from None
 
 
-def _open(path: str, open_files: contextlib.ExitStack):
+def _open(path: str, open_files: contextlib.ExitStack, head: bytes | Exception | None = None):
   """The PyAV container of a local file, or of a URL's object read by `storage.open_file` (one request for an
-  object up to 8 MiB, large range requests beyond, never one request per PyAV read); closed with `open_files`.
-  Raises DecodeError."""
+  object up to 8 MiB unless its `head` was fetched ahead, large range requests beyond, never one request per PyAV
+  read); closed with `open_files`. Raises DecodeError."""
   try:
+    if isinstance(head, Exception):
+      raise head
     if storage.is_url(path):
-      source = open_files.enter_context(storage.open_file(path, 'rb'))
+      source = open_files.enter_context(storage.open_file(path, 'rb', head=head))
       size = source.size
     else:
       source = path

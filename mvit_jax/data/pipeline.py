@@ -15,6 +15,7 @@ the decode error (once per path and process); each batch carries the source indi
 raises TooManyBadVideosError when more than `max_failure_fraction` of this process's videos are bad.
 """
 from collections.abc import Callable
+import copy
 import dataclasses
 import math
 import threading
@@ -109,25 +110,65 @@ def load_or_replace(source, index: int, rng: np.random.Generator, max_attempts: 
       index = int(rng.integers(len(source)))
 
 
-class _TrainExample(grain.transforms.RandomMap):
+def _train_example(source, cfg, num_classes: int, index: int, rng: np.random.Generator, fetched=None) -> dict:
   """Source index -> {'video': uint8 (R, T, crop, crop, 3), 'label', _FAILED: int32 (max_replacement_attempts,)}.
 
-  At most max_replacement_attempts videos fail before one decodes; one more failure raises.
+  `fetched`: what source.fetch read ahead for `index`. At most max_replacement_attempts videos fail before one
+  decodes; one more failure raises.
   """
+  first = int(index)
+
+  def index_fn(num_video_frames, fps):
+    return sampling.train_clip_indices(num_video_frames, fps, cfg, rng)
+
+  def load(i):
+    if fetched is not None and i == first:  # A replacement is read here, not ahead.
+      return source.load(i, index_fn, cfg.train_short_side, fetched)
+    return source.load(i, index_fn, cfg.train_short_side)
+
+  clip, index, failed = load_or_replace(source, first, rng, cfg.max_replacement_attempts, load)
+  copies = [transforms.train_transform(clip.frames, rng, cfg) for _ in range(cfg.num_repeated_samples)]
+  video = copies[0][None] if len(copies) == 1 else np.stack(copies)  # (R, T, H, W, 3); no copy when R = 1.
+  return {'video': video, 'label': _label_array(source.label(index), num_classes, cfg.multi_label), _FAILED: failed}
+
+
+class _TrainExample(grain.transforms.RandomMap):
+  """Source index -> _train_example."""
 
   def __init__(self, source, cfg, num_classes: int):
     self.source, self.cfg, self.num_classes = source, cfg, num_classes
 
   def random_map(self, index, rng: np.random.Generator):
-    cfg = self.cfg
-    clip, index, failed = load_or_replace(
-        self.source, int(index), rng, cfg.max_replacement_attempts,
-        lambda i: self.source.load(i, lambda n, fps: sampling.train_clip_indices(n, fps, cfg, rng),
-                                   cfg.train_short_side))
-    copies = [transforms.train_transform(clip.frames, rng, cfg) for _ in range(cfg.num_repeated_samples)]
-    video = copies[0][None] if len(copies) == 1 else np.stack(copies)  # (R, T, H, W, 3); no copy when R = 1.
-    return {'video': video, 'label': _label_array(self.source.label(index), self.num_classes, cfg.multi_label),
-            _FAILED: failed}
+    return _train_example(self.source, self.cfg, self.num_classes, index, rng)
+
+
+class _DrawGenerator(grain.transforms.RandomMap):
+  """Source index -> (index, a copy of the generator grain gives this element): decoded later, the clip gets the
+  draws _TrainExample would have given it (grain reuses its generators)."""
+
+  def random_map(self, index, rng: np.random.Generator):
+    return int(index), copy.deepcopy(rng)
+
+
+class _FetchBatch(grain.transforms.Map):
+  """[(index, rng)] -> [(index, rng, fetched)]: one batch's files read ahead, all at once (source.fetch)."""
+
+  def __init__(self, source):
+    self.source = source
+
+  def map(self, draws):
+    return [draw + (fetched,) for draw, fetched in zip(draws, self.source.fetch([index for index, _ in draws]))]
+
+
+class _DecodeBatch(grain.transforms.Map):
+  """[(index, rng, fetched)] -> a batch of _train_example's, repeats flattened."""
+
+  def __init__(self, source, cfg, num_classes: int):
+    self.source, self.cfg, self.num_classes = source, cfg, num_classes
+
+  def map(self, fetched_draws):
+    return _flatten_repeats(shm_batch.stack([_train_example(self.source, self.cfg, self.num_classes, *draw)
+                                             for draw in fetched_draws]))
 
 
 def _flatten_repeats(batch):
@@ -225,16 +266,18 @@ def _init_worker(worker_index: int, worker_count: int) -> None:
 
 
 def _read_threads(cfg, source) -> int:
-  """Threads per process that build batches ahead: cfg.read_threads, and for a source in a bucket one per
-  prefetched batch (read_prefetch), as each clip then waits tens of ms for its bytes, time in which the other
-  threads decode."""
+  """Threads per process that read ahead: cfg.read_threads, and for a source in a bucket one per prefetched batch
+  (read_prefetch), as each batch's files then take tens of ms to arrive."""
   return max(cfg.read_threads, cfg.read_prefetch) if source.remote else cfg.read_threads
 
 
-def _finish(ds: grain.MapDataset, cfg, source, num_videos: int):
-  """MapDataset of batches -> prefetching IterDataset with failure accounting in the main process."""
+def _finish(ds: grain.MapDataset, cfg, source, num_videos: int, then: grain.transforms.Map | None = None):
+  """MapDataset of batches (or of what `then` maps to batches, after the read threads) -> prefetching IterDataset
+  with failure accounting in the main process."""
   it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=_read_threads(cfg, source),
                                                prefetch_buffer_size=cfg.read_prefetch))
+  if then is not None:
+    it_ds = it_ds.map(then)
   if cfg.num_workers > 0:
     if not flags.FLAGS.is_parsed():
       # mp_prefetch reads grain's absl flags (grain_enable_multiprocess_worker_profiling), which raises
@@ -275,9 +318,17 @@ def make_train_iterator(data_config, *, num_classes: int, global_batch_size: int
   source = sources.make_source(cfg, 'train', num_classes)
   ds = train_index_dataset(len(source), seed=seed, process_index=process_index, process_count=process_count)
   num_local = len(ds)
+  videos_per_batch = local_batch // cfg.num_repeated_samples
+  if source.remote and getattr(source, 'fetch', None):
+    # Files in a bucket: the read threads fetch batches ahead, each batch's files at once, and the worker decodes
+    # them one clip at a time; decoding in the read threads instead, the clips decoding side by side cost more
+    # CPU per clip and wait for their files one by one (docs/performance.md, "From a bucket").
+    ds = (ds.repeat(None).random_map(_DrawGenerator())
+          .batch(videos_per_batch, drop_remainder=True, batch_fn=list).map(_FetchBatch(source)))
+    return iter(_finish(ds, cfg, source, num_local, then=_DecodeBatch(source, cfg, num_classes)))
   ds = (ds.repeat(None)
         .random_map(_TrainExample(source, cfg, num_classes))
-        .batch(local_batch // cfg.num_repeated_samples, drop_remainder=True, batch_fn=shm_batch.stack)
+        .batch(videos_per_batch, drop_remainder=True, batch_fn=shm_batch.stack)
         .map(_flatten_repeats))
   return iter(_finish(ds, cfg, source, num_local))
 

@@ -184,12 +184,22 @@ class FileSource:
   def describe(self, i: int) -> str:
     return self.records[i].path
 
-  def load(self, i: int, index_fn: decode.IndexFn, short_side: int = 0) -> decode.Clip:
-    return decode.decode_video(self.records[i].path, index_fn, short_side=short_side, threads=self.decode_threads)
+  def fetch(self, indices: list[int]) -> list:
+    """What `load(i, ..., fetched=...)` takes for each index, read ahead: a bucket's objects' first bytes (or the
+    error reading them), all requested at once; None for a local file, which the OS reads fast enough."""
+    urls = [self.records[i].path for i in indices if storage.is_url(self.records[i].path)]
+    heads = iter(storage.read_heads(urls))
+    return [next(heads) if storage.is_url(self.records[i].path) else None for i in indices]
+
+  def load(self, i: int, index_fn: decode.IndexFn, short_side: int = 0, fetched=None) -> decode.Clip:
+    return decode.decode_video(self.records[i].path, index_fn, short_side=short_side, threads=self.decode_threads,
+                               head=fetched)
 
 
 class FrameFolderSource(FileSource):
   """Frame folders (one JPEG per frame, sorted by name) listed in a manifest, at a known frame rate."""
+
+  fetch = None  # A folder is many small files, each read where its frame is decoded.
 
   def __init__(self, records: list[VideoRecord], *, fps: float, pattern: str = '*.jpg'):
     super().__init__(records)

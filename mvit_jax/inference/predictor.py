@@ -45,10 +45,12 @@ class ImageSource(sources.FileSource):
   """Image files (local or URL) as one-frame clips: Pillow decode, short side resized bilinearly (as the TFDS image
   source)."""
 
-  def load(self, i: int, index_fn: decode.IndexFn, short_side: int = 0) -> decode.Clip:
+  def load(self, i: int, index_fn: decode.IndexFn, short_side: int = 0, fetched=None) -> decode.Clip:
     path = self.records[i].path
     try:
-      with storage.open_file(path, 'rb') as f, Image.open(f) as image:
+      if isinstance(fetched, Exception):
+        raise fetched
+      with storage.open_file(path, 'rb', head=fetched) as f, Image.open(f) as image:
         height, width = decode.resized_shape(image.height, image.width, short_side)
         frame = np.asarray(image.convert('RGB').resize((width, height), Image.BILINEAR))
     except FileNotFoundError:

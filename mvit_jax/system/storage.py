@@ -131,25 +131,43 @@ def makedirs(path: PathLike) -> None:
     os.makedirs(path, exist_ok=True)
 
 
-def open_file(path: PathLike, mode: str = 'r') -> IO:
-  """`open` for a local path or a URL. A URL's object is read with one ranged request of READ_BLOCK_BYTES: an
-  object no larger is then in memory whole (one request, no size lookup); a larger one is read through the
-  block cache. Either way the file object has `.size` (bytes)."""
+def open_file(path: PathLike, mode: str = 'r', *, head: bytes | None = None) -> IO:
+  """`open` for a local path or a URL. A URL's object is read with one ranged request of READ_BLOCK_BYTES (or
+  given as `head`, what `read_heads` returned for it): an object no larger is then in memory whole (one request, no
+  size lookup); a larger one is read through the block cache. Either way the file object has `.size` (bytes)."""
   if is_url(path) and 'r' in mode:
     path = os.fspath(path)
     fs = epath.backend.fsspec_backend.fs(path)
-    try:
-      head = fs.cat_file(path, start=0, end=READ_BLOCK_BYTES)
-    except Exception as e:  # pylint: disable=broad-except
-      if getattr(e, 'code', None) != 416:  # A range of an empty object is "not satisfiable".
-        raise
-      head = b''
+    if head is None:
+      head = _unsatisfiable_as_empty(fs.cat_ranges([path], 0, READ_BLOCK_BYTES))[0]
+      if isinstance(head, Exception):
+        raise head
     if len(head) < READ_BLOCK_BYTES:
       binary = _InMemoryFile(head)
     else:
       binary = fs.open(path, 'rb', block_size=READ_BLOCK_BYTES, cache_type='blockcache')
     return binary if 'b' in mode else io.TextIOWrapper(binary, encoding='utf-8', newline='')
   return epath.Path(path).open(mode)
+
+
+def read_heads(urls: list[str]) -> list[bytes | Exception]:
+  """The first READ_BLOCK_BYTES of each object (for `open_file(url, head=...)`), all requested at once: one
+  request's latency for the lot. An object that cannot be read gives its exception (after the client's retries)."""
+  heads = [None] * len(urls)
+  by_scheme = {}
+  for position, url in enumerate(urls):
+    by_scheme.setdefault(url.split('://', 1)[0], []).append(position)
+  for positions in by_scheme.values():
+    fs = epath.backend.fsspec_backend.fs(urls[positions[0]])
+    read = fs.cat_ranges([urls[p] for p in positions], 0, READ_BLOCK_BYTES, on_error='return')
+    for position, head in zip(positions, _unsatisfiable_as_empty(read)):
+      heads[position] = head
+  return heads
+
+
+def _unsatisfiable_as_empty(results: list) -> list:
+  """A range of an empty object is "not satisfiable" (HTTP 416): its bytes are none."""
+  return [b'' if getattr(r, 'code', None) == 416 else r for r in results]
 
 
 class _InMemoryFile(io.BytesIO):

@@ -89,6 +89,61 @@ def test_eval_loader_gives_the_same_batches_from_a_bucket(videos, num_workers):
       np.testing.assert_array_equal(batch[key], want[key])
 
 
+def train_batches(cfg, num_batches: int, batch_size: int = 4) -> list[dict]:
+  it = pipeline.make_train_iterator(cfg, num_classes=NUM_CLASSES, global_batch_size=batch_size, seed=7,
+                                    process_index=0, process_count=1)
+  batches = [{k: np.array(v) for k, v in next(it).items()} for _ in range(num_batches)]
+  it.close()
+  return batches
+
+
+@pytest.mark.parametrize('num_workers', [0, pytest.param(2, marks=pytest.mark.slow)])
+def test_train_loader_gives_the_same_batches_from_a_bucket(videos, num_workers):
+  """Read ahead and decoded in the worker (from a bucket) or decoded in the read threads (local files), the clips
+  get the same random draws, a missing video the same replacement."""
+  local, url = videos
+  rows = [('v0.mp4', 0), ('missing.mp4', 1), ('v1.mp4', 1), ('v 2.mp4', 2)]
+  for root in (str(local), url):
+    storage.write_text(f'{root}/train.csv', ''.join(f'{path} {label}\n' for path, label in rows))
+  skipped = pipeline.skip_stats().skipped
+  expected = train_batches(eval_config(str(local), f'{local}/train.csv', max_failure_fraction=1.0), 6)
+  assert pipeline.skip_stats().skipped > skipped  # 12 videos, 3 epochs: the missing one was drawn and replaced.
+  batches = train_batches(eval_config(url, f'{url}/train.csv', max_failure_fraction=1.0, num_workers=num_workers), 6)
+  for batch, want in zip(batches, expected, strict=True):
+    assert batch.keys() == want.keys()
+    for key in want:
+      np.testing.assert_array_equal(batch[key], want[key])
+
+
+def test_a_train_loader_fetches_batches_from_a_bucket_at_once_and_decodes_one_clip_at_a_time(videos, monkeypatch):
+  """read_prefetch batches are fetched side by side, each batch's objects (3 videos, 2 clips each) in one call (one
+  request's latency), and the clips are decoded one after another, as from local files."""
+  _, url = videos
+  read_heads, decode_video = storage.read_heads, decode.decode_video
+  fetched, active, peak, lock = [], [0], [0], threading.Lock()
+  all_three = threading.Barrier(3, timeout=60)
+
+  def waiting_read_heads(urls):
+    fetched.append(len(urls))
+    if len(fetched) <= 3:
+      all_three.wait()  # Raises BrokenBarrierError unless the first three batches are fetched at once.
+    return read_heads(urls)
+
+  def counting_decode(path, *args, **kwargs):
+    with lock:
+      active[0] += 1
+      peak[0] = max(peak[0], active[0])
+    time.sleep(0.02)  # Long enough for a second decode to start, were there one.
+    with lock:
+      active[0] -= 1
+    return decode_video(path, *args, **kwargs)
+
+  monkeypatch.setattr(storage, 'read_heads', waiting_read_heads)
+  monkeypatch.setattr(decode, 'decode_video', counting_decode)
+  assert len(train_batches(eval_config(url, f'{url}/val.csv', read_threads=1, read_prefetch=3), 4, 6)) == 4
+  assert set(fetched) == {3} and len(fetched) >= 4 and peak[0] == 1
+
+
 def test_a_loader_fetches_every_prefetched_batch_from_a_bucket_at_once(videos, monkeypatch):
   """Each fetch from a bucket waits tens of ms: the loader then reads read_prefetch batches at once, local files
   read_threads at a time."""
@@ -192,7 +247,7 @@ def fail_reads_of(bucket, monkeypatch):
   from etils import epath  # pylint: disable=g-import-not-at-top
   fetch_range = gcsfs.core.GCSFile._fetch_range  # pylint: disable=protected-access
   fs = epath.backend.fsspec_backend.fs('gs://any')  # The one gcsfs instance every gs:// path uses.
-  cat_file = fs.cat_file
+  cat_file, async_cat_file = fs.cat_file, fs._cat_file  # pylint: disable=protected-access
 
   def install(name: str):
     def failing(self, start=None, end=None):
@@ -205,8 +260,14 @@ def fail_reads_of(bucket, monkeypatch):
         raise store_error()
       return cat_file(path, *args, **kwargs)
 
+    async def async_failing_cat(path, *args, **kwargs):  # What cat_ranges (storage.read_heads) calls.
+      if path.endswith('/' + name):
+        raise store_error()
+      return await async_cat_file(path, *args, **kwargs)
+
     monkeypatch.setattr(gcsfs.core.GCSFile, '_fetch_range', failing)
     monkeypatch.setattr(fs, 'cat_file', failing_cat)
+    monkeypatch.setattr(fs, '_cat_file', async_failing_cat)
   return install
 
 
