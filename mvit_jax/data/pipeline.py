@@ -110,6 +110,21 @@ def load_or_replace(source, index: int, rng: np.random.Generator, max_attempts: 
       index = int(rng.integers(len(source)))
 
 
+def _fetches_ahead(source) -> bool:
+  """Whether loaders read the source's files ahead (source.fetch) in their read threads and decode in the worker,
+  one clip at a time: for video files in a bucket, where a file takes tens of ms to arrive. Decoding in the read
+  threads instead, clips decoding side by side cost more CPU each and wait for their files one by one
+  (docs/performance.md, "From a bucket")."""
+  return source.remote and getattr(source, 'fetch', None) is not None
+
+
+def _load(source, index: int, index_fn, short_side: int, fetched=None) -> decode.Clip:
+  """source.load, given what source.fetch read ahead for `index` where there is any."""
+  if fetched is None:
+    return source.load(index, index_fn, short_side)
+  return source.load(index, index_fn, short_side, fetched)
+
+
 def _train_example(source, cfg, num_classes: int, index: int, rng: np.random.Generator, fetched=None) -> dict:
   """Source index -> {'video': uint8 (R, T, crop, crop, 3), 'label', _FAILED: int32 (max_replacement_attempts,)}.
 
@@ -121,10 +136,8 @@ def _train_example(source, cfg, num_classes: int, index: int, rng: np.random.Gen
   def index_fn(num_video_frames, fps):
     return sampling.train_clip_indices(num_video_frames, fps, cfg, rng)
 
-  def load(i):
-    if fetched is not None and i == first:  # A replacement is read here, not ahead.
-      return source.load(i, index_fn, cfg.train_short_side, fetched)
-    return source.load(i, index_fn, cfg.train_short_side)
+  def load(i):  # A replacement is read here, not ahead.
+    return _load(source, i, index_fn, cfg.train_short_side, fetched if i == first else None)
 
   clip, index, failed = load_or_replace(source, first, rng, cfg.max_replacement_attempts, load)
   copies = [transforms.train_transform(clip.frames, rng, cfg) for _ in range(cfg.num_repeated_samples)]
@@ -197,20 +210,25 @@ class _EvalExample(grain.transforms.Map):
             'video_index': np.int32(video_index), 'view_index': np.int32(view_index), 'mask': np.bool_(False),
             _FAILED: np.array([failed], np.int32)}
 
-  def map(self, row):
+  def video_of(self, row) -> int | None:
+    """The source index of the row's video; None for a padding row."""
+    video_pos = int(row) // self.num_views
+    return self.video_indices[video_pos] if video_pos < len(self.video_indices) else None
+
+  def map(self, row, fetched=None):
+    """`fetched`: what source.fetch read ahead for the row's video."""
     cfg = self.cfg
-    video_pos, view = divmod(int(row), self.num_views)
-    if video_pos >= len(self.video_indices):
+    index, view = self.video_of(row), int(row) % self.num_views
+    if index is None:
       return self._masked_row()
-    index = self.video_indices[video_pos]
     clip_idx, crop_idx = sampling.test_view(view, cfg.test_num_crops)
     last = self._last
     if last is not None and last[0] == (index, clip_idx):
       frames = last[1]
     else:
       try:
-        frames = self.source.load(index, lambda n, fps: sampling.test_clip_indices(n, fps, clip_idx, cfg),
-                                  transforms.eval_short_side(cfg)).frames
+        frames = _load(self.source, index, lambda n, fps: sampling.test_clip_indices(n, fps, clip_idx, cfg),
+                       transforms.eval_short_side(cfg), fetched).frames
       except decode.DecodeError as e:
         _log_decode_error(self.source.describe(index), e)
         return self._masked_row(index, view, failed=index)
@@ -219,6 +237,30 @@ class _EvalExample(grain.transforms.Map):
             'label': _label_array(self.source.label(index), self.num_classes, cfg.multi_label),
             'video_index': np.int32(index), 'view_index': np.int32(view), 'mask': np.bool_(True),
             _FAILED: np.array([_NOT_FAILED], np.int32)}
+
+
+class _FetchEvalBatch(grain.transforms.Map):
+  """[row] -> [(row, fetched)]: the videos of one batch's rows read ahead, each once (all its views share it), all
+  at once (source.fetch)."""
+
+  def __init__(self, source, example: _EvalExample):
+    self.source, self.example = source, example
+
+  def map(self, rows):
+    videos = [self.example.video_of(row) for row in rows]
+    distinct = list(dict.fromkeys(index for index in videos if index is not None))
+    fetched = dict(zip(distinct, self.source.fetch(distinct)))
+    return [(row, fetched.get(index)) for row, index in zip(rows, videos)]
+
+
+class _DecodeEvalBatch(grain.transforms.Map):
+  """[(row, fetched)] -> a batch of _EvalExample rows."""
+
+  def __init__(self, example: _EvalExample):
+    self.example = example
+
+  def map(self, fetched_rows):
+    return shm_batch.stack([self.example.map(row, fetched) for row, fetched in fetched_rows])
 
 
 class _AccountFailures(grain.transforms.Map):
@@ -319,10 +361,7 @@ def make_train_iterator(data_config, *, num_classes: int, global_batch_size: int
   ds = train_index_dataset(len(source), seed=seed, process_index=process_index, process_count=process_count)
   num_local = len(ds)
   videos_per_batch = local_batch // cfg.num_repeated_samples
-  if source.remote and getattr(source, 'fetch', None):
-    # Files in a bucket: the read threads fetch batches ahead, each batch's files at once, and the worker decodes
-    # them one clip at a time; decoding in the read threads instead, the clips decoding side by side cost more
-    # CPU per clip and wait for their files one by one (docs/performance.md, "From a bucket").
+  if _fetches_ahead(source):
     ds = (ds.repeat(None).random_map(_DrawGenerator())
           .batch(videos_per_batch, drop_remainder=True, batch_fn=list).map(_FetchBatch(source)))
     return iter(_finish(ds, cfg, source, num_local, then=_DecodeBatch(source, cfg, num_classes)))
@@ -366,7 +405,10 @@ def make_eval_iterator(data_config, *, num_classes: int, global_batch_size: int,
   source = sources.make_source(cfg, 'eval', num_classes)
   video_indices = list(range(len(source)))[process_index::process_count]
   num_batches = num_eval_batches(len(source), cfg, global_batch_size=global_batch_size, process_count=process_count)
-  ds = (grain.MapDataset.range(num_batches * local_batch)
-        .map(_EvalExample(source, cfg, num_classes, video_indices))
-        .batch(local_batch, batch_fn=shm_batch.stack))
+  example = _EvalExample(source, cfg, num_classes, video_indices)
+  rows = grain.MapDataset.range(num_batches * local_batch)
+  if _fetches_ahead(source):
+    ds = rows.batch(local_batch, batch_fn=list).map(_FetchEvalBatch(source, example))
+    return iter(_finish(ds, cfg, source, max(1, len(video_indices)), then=_DecodeEvalBatch(example)))
+  ds = rows.map(example).batch(local_batch, batch_fn=shm_batch.stack)
   return iter(_finish(ds, cfg, source, max(1, len(video_indices))))

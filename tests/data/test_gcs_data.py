@@ -115,18 +115,18 @@ def test_train_loader_gives_the_same_batches_from_a_bucket(videos, num_workers):
       np.testing.assert_array_equal(batch[key], want[key])
 
 
-def test_a_train_loader_fetches_batches_from_a_bucket_at_once_and_decodes_one_clip_at_a_time(videos, monkeypatch):
-  """read_prefetch batches are fetched side by side, each batch's objects (3 videos, 2 clips each) in one call (one
-  request's latency), and the clips are decoded one after another, as from local files."""
-  _, url = videos
+@pytest.fixture
+def reads_and_decodes(monkeypatch):
+  """(fetches, peak): the number of URLs of each storage.read_heads call, the first three of which must run at once
+  (BrokenBarrierError otherwise), and the most decode_video calls that ran at once."""
   read_heads, decode_video = storage.read_heads, decode.decode_video
-  fetched, active, peak, lock = [], [0], [0], threading.Lock()
-  all_three = threading.Barrier(3, timeout=60)
+  fetches, active, peak, lock = [], [0], [0], threading.Lock()
+  first_three = threading.Barrier(3, timeout=60)
 
   def waiting_read_heads(urls):
-    fetched.append(len(urls))
-    if len(fetched) <= 3:
-      all_three.wait()  # Raises BrokenBarrierError unless the first three batches are fetched at once.
+    fetches.append(len(urls))
+    if len(fetches) <= 3:
+      first_three.wait()
     return read_heads(urls)
 
   def counting_decode(path, *args, **kwargs):
@@ -140,35 +140,37 @@ def test_a_train_loader_fetches_batches_from_a_bucket_at_once_and_decodes_one_cl
 
   monkeypatch.setattr(storage, 'read_heads', waiting_read_heads)
   monkeypatch.setattr(decode, 'decode_video', counting_decode)
+  return fetches, peak
+
+
+def test_a_train_loader_fetches_batches_from_a_bucket_at_once_and_decodes_one_clip_at_a_time(videos,
+                                                                                              reads_and_decodes):
+  """read_prefetch batches are fetched side by side, each batch's objects (3 videos, 2 clips each) in one call (one
+  request's latency), and the clips are decoded one after another, as from local files."""
+  _, url = videos
+  fetches, peak = reads_and_decodes
   assert len(train_batches(eval_config(url, f'{url}/val.csv', read_threads=1, read_prefetch=3), 4, 6)) == 4
-  assert set(fetched) == {3} and len(fetched) >= 4 and peak[0] == 1
+  assert set(fetches) == {3} and len(fetches) >= 4 and peak[0] == 1
 
 
-def test_a_loader_fetches_every_prefetched_batch_from_a_bucket_at_once(videos, monkeypatch):
-  """Each fetch from a bucket waits tens of ms: the loader then reads read_prefetch batches at once, local files
-  read_threads at a time."""
-  local, url = videos
-  decode_video, active, peak, lock = decode.decode_video, [0], [0], threading.Lock()
-  all_three = threading.Barrier(3, timeout=60)
+def test_an_eval_loader_fetches_each_video_once_for_its_views_and_decodes_one_clip_at_a_time(videos,
+                                                                                             reads_and_decodes):
+  """Three batches of one video's two views each: fetched side by side, each video once, decoded one clip (two per
+  video) after another."""
+  _, url = videos
+  fetches, peak = reads_and_decodes
+  assert len(eval_batches(eval_config(url, f'{url}/val.csv', read_threads=1, read_prefetch=3), 2)) == 3
+  assert fetches == [1, 1, 1] and peak[0] == 1
 
-  def waiting_decode(path, *args, **kwargs):
-    with lock:
-      active[0] += 1
-      peak[0] = max(peak[0], active[0])
-    if storage.is_url(path):
-      all_three.wait()  # Raises BrokenBarrierError unless three decodes run at once.
-    else:
-      time.sleep(0.05)  # Long enough for a second decode to start, were there one.
-    with lock:
-      active[0] -= 1
-    return decode_video(path, *args, **kwargs)
 
-  monkeypatch.setattr(decode, 'decode_video', waiting_decode)
-  for root, expected_peak in ((str(local), 1), (url, 3)):
+def test_a_loader_decodes_local_files_read_threads_at_a_time(videos, reads_and_decodes):
+  local, _ = videos
+  fetches, peak = reads_and_decodes
+  for read_threads in (1, 2):
     peak[0] = 0
-    cfg = eval_config(root, f'{root}/val.csv', test_num_clips=1, read_threads=1, read_prefetch=3)
-    assert len(eval_batches(cfg, batch_size=1)) == 3  # One video per batch.
-    assert peak[0] == expected_peak, root
+    cfg = eval_config(str(local), f'{local}/val.csv', test_num_clips=1, read_threads=read_threads, read_prefetch=3)
+    assert len(eval_batches(cfg, batch_size=1)) == 3
+    assert not fetches and peak[0] == read_threads
 
 
 def test_a_tfds_dataset_in_a_bucket_is_remote(monkeypatch):
