@@ -311,11 +311,6 @@ def decode_image(data: bytes, short_side: int = 0, shape: tuple[int, int] | None
   return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def _read_image(path: str, short_side: int) -> np.ndarray:
-  """(H, W, 3) uint8 RGB of an image file (local or URL), its short side scaled to `short_side` (0: native)."""
-  return decode_image(storage.read_bytes(path), short_side)
-
-
 def image_size(path: str) -> tuple[int, int]:
   """(H, W) of an image file (local or URL) from its header; raises DecodeError when it cannot be read."""
   try:
@@ -338,10 +333,17 @@ def decode_frame_files(files, index_fn: IndexFn, *, fps: float, short_side: int 
   """Loads the frames `index_fn(len(files), fps)` asks for from a sequence of image files (local or URLs), frame i
   being files[i]; each distinct frame is read once. Raises DecodeError naming the file that cannot be read."""
   indices = np.asarray(index_fn(len(files), fps), np.int64)
+  wanted = np.unique(indices).tolist()
+  # Frames in a bucket are requested all at once: one request's latency for the clip, not one per frame.
+  urls = [files[i] for i in wanted if storage.is_url(files[i])]
+  fetched = dict(zip(urls, storage.read_many(urls)))
   cache = {}
-  for i in np.unique(indices).tolist():
+  for i in wanted:
     try:
-      cache[i] = _read_image(files[i], short_side)
+      data = fetched[files[i]] if files[i] in fetched else storage.read_bytes(files[i])
+      if isinstance(data, Exception):
+        raise data
+      cache[i] = decode_image(data, short_side)
     except Exception as e:  # pylint: disable=broad-except  (decoders' errors, or a store's after its retries)
       raise DecodeError(f'cannot read frame {files[i]}: {e}') from None
   return Clip(np.stack([cache[i] for i in indices.tolist()]), indices, fps, len(files), len(cache))

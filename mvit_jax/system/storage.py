@@ -151,18 +151,23 @@ def open_file(path: PathLike, mode: str = 'r', *, head: bytes | None = None) -> 
 
 
 def read_heads(urls: list[str]) -> list[bytes | Exception]:
-  """The first READ_BLOCK_BYTES of each object (for `open_file(url, head=...)`), all requested at once: one
-  request's latency for the lot. An object that cannot be read gives its exception (after the client's retries)."""
-  heads = [None] * len(urls)
+  """The first READ_BLOCK_BYTES of each object (for `open_file(url, head=...)`): `read_many`."""
+  return read_many(urls, READ_BLOCK_BYTES)
+
+
+def read_many(urls: list[str], length: int | None = None) -> list[bytes | Exception]:
+  """Each object's bytes (its first `length` when given), all requested at once: one request's latency for the
+  lot. An object that cannot be read gives its exception (after the client's retries)."""
+  results = [None] * len(urls)
   by_scheme = {}
   for position, url in enumerate(urls):
     by_scheme.setdefault(url.split('://', 1)[0], []).append(position)
   for positions in by_scheme.values():
     fs = epath.backend.fsspec_backend.fs(urls[positions[0]])
-    read = fs.cat_ranges([urls[p] for p in positions], 0, READ_BLOCK_BYTES, on_error='return')
-    for position, head in zip(positions, _unsatisfiable_as_empty(read)):
-      heads[position] = head
-  return heads
+    read = fs.cat_ranges([urls[p] for p in positions], 0 if length else None, length, on_error='return')
+    for position, result in zip(positions, _unsatisfiable_as_empty(read)):
+      results[position] = result
+  return results
 
 
 def _unsatisfiable_as_empty(results: list) -> list:

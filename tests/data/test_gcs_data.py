@@ -233,6 +233,21 @@ def test_frame_folders_in_a_bucket_decode_to_the_frames_of_local_folders(tmp_pat
     decode.decode_frame_folder(f'{url}/missing', index_fn, fps=30.0)
 
 
+def test_a_clip_s_frames_in_a_bucket_are_requested_at_once(tmp_path, bucket, monkeypatch, fail_reads_of):
+  """One request's latency per clip, not one per frame; a frame that cannot be fetched fails the clip, named."""
+  write_frame_folders(tmp_path)
+  url = upload(tmp_path, f'{bucket}/frames')
+  read_many, calls = storage.read_many, []
+  monkeypatch.setattr(storage, 'read_many', lambda urls, *args: calls.append(list(urls)) or read_many(urls, *args))
+  index_fn = lambda n, fps: np.array([9, 2, 9, 4])
+  clip = decode.decode_frame_folder(f'{url}/vid 0', index_fn, fps=30.0)
+  assert testlib.read_codes(clip.frames).tolist() == [9, 2, 9, 4]
+  assert calls == [[f'{url}/vid 0/img_{i:05d}.jpg' for i in (2, 4, 9)]]
+  fail_reads_of('img_00004.jpg')
+  with pytest.raises(decode.DecodeError, match='cannot read frame .*/vid 0/img_00004.jpg: .*Service Unavailable'):
+    decode.decode_frame_folder(f'{url}/vid 0', index_fn, fps=30.0)
+
+
 def store_error() -> Exception:
   """What gcsfs raises when the store still answers 503 after its retries (import gcsfs after `bucket`: it reads
   its settings on import)."""
