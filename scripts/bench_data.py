@@ -13,7 +13,8 @@ bucket (gs://) on a local fake-gcs-server, through a loopback relay process that
 costs, then per worker count clips/s, the loader's CPU ms per clip and two ratios gs:// / local: clips/s, and clips
 per loader CPU second (the throughput ratio on equally free cores). The store's CPU (relay + emulator, printed per
 request) is not the loader's: a real store spends it on its own machines, but here it takes the same cores, so
-with every core busy the clips/s ratio is lower than the loader alone would make it.
+with every core busy the clips/s ratio is lower than the loader alone would make it. Last, clips/s of the same
+videos as folders of JPEG frames (dataset_kind 'frames', 16 files a clip), local and from the bucket.
 
   python scripts/bench_data.py [--num_videos 8] [--clips 64] [--workers 0,1,2] [--augment light|full] [--gcs]
 
@@ -48,6 +49,7 @@ import urllib.request
 
 from absl import app
 from absl import flags
+import cv2
 import numpy as np
 
 from mvit_jax.data import config as config_lib
@@ -83,6 +85,22 @@ def make_videos(folder: str, num_videos: int) -> str:
   lines = [f'{os.path.basename(path)} {i % 6}\n' for i, path in enumerate(paths)]
   # Listed 1024 times over: a realistic index size for grain's shuffle.
   storage.write_text(manifest, ''.join(lines * (1024 // len(lines))))
+  return manifest
+
+
+def make_frame_folders(folder: str, video_paths: list[str]) -> str:
+  """Writes each video's frames as a folder of JPEGs (quality 90, as frame-folder datasets such as AVA's keep
+  them) under `folder`, and a manifest of those folders; returns its path."""
+  frames = folder
+  manifest = os.path.join(frames, 'train.csv')
+  if not os.path.exists(manifest):
+    for i, path in enumerate(video_paths):
+      os.makedirs(os.path.join(frames, f'v{i}'), exist_ok=True)
+      for j, frame in enumerate(decode.decode_video(path, lambda n, fps: np.arange(n)).frames):
+        cv2.imwrite(os.path.join(frames, f'v{i}', f'img_{j:05d}.jpg'), frame[..., ::-1],
+                    [cv2.IMWRITE_JPEG_QUALITY, 90])
+    lines = [f'v{i} {i % 6}\n' for i in range(len(video_paths))]
+    storage.write_text(manifest, ''.join(lines * (1024 // len(lines))))
   return manifest
 
 
@@ -340,7 +358,13 @@ def main(argv):
     extra = f'   ({rates[workers] / rates[1]:.2f}x 1 worker)' if workers > 1 and 1 in rates else ''
     row(f'pipeline, {workers} workers', rates[workers], cpus[workers], extra)
   if _GCS.value:
-    with served_from_bucket(os.path.dirname(manifest), _GCS_LATENCY_MS.value) as store:
+    frames_manifest = make_frame_folders(os.path.join(_VIDEO_DIR.value, 'frames'), paths)
+    frames_cfg = bench_config(frames_manifest, _AUGMENT.value)
+    frames_cfg.dataset_kind, frames_cfg.frames_fps = 'frames', float(FPS)
+    frame_rates = {workers: time_pipeline(frames_cfg, workers, _CLIPS.value, _BATCH.value, _REPEATS.value)
+                   for workers in map(int, _WORKERS.value)}
+    with served_from_bucket(os.path.dirname(manifest), _GCS_LATENCY_MS.value,
+                            tree=os.path.dirname(frames_manifest)) as store:
       gcs_cfg = bench_config(storage.join(store.url, 'train.csv'), _AUGMENT.value)
       gcs_paths = [storage.join(store.url, os.path.basename(path)) for path in paths]
       time_serial(gcs_cfg, gcs_paths, 2, augment=False)  # Client start-up.
@@ -355,6 +379,20 @@ def main(argv):
         row(f'pipeline, {workers} workers, gs:// +{_GCS_LATENCY_MS.value:g} ms', rate, cpu,
             f'   (gs/local {rate / rates[workers]:.2f}, per loader CPU {cpus[workers] / cpu:.2f}; store '
             f'{store_ms:.2f} ms CPU/request)')
+      frames_cfg = bench_config(f'{store.url}-tree/train.csv', _AUGMENT.value)
+      frames_cfg.dataset_kind, frames_cfg.frames_fps = 'frames', float(FPS)
+      source, requests = sources.make_source(frames_cfg, 'train', frames_cfg.num_classes), store.requests()
+      for i in range(8):
+        source.load(i, lambda n, fps: np.arange(0, 64, 4))
+      print(f'frame folders (16 JPEGs a clip): {(store.requests() - requests) / 8:.2f} requests per clip')
+      for workers in map(int, _WORKERS.value):
+        store_cpu, requests = store.cpu_seconds(), store.requests()
+        rate, cpu = time_pipeline(frames_cfg, workers, _CLIPS.value, _BATCH.value, _REPEATS.value)
+        store_ms = 1000 * (store.cpu_seconds() - store_cpu) / max(1, store.requests() - requests)
+        local_rate, local_cpu = frame_rates[workers]
+        print(f'frame folders, {workers} workers: local {local_rate:.1f} clips/s ({local_cpu:.1f} CPU ms/clip), gs:// '
+              f'+{_GCS_LATENCY_MS.value:g} ms {rate:.1f} clips/s ({cpu:.1f}; gs/local {rate / local_rate:.2f}, per '
+              f'loader CPU {local_cpu / cpu:.2f}; store {store_ms:.2f} ms CPU/request)')
   scaling = machine_scaling(manifest, _AUGMENT.value, _CLIPS.value)
   print(f'machine scaling now: two processes of serial decode + augment = {scaling:.2f}x one process')
   clip_bytes = cfg.num_frames * cfg.crop_size ** 2 * 3
@@ -461,8 +499,9 @@ def _start_emulator(data_dir: str) -> tuple[subprocess.Popen, int]:
 
 
 @contextlib.contextmanager
-def served_from_bucket(folder: str, delay_ms: float):
-  """Yields a _BucketStore whose `url` 'gs://bench' holds the files of `folder` (not its subfolders), on
+def served_from_bucket(folder: str, delay_ms: float, tree: str = ''):
+  """Yields a _BucketStore whose `url` 'gs://bench' holds the files of `folder` (not its subfolders) and, when given,
+  bucket 'gs://bench-tree' the folder `tree` (a bucket of its own: a larger bucket makes the emulator slower), on
   fake-gcs-server behind a relay process that delays every request by delay_ms; this process and the loader workers
   it starts are pointed at the relay (gcsfs reads the variables when it is imported, on first use of a bucket).
   While it is open, cpu_seconds leaves the two store processes out."""
@@ -471,6 +510,8 @@ def served_from_bucket(folder: str, delay_ms: float):
     for entry in os.listdir(folder):
       if os.path.isfile(os.path.join(folder, entry)):
         shutil.copy(os.path.join(folder, entry), os.path.join(data_dir, 'bench', entry))
+    if tree:
+      shutil.copytree(tree, os.path.join(data_dir, 'bench-tree'))
     emulator, port = _start_emulator(data_dir)
     context = multiprocessing.get_context('spawn')
     receive_port, send_port = context.Pipe(duplex=False)
