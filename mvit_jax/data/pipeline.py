@@ -4,6 +4,9 @@ Train: source indices of this process -> seeded global shuffle (new order every 
 random_map(decode a random clip, `num_repeated_samples` augmentations) -> batch -> flatten the copies -> workers.
 Eval: every (video, view) pair of this process in order, padded with masked rows to the same number of full
 batches on every process.
+Video files in a bucket (`_fetches_ahead`): the read threads only fetch each batch's files, and the decode and
+augmentation run after them, in the worker; a training element carries a copy of its random generator there, so
+the batches are the same.
 
 Videos leave the loaders as uint8 clips; normalisation and random erasing run on the accelerator
 (`device_preprocess.preprocess_on_device`, in the train and eval steps).
