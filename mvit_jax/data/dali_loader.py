@@ -250,7 +250,7 @@ def make_train_iterator(data_config, *, num_classes: int, global_batch_size: int
   num_local = len(ds)
   plans = (ds.repeat(None)
            .random_map(_TrainPlan(source, cfg, num_classes, DECODABLE[cfg.dali_device]))
-           .to_iter_dataset(grain.ReadOptions(num_threads=pipeline._read_threads(cfg, source),
+           .to_iter_dataset(grain.ReadOptions(num_threads=pipeline.read_thread_count(cfg, source),
                                               prefetch_buffer_size=cfg.read_prefetch)))
   videos_per_batch = local_batch // cfg.num_repeated_samples
   build = lambda feed: _build_pipeline(  # pylint: disable=unnecessary-lambda-assignment

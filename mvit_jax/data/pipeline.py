@@ -310,7 +310,7 @@ def _init_worker(worker_index: int, worker_count: int) -> None:
   shm_batch.enable_in_this_process()
 
 
-def _read_threads(cfg, source) -> int:
+def read_thread_count(cfg, source) -> int:
   """Threads per process that read ahead: cfg.read_threads, and for a source in a bucket one per prefetched batch
   (read_prefetch), as each batch's files then take tens of ms to arrive."""
   return max(cfg.read_threads, cfg.read_prefetch) if source.remote else cfg.read_threads
@@ -319,7 +319,7 @@ def _read_threads(cfg, source) -> int:
 def _finish(ds: grain.MapDataset, cfg, source, num_videos: int, then: grain.transforms.Map | None = None):
   """MapDataset of batches (or of what `then` maps to batches, after the read threads) -> prefetching IterDataset
   with failure accounting in the main process."""
-  it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=_read_threads(cfg, source),
+  it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=read_thread_count(cfg, source),
                                                prefetch_buffer_size=cfg.read_prefetch))
   if then is not None:
     it_ds = it_ds.map(then)

@@ -62,6 +62,7 @@ import numpy as np
 from mvit_jax import inference
 from mvit_jax.data import config as data_config_lib
 from mvit_jax.data import decode
+from mvit_jax.data import pipeline
 from mvit_jax.data import sources
 from mvit_jax.inference import detect
 from mvit_jax.inference import explain
@@ -119,9 +120,12 @@ class _Views(grain.transforms.Map):
 
 
 def load_views(predictor: inference.Predictor, paths: Sequence[str], workers: int) -> Iterator[dict]:
-  """Each video's views in order, decoded ahead by `workers` processes (or by a thread when 0)."""
-  ds = grain.MapDataset.range(len(paths)).map(_Views(predictor.make_source(paths), predictor.data_config))
-  it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=2))
+  """Each video's views in order, decoded ahead by `workers` processes (or by the read threads when 0), each with
+  one read thread, or for videos in a bucket read_prefetch, as each video then waits tens of ms for its bytes."""
+  source = predictor.make_source(paths)
+  threads = pipeline.read_thread_count(predictor.data_config, source)
+  ds = grain.MapDataset.range(len(paths)).map(_Views(source, predictor.data_config))
+  it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=max(2, threads)))
   if workers > 0:
     if not flags.FLAGS.is_parsed():  # grain's workers read absl flags; outside absl.app.run use their defaults.
       flags.FLAGS.mark_as_parsed()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 import dataclasses
+import functools
 
 import flax.linen as nn
 import jax
@@ -82,12 +83,14 @@ class ArraySource:
 def eval_views(source, index: int, cfg) -> np.ndarray:
   """uint8 (V, T, crop, crop, 3): the V = test_num_clips x test_num_crops views (crop fastest) of video `index`,
   as the evaluation loader makes them; raises decode.DecodeError naming what is wrong with the file."""
-  views, clips = [], {}
+  views, clips, load = [], {}, source.load
+  if getattr(source, 'remote', False) and getattr(source, 'fetch', None) is not None:
+    load = functools.partial(source.load, fetched=source.fetch([index])[0])  # One request for all the clips.
   for view in range(cfg.test_num_clips * cfg.test_num_crops):
     clip_idx, crop_idx = sampling.test_view(view, cfg.test_num_crops)
     if clip_idx not in clips:  # Views of one clip differ only in the spatial crop: decode it once.
-      clips[clip_idx] = source.load(index, lambda n, fps, c=clip_idx: sampling.test_clip_indices(n, fps, c, cfg),
-                                    transforms.eval_short_side(cfg)).frames
+      clips[clip_idx] = load(index, lambda n, fps, c=clip_idx: sampling.test_clip_indices(n, fps, c, cfg),
+                             transforms.eval_short_side(cfg)).frames
     views.append(transforms.eval_transform(clips[clip_idx], crop_idx, cfg.test_num_crops, cfg))
   return np.stack(views)
 

@@ -1,12 +1,14 @@
 """Requests per clip from a bucket (a real GCS server, fake-gcs-server): each waits tens of ms on a real store, so
 decoding a clip from a video up to storage.READ_BLOCK_BYTES costs exactly one, and no metadata lookups; evaluating
-a video's views, one for them all."""
+a video's views (in the loader, or the predictor's), one for them all."""
 import aiohttp
 import numpy as np
 
+from mvit_jax import inference
 from mvit_jax.data import config as config_lib
 from mvit_jax.data import decode
 from mvit_jax.data import pipeline
+from mvit_jax.data import sources
 from mvit_jax.system import storage
 from tests import testlib
 
@@ -54,3 +56,16 @@ def test_evaluating_from_a_bucket_costs_one_request_per_video(tmp_path, bucket, 
   assert len(masks) == 3 and all(mask.all() for mask in masks)
   video_requests = sorted((method, url.rsplit('/', 1)[-1].split('?')[0]) for method, url in requests if '.mp4' in url)
   assert video_requests == [('GET', name) for name in names], requests
+
+
+def test_a_predictor_s_views_of_a_video_in_a_bucket_cost_one_request(tmp_path, bucket, monkeypatch):
+  testlib.write_index_video(str(tmp_path / 'v.mp4'), 40, video_id=0, gop=8)
+  storage.copy_file(str(tmp_path / 'v.mp4'), f'{bucket}/v.mp4')
+  cfg = config_lib.default_data_config()
+  cfg.num_frames, cfg.sampling_rate, cfg.test_num_clips, cfg.test_num_crops = 4, 2, 3, 1
+  cfg.test_short_side = cfg.crop_size = testlib.HEIGHT
+  local = inference.eval_views(sources.FileSource([sources.VideoRecord(str(tmp_path / 'v.mp4'), None)]), 0, cfg)
+  requests = count_requests(monkeypatch)
+  views = inference.eval_views(sources.FileSource([sources.VideoRecord(f'{bucket}/v.mp4', None)]), 0, cfg)
+  np.testing.assert_array_equal(views, local)
+  assert views.shape[0] == 3 and [method for method, _ in requests] == ['GET'], requests
