@@ -134,7 +134,8 @@ def makedirs(path: PathLike) -> None:
 def open_file(path: PathLike, mode: str = 'r', *, head: bytes | None = None) -> IO:
   """`open` for a local path or a URL. A URL's object is read with one ranged request of READ_BLOCK_BYTES (or
   given as `head`, what `read_heads` returned for it): an object no larger is then in memory whole (one request, no
-  size lookup); a larger one is read through the block cache. Either way the file object has `.size` (bytes)."""
+  size lookup); a larger one is read through the block cache, which starts with that first block. Either way the
+  file object has `.size` (bytes)."""
   if is_url(path) and 'r' in mode:
     path = os.fspath(path)
     fs = epath.backend.fsspec_backend.fs(path)
@@ -145,7 +146,8 @@ def open_file(path: PathLike, mode: str = 'r', *, head: bytes | None = None) -> 
     if len(head) < READ_BLOCK_BYTES:
       binary = _InMemoryFile(head)
     else:
-      binary = fs.open(path, 'rb', block_size=READ_BLOCK_BYTES, cache_type='blockcache')
+      binary = fs.open(path, 'rb', block_size=READ_BLOCK_BYTES, cache_type=_HeadBlockCache.name,
+                       cache_options={'head': head})
     return binary if 'b' in mode else io.TextIOWrapper(binary, encoding='utf-8', newline='')
   return epath.Path(path).open(mode)
 
@@ -173,6 +175,25 @@ def read_many(urls: list[str], length: int | None = None) -> list[bytes | Except
 def _unsatisfiable_as_empty(results: list) -> list:
   """A range of an empty object is "not satisfiable" (HTTP 416): its bytes are none."""
   return [b'' if getattr(r, 'code', None) == 416 else r for r in results]
+
+
+class _HeadBlockCache(fsspec.caching.BlockCache):
+  """fsspec's LRU block cache, holding from the start the object's first block, already read: a reader (PyAV) that
+  starts at byte 0 does not request it again."""
+
+  name = 'mvit_jax_head_block'
+
+  def __init__(self, blocksize: int, fetcher, size: int, head: bytes = b'', maxblocks: int = 32):
+    super().__init__(blocksize, fetcher, size, maxblocks)
+    self.head = head
+
+  def _fetch_block(self, block_number: int) -> bytes:
+    if block_number == 0 and len(self.head) == self.blocksize:
+      return self.head
+    return super()._fetch_block(block_number)
+
+
+fsspec.caching.register_cache(_HeadBlockCache)
 
 
 class _InMemoryFile(io.BytesIO):

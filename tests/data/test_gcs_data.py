@@ -78,6 +78,17 @@ def test_videos_in_a_bucket_decode_to_the_frames_of_local_files(videos):
             expected.fps, expected.num_video_frames, expected.num_decoded)
 
 
+def test_videos_larger_than_a_block_decode_through_the_block_cache(videos, monkeypatch):
+  local, url = videos
+  monkeypatch.setattr(storage, 'READ_BLOCK_BYTES', 1024)
+  index_fn = lambda n, fps: np.array([n - 1, 0, 17, 3])
+  for name in ('v0.mp4', 'v1.mp4', 'v 2.mp4'):
+    assert (local / name).stat().st_size > 4 * 1024
+    for head in (None, storage.read_heads([f'{url}/{name}'])[0]):
+      clip = decode.decode_video(f'{url}/{name}', index_fn, head=head)
+      np.testing.assert_array_equal(clip.frames, decode.decode_video(str(local / name), index_fn).frames)
+
+
 @pytest.mark.parametrize('num_workers', [0, pytest.param(2, marks=pytest.mark.slow)])
 def test_eval_loader_gives_the_same_batches_from_a_bucket(videos, num_workers):
   local, url = videos

@@ -50,6 +50,32 @@ def test_open_file_reads_with_seeks(root, block_bytes, monkeypatch):
     assert f.read() == data
 
 
+def test_a_large_object_is_read_in_blocks_and_its_first_block_once(root, monkeypatch):
+  monkeypatch.setattr(storage, 'READ_BLOCK_BYTES', 1024)
+  data = os.urandom(3 * 1024 + 7)
+  storage.write_bytes(storage.join(root, 'blob'), data)
+  ranges = []
+  if storage.is_url(root):
+    import gcsfs  # pylint: disable=g-import-not-at-top  (after the `bucket` fixture: it reads its settings on import)
+    fetch_range = gcsfs.core.GCSFile._fetch_range  # pylint: disable=protected-access
+
+    def recording(self, start=None, end=None):
+      ranges.append((start, end))
+      return fetch_range(self, start, end)
+
+    monkeypatch.setattr(gcsfs.core.GCSFile, '_fetch_range', recording)
+  with storage.open_file(storage.join(root, 'blob'), 'rb') as f:
+    assert f.read(100) == data[:100]
+    f.seek(1500)
+    assert f.read(1000) == data[1500:2500]
+    f.seek(3000)
+    assert f.read() == data[3000:]
+    f.seek(10)
+    assert f.read(5) == data[10:15]
+  if storage.is_url(root):  # The first block came with the open; the other three, once each.
+    assert sorted(ranges) == [(1024, 2048), (2048, 3072), (3072, 4096)]
+
+
 def test_upload_tree_copies_the_marker_last(tmp_path, bucket):
   local = tmp_path / 'out'
   (local / 'params').mkdir(parents=True)
