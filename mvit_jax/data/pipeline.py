@@ -4,7 +4,7 @@ Train: source indices of this process -> seeded global shuffle (new order every 
 random_map(decode a random clip, `num_repeated_samples` augmentations) -> batch -> flatten the copies -> workers.
 Eval: every (video, view) pair of this process in order, padded with masked rows to the same number of full
 batches on every process.
-Video files in a bucket (`_fetches_ahead`): the read threads only fetch each batch's files, and the decode and
+Video files in a bucket (`fetches_ahead`): the read threads only fetch each batch's files, and the decode and
 augmentation run after them, in the worker; a training element carries a copy of its random generator there, so
 the batches are the same.
 
@@ -113,12 +113,12 @@ def load_or_replace(source, index: int, rng: np.random.Generator, max_attempts: 
       index = int(rng.integers(len(source)))
 
 
-def _fetches_ahead(source) -> bool:
+def fetches_ahead(source) -> bool:
   """Whether loaders read the source's files ahead (source.fetch) in their read threads and decode in the worker,
   one clip at a time: for video files in a bucket, where a file takes tens of ms to arrive. Decoding in the read
   threads instead, clips decoding side by side cost more CPU each and wait for their files one by one
   (docs/performance.md, "From a bucket")."""
-  return source.remote and getattr(source, 'fetch', None) is not None
+  return getattr(source, 'remote', False) and getattr(source, 'fetch', None) is not None
 
 
 def _load(source, index: int, index_fn, short_side: int, fetched=None) -> decode.Clip:
@@ -364,7 +364,7 @@ def make_train_iterator(data_config, *, num_classes: int, global_batch_size: int
   ds = train_index_dataset(len(source), seed=seed, process_index=process_index, process_count=process_count)
   num_local = len(ds)
   videos_per_batch = local_batch // cfg.num_repeated_samples
-  if _fetches_ahead(source):
+  if fetches_ahead(source):
     ds = (ds.repeat(None).random_map(_DrawGenerator())
           .batch(videos_per_batch, drop_remainder=True, batch_fn=list).map(_FetchBatch(source)))
     return iter(_finish(ds, cfg, source, num_local, then=_DecodeBatch(source, cfg, num_classes)))
@@ -410,7 +410,7 @@ def make_eval_iterator(data_config, *, num_classes: int, global_batch_size: int,
   num_batches = num_eval_batches(len(source), cfg, global_batch_size=global_batch_size, process_count=process_count)
   example = _EvalExample(source, cfg, num_classes, video_indices)
   rows = grain.MapDataset.range(num_batches * local_batch)
-  if _fetches_ahead(source):
+  if fetches_ahead(source):
     ds = rows.batch(local_batch, batch_fn=list).map(_FetchEvalBatch(source, example))
     return iter(_finish(ds, cfg, source, max(1, len(video_indices)), then=_DecodeEvalBatch(example)))
   ds = rows.map(example).batch(local_batch, batch_fn=shm_batch.stack)

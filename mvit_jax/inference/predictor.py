@@ -32,6 +32,7 @@ from mvit_jax.train import sharding as sharding_lib
 from mvit_jax.data import config as data_config_lib
 from mvit_jax.data import decode
 from mvit_jax.data import device_preprocess
+from mvit_jax.data import pipeline
 from mvit_jax.data import sampling
 from mvit_jax.data import sources
 from mvit_jax.data import transforms
@@ -84,7 +85,7 @@ def eval_views(source, index: int, cfg) -> np.ndarray:
   """uint8 (V, T, crop, crop, 3): the V = test_num_clips x test_num_crops views (crop fastest) of video `index`,
   as the evaluation loader makes them; raises decode.DecodeError naming what is wrong with the file."""
   views, clips, load = [], {}, source.load
-  if getattr(source, 'remote', False) and getattr(source, 'fetch', None) is not None:
+  if pipeline.fetches_ahead(source):
     load = functools.partial(source.load, fetched=source.fetch([index])[0])  # One request for all the clips.
   for view in range(cfg.test_num_clips * cfg.test_num_crops):
     clip_idx, crop_idx = sampling.test_view(view, cfg.test_num_crops)

@@ -140,7 +140,7 @@ def open_file(path: PathLike, mode: str = 'r', *, head: bytes | None = None) -> 
     path = os.fspath(path)
     fs = epath.backend.fsspec_backend.fs(path)
     if head is None:
-      head = _unsatisfiable_as_empty(fs.cat_ranges([path], 0, READ_BLOCK_BYTES))[0]
+      head = read_heads([path])[0]
       if isinstance(head, Exception):
         raise head
     if len(head) < READ_BLOCK_BYTES:
