@@ -91,17 +91,23 @@ def make_videos(folder: str, num_videos: int) -> str:
 def make_frame_folders(folder: str, video_paths: list[str]) -> str:
   """Writes each video's frames as a folder of JPEGs (quality 90, as frame-folder datasets such as AVA's keep
   them) under `folder`, and a manifest of those folders; returns its path."""
-  frames = folder
-  manifest = os.path.join(frames, 'train.csv')
+  manifest = os.path.join(folder, 'train.csv')
   if not os.path.exists(manifest):
     for i, path in enumerate(video_paths):
-      os.makedirs(os.path.join(frames, f'v{i}'), exist_ok=True)
+      os.makedirs(os.path.join(folder, f'v{i}'), exist_ok=True)
       for j, frame in enumerate(decode.decode_video(path, lambda n, fps: np.arange(n)).frames):
-        cv2.imwrite(os.path.join(frames, f'v{i}', f'img_{j:05d}.jpg'), frame[..., ::-1],
+        cv2.imwrite(os.path.join(folder, f'v{i}', f'img_{j:05d}.jpg'), frame[..., ::-1],
                     [cv2.IMWRITE_JPEG_QUALITY, 90])
     lines = [f'v{i} {i % 6}\n' for i in range(len(video_paths))]
     storage.write_text(manifest, ''.join(lines * (1024 // len(lines))))
   return manifest
+
+
+def frames_config(manifest: str, augment: str):
+  """bench_config for a manifest of frame folders (make_frame_folders)."""
+  cfg = bench_config(manifest, augment)
+  cfg.dataset_kind, cfg.frames_fps = 'frames', float(FPS)
+  return cfg
 
 
 def bench_config(manifest: str, augment: str):
@@ -359,8 +365,7 @@ def main(argv):
     row(f'pipeline, {workers} workers', rates[workers], cpus[workers], extra)
   if _GCS.value:
     frames_manifest = make_frame_folders(os.path.join(_VIDEO_DIR.value, 'frames'), paths)
-    frames_cfg = bench_config(frames_manifest, _AUGMENT.value)
-    frames_cfg.dataset_kind, frames_cfg.frames_fps = 'frames', float(FPS)
+    frames_cfg = frames_config(frames_manifest, _AUGMENT.value)
     frame_rates = {workers: time_pipeline(frames_cfg, workers, _CLIPS.value, _BATCH.value, _REPEATS.value)
                    for workers in map(int, _WORKERS.value)}
     with served_from_bucket(os.path.dirname(manifest), _GCS_LATENCY_MS.value,
@@ -379,8 +384,7 @@ def main(argv):
         row(f'pipeline, {workers} workers, gs:// +{_GCS_LATENCY_MS.value:g} ms', rate, cpu,
             f'   (gs/local {rate / rates[workers]:.2f}, per loader CPU {cpus[workers] / cpu:.2f}; store '
             f'{store_ms:.2f} ms CPU/request)')
-      frames_cfg = bench_config(f'{store.url}-tree/train.csv', _AUGMENT.value)
-      frames_cfg.dataset_kind, frames_cfg.frames_fps = 'frames', float(FPS)
+      frames_cfg = frames_config(f'{store.url}-tree/train.csv', _AUGMENT.value)
       source, requests = sources.make_source(frames_cfg, 'train', frames_cfg.num_classes), store.requests()
       for i in range(8):
         source.load(i, lambda n, fps: np.arange(0, 64, 4))
